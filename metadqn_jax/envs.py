@@ -1,0 +1,170 @@
+"""Environments: gymnax's registry plus the task-parameterised environments of this package.
+
+``make_env(env_id)`` returns ``(env, default_params)`` for any gymnax id and for the ids
+registered here. Every environment follows gymnax 1.0's API: ``reset(key, params)`` and
+``step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)``
+with auto-reset and ``info["final_observation"]``.
+
+Built-in environments of this package (tasks live in ``EnvParams``, never in the reset key):
+
+* ``PointNav-v0`` — discrete 2-D point navigation to an unobserved goal (in the spirit of
+  MAML's 2-D navigation benchmark). The agent starts at the origin, observes only its
+  position, and moves ``step_size`` in one of 4 directions; direction ``a`` points at angle
+  ``a * pi / 2 + action_rotation``, so ``action_rotation`` changes what the actions *mean*.
+  Reward is ``-||position - goal||`` after the move; episodes are truncated after
+  ``max_steps_in_episode`` steps (no terminal states).
+* ``CartPoleSigned-v0`` — gymnax CartPole with a per-task ``force_sign`` (+1 / -1): the
+  meaning of "push left / push right" is flipped on half the tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import environment, spaces
+from gymnax.environments.classic_control import cartpole
+
+
+# --------------------------------------------------------------------------- PointNav
+@struct.dataclass
+class PointNavState(environment.EnvState):
+    pos: jax.Array  # [2] float32
+    time: int
+
+
+@struct.dataclass
+class PointNavParams(environment.EnvParams):
+    goal_x: float = 0.7
+    goal_y: float = 0.0
+    action_rotation: float = 0.0  # radians added to every action's direction
+    step_size: float = 0.1
+    bound: float = 1.0  # positions are clipped to [-bound, bound]^2
+    max_steps_in_episode: int = 25
+
+
+class PointNav(environment.Environment[PointNavState, PointNavParams]):
+    """Discrete-action 2-D navigation to a goal held in ``EnvParams`` (see module doc)."""
+
+    @property
+    def default_params(self) -> PointNavParams:
+        return PointNavParams()
+
+    def step_env(self, key, state, action, params):
+        angle = action.astype(jnp.float32) * (jnp.pi / 2) + params.action_rotation
+        move = params.step_size * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+        pos = jnp.clip(state.pos + move, -params.bound, params.bound)
+        goal = jnp.stack([params.goal_x, params.goal_y]).astype(jnp.float32)
+        reward = -jnp.linalg.norm(pos - goal)
+        new_state = PointNavState(pos=pos, time=state.time + 1)
+        terminated = jnp.zeros((), bool)
+        return (
+            jax.lax.stop_gradient(pos),
+            jax.lax.stop_gradient(new_state),
+            reward.astype(jnp.float32),
+            terminated,
+            {},
+        )
+
+    def reset_env(self, key, params):
+        state = PointNavState(pos=jnp.zeros(2, jnp.float32), time=0)
+        return state.pos, state
+
+    def get_obs(self, state, params=None, key=None):
+        return state.pos
+
+    def is_terminated(self, state, params):
+        return jnp.zeros((), bool)
+
+    @property
+    def name(self) -> str:
+        return "PointNav-v0"
+
+    @property
+    def num_actions(self) -> int:
+        return 4
+
+    def action_space(self, params=None):
+        return spaces.Discrete(4)
+
+    def observation_space(self, params):
+        return spaces.Box(-params.bound, params.bound, (2,), jnp.float32)
+
+
+def point_nav_oracle_action(obs: jax.Array, params: PointNavParams) -> jax.Array:
+    """The greedy-on-distance action: the move that ends closest to the goal. ``obs [2] -> []``."""
+    angles = jnp.arange(4, dtype=jnp.float32) * (jnp.pi / 2) + params.action_rotation
+    moves = params.step_size * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+    pos = jnp.clip(obs[None] + moves, -params.bound, params.bound)
+    goal = jnp.stack([params.goal_x, params.goal_y]).astype(jnp.float32)
+    return jnp.argmin(jnp.linalg.norm(pos - goal, axis=-1)).astype(jnp.int32)
+
+
+# ------------------------------------------------------------------- CartPoleSigned
+@struct.dataclass
+class CartPoleSignedParams(cartpole.EnvParams):
+    force_sign: float = 1.0  # +1: action 1 pushes right (gym); -1: action 1 pushes left
+
+
+class CartPoleSigned(cartpole.CartPole):
+    """CartPole-v1 whose action meaning is flipped when ``force_sign = -1``."""
+
+    @property
+    def default_params(self) -> CartPoleSignedParams:
+        return CartPoleSignedParams()
+
+    def step_env(self, key, state, action, params):
+        flipped = jnp.where(params.force_sign < 0, 1 - action, action)
+        return super().step_env(key, state, flipped, params)
+
+    @property
+    def name(self) -> str:
+        return "CartPoleSigned-v0"
+
+
+# ------------------------------------------------------------------------- registry
+_CUSTOM: dict[str, Callable[[], environment.Environment]] = {
+    "PointNav-v0": PointNav,
+    "CartPoleSigned-v0": CartPoleSigned,
+}
+
+
+def available_envs() -> list[str]:
+    """All environment ids :func:`make_env` accepts."""
+    return sorted(_CUSTOM) + list(gymnax.registered_envs)
+
+
+def make_env(env_id: str) -> tuple[Any, Any]:
+    """``(env, default_params)`` for a package or gymnax environment id.
+
+    Raises:
+      ValueError: naming the unknown id and listing the known ones.
+    """
+    if env_id in _CUSTOM:
+        env = _CUSTOM[env_id]()
+        return env, env.default_params
+    if env_id in gymnax.registered_envs:
+        return gymnax.make(env_id)
+    raise ValueError(
+        f"unknown environment {env_id!r}; known environments: {', '.join(available_envs())}"
+    )
+
+
+def num_actions(env, env_params) -> int:
+    """Number of discrete actions (raises a clear error for continuous action spaces)."""
+    space = env.action_space(env_params)
+    if not isinstance(space, spaces.Discrete):
+        raise ValueError(
+            f"{env.name} has a {type(space).__name__} action space; DQN needs a discrete one"
+        )
+    return int(space.n)
+
+
+def obs_shape(env, env_params) -> tuple[int, ...]:
+    """Observation shape from a dummy reset (works for every gymnax environment)."""
+    obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
+    return tuple(obs.shape)
