@@ -1,0 +1,240 @@
+"""Few-shot evaluation on held-out tasks: return vs. environment steps, with 95 % CIs.
+
+The protocol, identical for every initialisation (meta-learned, pretrained, scratch):
+
+1. On a held-out task, with a fresh replay buffer, act ε-greedily (``support_epsilon``, the
+   meta-training ε) with the *unadapted* parameters for ``support_size`` steps.
+2. Adapt once with the learner's own rule (MAML-style inner TD steps for the gradient
+   learners, pretrained and scratch; context inference for ``context``; context-vector steps
+   for ``cavia``) on those transitions — exactly what meta-training optimised.
+3. Keep interacting with the adapted parameters (ε = ``finetune_epsilon``) and fine-tune
+   them as an ordinary DQN (Adam, double-DQN, Polyak target that starts at the meta-target).
+
+At every budget ``b`` the greedy return is measured on fresh episodes of the task; for
+``b < support_size`` the adaptation rule runs on the ``b`` transitions seen so far
+(``b = 0``: the unadapted policy). One trajectory per (task, seed) serves all budgets,
+and all tasks × seeds run as one vmapped program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metadqn_jax import dqn, envs, policies, replay, rollout
+from metadqn_jax.config import DQNConfig, DQNHParams, as_hparams, in_range, positive_int, require
+from metadqn_jax.meta_dqn import Learner, MetaConfig, MetaHParams, example_transition, make_learner
+from metadqn_jax.tasks import TaskFamily
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotConfig:
+    """Static settings of the few-shot protocol (budgets in environment steps)."""
+
+    budgets: tuple[int, ...] = (0, 250, 500, 1000, 2000, 5000)
+    num_tasks: int = 20  # held-out tasks
+    seeds: int = 5  # adaptation runs per task
+    split: str = "test"
+    support_size: int = 100  # steps collected before the one-shot adaptation
+    support_epsilon: float = 0.5
+    finetune: bool = True  # keep fine-tuning after adaptation (ordinary DQN)
+    finetune_epsilon: float = 0.1
+    finetune_lr: float = 1e-3
+    finetune_every: int = 1  # env steps per fine-tuning gradient step
+    finetune_batch: int = 64
+    finetune_tau: float = 0.95
+    learning_starts: int = 0  # extra steps after adaptation before fine-tuning starts
+    eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
+
+    def __post_init__(self):
+        object.__setattr__(self, "budgets", tuple(sorted(int(b) for b in self.budgets)))
+        require(len(self.budgets) > 0 and self.budgets[0] >= 0, "budgets",
+                "a non-empty list of env-step counts >= 0", self.budgets)
+        require(self.split in ("train", "val", "test"), "split", "'train', 'val' or 'test'", self.split)
+        for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes"):
+            positive_int(name, getattr(self, name))
+        for name in ("support_epsilon", "finetune_epsilon"):
+            in_range(name, getattr(self, name), 0.0, 1.0)
+        in_range("finetune_lr", self.finetune_lr, 0.0, math.inf, low_open=True)
+        in_range("finetune_tau", self.finetune_tau, 0.0, 1.0, high_open=True)
+
+    @property
+    def max_budget(self) -> int:
+        return self.budgets[-1]
+
+
+class FewShotResult(NamedTuple):
+    """Greedy returns of every (task, seed) run at every budget, and their summary."""
+
+    budgets: tuple[int, ...]
+    returns: np.ndarray  # [num_tasks * seeds, num_budgets] float
+    mean: np.ndarray  # [num_budgets]
+    ci95: np.ndarray  # [num_budgets], 95 % half-width (1.96 * std / sqrt(n))
+
+
+def summarize(budgets, returns) -> FewShotResult:
+    returns = np.asarray(returns, np.float64)
+    n = returns.shape[0]
+    ci = 1.96 * returns.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(returns.shape[1])
+    return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
+
+
+def make_few_shot(meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None):
+    """Builds ``run(meta_params, meta_target, task_params [R], keys [R], hp) -> returns [R, B]``.
+
+    ``R`` independent adaptation runs (one task and one key each) are vmapped. ``learner``
+    defaults to the one of ``meta_cfg.algorithm``.
+    """
+    family = meta_cfg.task_family
+    env, base_params = family.env()
+    num_actions = envs.num_actions(env, base_params)
+    obs_shape = envs.obs_shape(env, base_params)
+    learner = learner or make_learner(meta_cfg, num_actions, obs_shape)
+    max_steps = family.episode_length
+    S = fs.support_size
+    capacity = max(fs.max_budget, S, 1)
+    ft_hp = DQNHParams(*[jnp.float32(x) for x in (fs.finetune_lr, 0.0, 0.0, 0.0, 1.0, fs.finetune_tau)])
+
+    # segment boundaries: every budget, plus the adaptation point
+    points = sorted(set(fs.budgets) | ({S} if S <= fs.max_budget else set()))
+
+    def one_run(meta_params, meta_target, task, key, hp: MetaHParams):
+        env_params = rollout.broadcast_params(task, 1)
+        eval_params = rollout.broadcast_params(task, fs.eval_episodes)
+        k_reset, key = jax.random.split(key)
+        carry = rollout.init_carry(env, k_reset, env_params)
+        buffer = replay.init(example_transition(obs_shape), capacity)
+        tp0 = learner.unadapted(meta_params)
+        tp, target = tp0, {"net": meta_target["net"], "ctx": tp0["ctx"]}
+        opt_state = dqn.make_optimizer(fs.finetune_lr, 10.0).init(tp)
+        hp_ft = ft_hp._replace(gamma=hp.gamma)
+
+        def adapt_on(buf, n_valid):
+            tr, mask = replay.recent(buf, S)
+            return learner.adapt(meta_params, meta_target, (tr, mask), hp)
+
+        def greedy(params, k):
+            act = lambda obs: jnp.argmax(learner.q_values(params, obs), axis=-1)
+            return rollout.greedy_returns(env, act, k, eval_params, max_steps).mean()
+
+        def collect_step(c, k):
+            carry, buf = c
+            k_act, k_env = jax.random.split(k)
+            a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), fs.support_epsilon)
+            carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            return (carry, replay.add(buf, tr)), None
+
+        def finetune_step(c, xs):
+            carry, buf, tp, target, opt_state = c
+            k, t = xs
+            k_act, k_env, k_upd = jax.random.split(k, 3)
+            a = policies.epsilon_greedy(k_act, learner.q_values(tp, carry.obs), fs.finetune_epsilon)
+            carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            buf = replay.add(buf, tr)
+            if fs.finetune:
+                batch = replay.sample(buf, k_upd, fs.finetune_batch)
+                new_tp, new_opt, _ = dqn.dqn_update(tp, target, opt_state, batch, hp_ft, learner.q_values)
+                do = (t % fs.finetune_every == 0) & (t >= fs.learning_starts)
+                sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(do, x, y), a, b)
+                tp, opt_state = sel(new_tp, tp), sel(new_opt, opt_state)
+                target = sel(policies.polyak(target, tp, fs.finetune_tau), target)
+            return (carry, buf, tp, target, opt_state), None
+
+        results = {}
+        done = 0
+        adapted = False
+        for point in points:
+            n = point - done
+            key, k_seg, k_eval = jax.random.split(key, 3)
+            if n > 0:
+                if not adapted:
+                    (carry, buffer), _ = jax.lax.scan(collect_step, (carry, buffer), jax.random.split(k_seg, n))
+                else:
+                    ts = jnp.arange(done - S, point - S)
+                    (carry, buffer, tp, target, opt_state), _ = jax.lax.scan(
+                        finetune_step, (carry, buffer, tp, target, opt_state), (jax.random.split(k_seg, n), ts)
+                    )
+                done = point
+            if not adapted and point >= S:
+                tp = adapt_on(buffer, S)
+                target = {"net": meta_target["net"], "ctx": tp["ctx"]}
+                opt_state = dqn.make_optimizer(fs.finetune_lr, 10.0).init(tp)
+                adapted = True
+            if point in fs.budgets:
+                params = tp if adapted else adapt_on(buffer, point)
+                results[point] = greedy(params, k_eval)
+        return jnp.stack([results[b] for b in fs.budgets])
+
+    def run(meta_params, meta_target, task_params, keys, hp):
+        return jax.vmap(one_run, in_axes=(None, None, 0, 0, None))(meta_params, meta_target, task_params, keys, hp)
+
+    return run, learner
+
+
+def few_shot_tasks(family: TaskFamily, fs: FewShotConfig, key: jax.Array):
+    """The evaluation runs: ``fs.num_tasks`` distinct tasks of ``fs.split``, each repeated
+    ``fs.seeds`` times, and one key per run. Returns ``(task_params [R], keys [R])``."""
+    n = min(fs.num_tasks, family.num_tasks(fs.split))
+    pool = family.tasks(fs.split)
+    task_params = jax.tree.map(lambda x: jnp.repeat(x[:n], fs.seeds, axis=0), pool)
+    keys = jax.random.split(key, n * fs.seeds)
+    return task_params, keys
+
+
+def evaluate_few_shot(
+    meta_cfg: MetaConfig,
+    meta_params,
+    meta_target,
+    fs: FewShotConfig,
+    key: jax.Array,
+    hp: MetaHParams | None = None,
+    learner: Learner | None = None,
+) -> FewShotResult:
+    """Few-shot returns of one initialisation on held-out tasks (see the module docstring)."""
+    hp = meta_cfg.hparams() if hp is None else hp
+    run, _ = make_few_shot(meta_cfg, fs, learner)
+    task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
+    returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
+    return summarize(fs.budgets, np.asarray(returns))
+
+
+def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
+    """A fresh initialisation for the ``scratch`` baseline (its own target = itself)."""
+    family = meta_cfg.task_family
+    env, base_params = family.env()
+    learner = make_learner(dataclasses.replace(meta_cfg, algorithm="maml"),
+                           envs.num_actions(env, base_params), envs.obs_shape(env, base_params))
+    params = learner.init(key)
+    return learner, params
+
+
+def oracle_returns(
+    family: TaskFamily, fs: FewShotConfig, key: jax.Array, dqn_cfg: DQNConfig | None = None
+) -> FewShotResult:
+    """The oracle: a DQN trained from scratch on each held-out task for a long budget.
+
+    Returns the best periodic greedy evaluation of each (task, seed) run, reported at
+    every budget (a horizontal reference line). Tasks × seeds are one vmapped program.
+    """
+    dqn_cfg = dqn_cfg or default_oracle_config(family)
+    env, base = family.env()
+    train = dqn.make_train(dqn_cfg, base)
+    hp = dqn_cfg.hparams(gamma=family.gamma)
+    task_params, keys = few_shot_tasks(family, fs, key)
+    _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, hp, task_params)
+    best = np.asarray(metrics.eval_return).max(axis=-1)
+    return summarize(fs.budgets, np.repeat(best[:, None], len(fs.budgets), axis=1))
+
+
+def default_oracle_config(family: TaskFamily) -> DQNConfig:
+    """A single-task DQN long enough to converge on one task of the family."""
+    if family.env_id.startswith("PointNav"):
+        return DQNConfig(env_id=family.env_id, num_envs=4, total_steps=20_000, buffer_size=20_000,
+                         batch_size=64, learning_starts=500, eval_every=2_000, eval_episodes=4,
+                         eps_decay_steps=10_000.0, updates_per_iteration=1, solve_threshold=0.0)
+    return DQNConfig(env_id=family.env_id, eval_episodes=4)

@@ -1,0 +1,507 @@
+"""Meta-learning DQN over a task family: one jitted meta-step, scanned many times per call.
+
+One meta-step (all of it one XLA program, vmapped over the task axis ``T``):
+
+1. every ``task_lifetime`` meta-steps each task slot draws a new *training* task from the
+   family, resets its ``envs_per_task`` environments and empties its replay buffer;
+2. each task acts ``rollout_steps`` steps in each of its environments with the ε-greedy
+   *unadapted* meta-policy and writes the transitions into its own replay buffer;
+3. support set = the task's ``support_size`` most recent transitions (masked where the
+   buffer holds fewer); query batch = ``query_batch`` transitions drawn uniformly from
+   the task's buffer;
+4. the learner adapts to the support set and is scored by the TD loss on the query batch
+   *after* adaptation; the meta-gradient is averaged over tasks and applied by an optax
+   meta-optimiser (Adam, optional weight decay); the meta-target network is a Polyak
+   average of the meta-parameters.
+
+Why this support set: at test time a new task provides exactly this — a fresh buffer with a
+few recent transitions collected by the (unadapted, ε-greedy) meta-policy — and the
+meta-objective must optimise what test time does. With ``task_lifetime = 1`` (the default)
+every meta-step is a fresh task from reset, which is the test-time situation exactly. The
+TD target in both loops is the Polyak meta-target: a throw-away prototype measured that
+using the online (or adapted) parameters as their own target diverged or adapted badly
+(see ``shared/DESIGN.md``).
+
+Learners (``MetaConfig.algorithm``):
+
+* ``maml`` / ``fomaml`` / ``reptile`` — gradient-based adaptation of the Q-network
+  (all parameters, or only the output head with ``adapt="head"``, ANIL-style), through
+  the generic core :mod:`metadqn_jax.meta`.
+* ``cavia`` — only a context vector ``φ`` (``context_dim``, ``φ₀ = 0``) concatenated to the
+  observation is adapted; the network is shared; second-order meta-gradient
+  (``cavia_first_order=True``: first-order).
+* ``context`` — a permutation-invariant encoder of the support transitions produces ``z``
+  (masked mean of a per-transition MLP); ``Q(s, a, z)`` is trained end to end; no inner
+  gradient steps.
+* ``pretrained`` — the multi-task baseline: one DQN on the pooled training tasks with the
+  same data and environment-step budget (the query loss at the unadapted parameters). At
+  test time it adapts with the same inner rule (``inner_steps`` at ``inner_lr``) as MAML.
+
+Every learner produces *task parameters* ``{"net": Q-network params, "ctx": context
+[context_dim]}`` (``ctx`` has size 0 for the gradient learners); test-time fine-tuning
+(:mod:`metadqn_jax.evaluate`) treats them as an ordinary DQN's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from metadqn_jax import envs, losses, meta, policies, replay, rollout, tasks
+from metadqn_jax.config import (
+    as_hparams,
+    check_hparams,
+    in_range,
+    nonneg_int,
+    positive_int,
+    require,
+)
+from metadqn_jax.networks import MLP, head_mask, make_q_network
+from metadqn_jax.types import EnvCarry, Transition
+
+ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
+GRADIENT_ALGORITHMS = ("maml", "fomaml", "reptile")
+
+
+# ----------------------------------------------------------------------------- config
+class MetaHParams(NamedTuple):
+    """Traced meta-training hyper-parameters (float32 leaves; changing them never recompiles)."""
+
+    inner_lr: Any  # inner-loop learning rate, > 0
+    meta_lr: Any  # meta-optimiser (Adam) learning rate, > 0
+    weight_decay: Any  # decoupled weight decay of the meta-optimiser, >= 0
+    gamma: Any  # discount in [0, 1]
+    epsilon: Any  # ε of the data-collecting meta-policy, in [0, 1]
+    tau: Any  # Polyak factor of the meta-target, in [0, 1)
+
+
+META_HPARAM_RULES = {
+    "inner_lr": (0.0, math.inf, True, True),
+    "meta_lr": (0.0, math.inf, True, True),
+    "weight_decay": (0.0, math.inf, False, True),
+    "gamma": (0.0, 1.0, False, False),
+    "epsilon": (0.0, 1.0, False, False),
+    "tau": (0.0, 1.0, False, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Static meta-training settings plus defaults for the traced :class:`MetaHParams`.
+
+    Sizes: per meta-step ``num_tasks × envs_per_task × rollout_steps`` environment steps;
+    per-task replay memory ``num_tasks × buffer_size`` transitions (see :func:`memory_bytes`).
+    """
+
+    family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks)
+    algorithm: str = "maml"  # one of ALGORITHMS
+    num_tasks: int = 32  # tasks per meta-step (the meta-batch, the task axis)
+    envs_per_task: int = 4  # environments per task
+    rollout_steps: int = 25  # steps of every environment per meta-step
+    support_size: int = 100  # most recent transitions forming the support set
+    buffer_size: int = 100  # replay capacity per task, transitions
+    query_batch: int = 128  # query transitions per task per meta-step
+    task_lifetime: int = 1  # meta-steps before a slot draws a new task
+    inner_steps: int = 5  # inner TD-gradient steps (k)
+    inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
+    adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
+    context_dim: int = 8  # CAVIA context / context-encoder output width
+    encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP
+    random_support: bool = False  # train on random support prefixes (robust to small budgets)
+    cavia_first_order: bool = False
+    hidden: tuple[int, ...] = (64, 64)
+    dueling: bool = False
+    double: bool = True
+    huber: bool = True
+    max_grad_norm: float = 10.0  # meta-gradient global-norm clip (inf: off)
+    num_meta_steps: int = 2_000
+    chunk_size: int = 100  # meta-steps per compiled call (logging granularity)
+    # defaults of the traced hyper-parameters (gamma: None = the family's recommendation)
+    inner_lr: float = 0.1
+    meta_lr: float = 1e-3
+    weight_decay: float = 0.0
+    gamma: float | None = None
+    epsilon: float = 0.5
+    tau: float = 0.95
+
+    def __post_init__(self):
+        require(self.algorithm in ALGORITHMS, "algorithm", f"one of {ALGORITHMS}", self.algorithm)
+        try:
+            tasks.get_family(self.family)
+        except ValueError as e:
+            raise ValueError(f"family: {e}") from None
+        for name in ("num_tasks", "envs_per_task", "rollout_steps", "support_size", "buffer_size",
+                     "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim"):
+            positive_int(name, getattr(self, name))
+        nonneg_int("inner_steps", self.inner_steps)
+        for name in ("hidden", "encoder_hidden"):
+            value = tuple(int(h) for h in getattr(self, name))
+            require(len(value) > 0 and all(h > 0 for h in value), name,
+                    "a non-empty list of positive layer widths", getattr(self, name))
+            object.__setattr__(self, name, value)
+        per_step = self.envs_per_task * self.rollout_steps
+        require(per_step <= self.buffer_size, "buffer_size",
+                f">= envs_per_task * rollout_steps ({per_step})", self.buffer_size)
+        require(self.support_size <= self.buffer_size, "support_size",
+                f"<= buffer_size ({self.buffer_size})", self.support_size)
+        require(self.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", self.inner_optimizer)
+        require(self.adapt in ("all", "head"), "adapt", "'all' or 'head'", self.adapt)
+        in_range("max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True)
+        check_hparams(self.hparams(), META_HPARAM_RULES)
+
+    @property
+    def task_family(self) -> tasks.TaskFamily:
+        return tasks.get_family(self.family)
+
+    def hparams(self, **overrides) -> MetaHParams:
+        """Traced hyper-parameters from this config's defaults (``overrides`` validated)."""
+        values = {f: getattr(self, f) for f in MetaHParams._fields}
+        if values["gamma"] is None:
+            values["gamma"] = self.task_family.gamma
+        values.update(overrides)
+        hp = as_hparams(MetaHParams, **values)
+        check_hparams(hp, META_HPARAM_RULES)
+        return hp
+
+    @property
+    def uses_context(self) -> bool:
+        return self.algorithm in ("cavia", "context")
+
+    @property
+    def env_steps_per_meta_step(self) -> int:
+        return self.num_tasks * self.envs_per_task * self.rollout_steps
+
+
+# ---------------------------------------------------------------------------- learners
+class Learner(NamedTuple):
+    """The pure functions that define one meta-learning algorithm.
+
+    ``TaskParams = {"net": Q-network params, "ctx": float32 [context_dim]}``.
+    ``Support = (Transition [S], mask [S] bool)``.
+    """
+
+    init: Callable  # (key) -> meta_params
+    unadapted: Callable  # (meta_params) -> TaskParams, the policy before any data
+    adapt: Callable  # (meta_params, target_params, support, hp) -> TaskParams
+    q_values: Callable  # (TaskParams, obs [..., *obs_shape]) -> [..., num_actions]
+    meta_grad: Callable  # (meta_params, target_params, support, query, hp) -> (grads, MetaMetrics)
+    td_loss: Callable  # (task_params, target_net, (Transition, mask), hp) -> (loss, aux)
+
+
+class ContextEncoder(nn.Module):
+    """Permutation-invariant set encoder: masked mean of a per-transition MLP.
+
+    ``(transitions [S, ...], mask [S]) -> z [context_dim]``; an empty set gives ``z = 0``.
+    """
+
+    hidden: tuple[int, ...]
+    context_dim: int
+    num_actions: int
+
+    def features(self, tr: Transition) -> jax.Array:
+        obs = tr.obs.reshape(tr.obs.shape[:1] + (-1,))
+        nxt = tr.next_obs.reshape(tr.next_obs.shape[:1] + (-1,))
+        act = jax.nn.one_hot(tr.action, self.num_actions)
+        return jnp.concatenate(
+            [obs, act, tr.reward[:, None], nxt, tr.terminated[:, None].astype(jnp.float32)], -1
+        )
+
+    def setup(self):
+        self.phi = MLP(tuple(self.hidden) + (self.context_dim,))
+
+    def embed(self, tr: Transition) -> jax.Array:
+        """Per-transition embeddings ``[S, context_dim]``."""
+        return self.phi(self.features(tr))
+
+    def __call__(self, tr: Transition, mask: jax.Array) -> jax.Array:
+        h = self.embed(tr)
+        w = mask.astype(jnp.float32)[:, None]
+        return (h * w).sum(0) / jnp.maximum(w.sum(), 1.0)
+
+
+def encoder_sums(enc: ContextEncoder, enc_params, tr: Transition, mask: jax.Array):
+    """``(sum of embeddings [context_dim], count)`` — the O(1)-updatable form of the encoder.
+
+    ``z = sum / max(count, 1)``; adding one transition adds its embedding and 1 to the count.
+    """
+    h = enc.apply(enc_params, tr, method=ContextEncoder.embed)
+    w = mask.astype(jnp.float32)
+    return (h * w[:, None]).sum(0), w.sum()
+
+
+def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) -> Learner:
+    """Builds the :class:`Learner` of ``cfg.algorithm``."""
+    ctx_dim = cfg.context_dim if cfg.uses_context else 0
+    net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=ctx_dim)
+    enc = ContextEncoder(cfg.encoder_hidden, ctx_dim, num_actions)
+    zeros_ctx = jnp.zeros((ctx_dim,), jnp.float32)
+
+    def q_values(tp, obs):
+        return net.apply(tp["net"], obs, tp["ctx"] if ctx_dim else None)
+
+    def td(tp, target_net, batch, hp):
+        transitions, mask = batch
+        target = {"net": target_net, "ctx": tp["ctx"]}
+        return losses.td_loss(tp, target, transitions, q_values, hp.gamma,
+                              double=cfg.double, huber=cfg.huber, mask=mask)
+
+    def init(key):
+        k_net, k_enc = jax.random.split(key)
+        params = {"net": net.init(k_net, jnp.zeros(obs_shape, jnp.float32), zeros_ctx if ctx_dim else None)}
+        if cfg.algorithm == "context":
+            dummy = Transition(jnp.zeros((1,) + obs_shape), jnp.zeros((1,), jnp.int32), jnp.zeros((1,)),
+                               jnp.zeros((1,) + obs_shape), jnp.zeros((1,), bool), jnp.zeros((1,), bool))
+            params["enc"] = enc.init(k_enc, dummy, jnp.ones((1,), bool))
+        return params
+
+    def unadapted(params):
+        return {"net": params["net"], "ctx": zeros_ctx}
+
+    if cfg.inner_optimizer == "sgd":
+        inner_opt_fn = lambda lr: optax.sgd(lr)
+    else:
+        inner_opt_fn = lambda lr: optax.adam(lr, eps_root=1e-8)
+
+    def adapt_mask(tp):
+        if cfg.algorithm == "cavia":
+            return {"net": jax.tree.map(lambda _: False, tp["net"]), "ctx": True}
+        net_mask = head_mask(tp["net"]) if cfg.adapt == "head" else jax.tree.map(lambda _: True, tp["net"])
+        return {"net": net_mask, "ctx": False}
+
+    def gradient_adapt(params, target_params, support, hp, first_order=False):
+        tp = unadapted(params)
+        loss_fn = lambda p, b: td(p, target_params["net"], b, hp)
+        adapted, _ = meta.adapt(tp, loss_fn, support, inner_opt=inner_opt_fn(hp.inner_lr),
+                                num_steps=cfg.inner_steps, mask=adapt_mask(tp), first_order=first_order)
+        return adapted
+
+    def context_adapt(params, target_params, support, hp):
+        transitions, mask = support
+        return {"net": params["net"], "ctx": enc.apply(params["enc"], transitions, mask)}
+
+    if cfg.algorithm == "context":
+
+        def meta_grad(params, target_params, support, query, hp):
+            def outer(p):
+                tp = context_adapt(p, target_params, support, hp)
+                return td(tp, target_params["net"], query, hp)[0]
+
+            loss, grads = jax.value_and_grad(outer)(params)
+            m = meta.MetaMetrics(loss, loss, loss)
+            return grads, m
+
+        return Learner(init, unadapted, context_adapt, q_values, meta_grad, td)
+
+    def meta_grad(params, target_params, support, query, hp):
+        tp = unadapted(params)
+        loss_fn = lambda p, b: td(p, target_params["net"], b, hp)
+        if cfg.algorithm == "pretrained":
+            algo, steps = "fomaml", 0
+        elif cfg.algorithm == "cavia":
+            algo, steps = ("fomaml" if cfg.cavia_first_order else "maml"), cfg.inner_steps
+        else:
+            algo, steps = cfg.algorithm, cfg.inner_steps
+        reptile_batch = None
+        if algo == "reptile":  # adapt on support ∪ query, as in the Reptile paper
+            reptile_batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), support, query)
+        grads, m = meta.meta_gradient(
+            algo, tp, loss_fn, support, query, inner_opt=inner_opt_fn(hp.inner_lr),
+            num_steps=steps, mask=adapt_mask(tp), reptile_batch=reptile_batch,
+        )
+        return {"net": grads["net"]}, m
+
+    return Learner(init, unadapted, gradient_adapt, q_values, meta_grad, td)
+
+
+# -------------------------------------------------------------------------- meta-state
+class MetaState(NamedTuple):
+    """Everything meta-training carries (a pytree; a checkpoint holds exactly this)."""
+
+    params: Any  # meta-parameters {"net": ..., ["enc": ...]}
+    target_params: Any  # Polyak meta-target, same structure
+    opt_state: Any  # meta-optimiser state
+    tasks: Any  # EnvParams, leaves [T]: the task of each slot
+    carry: EnvCarry  # env states, leaves [T, E, ...]
+    buffers: replay.ReplayState  # per-task replay, data leaves [T, buffer_size, ...]
+    step: jax.Array  # shape=() int32, meta-steps taken
+    key: jax.Array  # PRNG key (new-style), advanced every meta-step
+
+
+class MetaStepMetrics(NamedTuple):
+    """Per meta-step diagnostics (leaves gain a ``[num_steps]`` axis under ``meta_train``)."""
+
+    pre_adapt_loss: jax.Array  # float32, support TD loss before adaptation (mean over tasks)
+    post_adapt_loss: jax.Array  # float32, support TD loss after adaptation
+    query_loss: jax.Array  # float32, query TD loss after adaptation (the meta-objective)
+    train_return: jax.Array  # float32, mean return of the last finished training episodes
+    grad_norm: jax.Array  # float32, meta-gradient global norm
+
+
+class MetaProgram(NamedTuple):
+    """What :func:`make_meta_step` builds: the pure functions of one meta-training setup."""
+
+    cfg: MetaConfig
+    env: Any
+    family: tasks.TaskFamily
+    learner: Learner
+    num_actions: int
+    obs_shape: tuple[int, ...]
+    init: Callable  # (key, hp) -> MetaState
+    meta_step: Callable  # (state, hp) -> (state, MetaStepMetrics)
+
+
+def example_transition(obs_shape) -> Transition:
+    """One zero transition (no batch axis) — the replay buffers' item shape."""
+    return Transition(
+        obs=jnp.zeros(obs_shape, jnp.float32),
+        action=jnp.zeros((), jnp.int32),
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=jnp.zeros(obs_shape, jnp.float32),
+        terminated=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+    )
+
+
+def make_meta_optimizer(hp: MetaHParams, max_grad_norm: float) -> optax.GradientTransformation:
+    """AdamW with traced learning rate / weight decay (its state does not depend on them)."""
+    adam = optax.adamw(hp.meta_lr, weight_decay=hp.weight_decay)
+    if max_grad_norm == float("inf"):
+        return adam
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
+
+
+def tasks_per_env(task_params: Any, num_envs: int) -> Any:
+    """``EnvParams [T]`` -> ``[T, num_envs]`` (each task's params repeated for its envs)."""
+    return jax.tree.map(
+        lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_envs) + x.shape[1:]), task_params
+    )
+
+
+def support_mask(key: jax.Array, mask: jax.Array, random_size: bool) -> jax.Array:
+    """Optionally keeps only a random-length prefix (oldest first) of the valid support."""
+    if not random_size:
+        return mask
+    n_valid = mask.sum()
+    keep = jax.random.randint(key, (), 0, n_valid + 1)
+    first_valid = mask.shape[0] - n_valid
+    pos = jnp.arange(mask.shape[0])
+    return mask & (pos < first_valid + keep)
+
+
+def make_meta_step(cfg: MetaConfig) -> MetaProgram:
+    """Builds ``init(key, hp) -> MetaState`` and ``meta_step(state, hp) -> (state, metrics)``.
+
+    Both are pure; ``meta_step`` is the whole meta-iteration (acting, buffer writes,
+    adaptation, meta-update) and is what :func:`meta_train` scans.
+    """
+    family = cfg.task_family
+    env, base_params = family.env()
+    num_actions = envs.num_actions(env, base_params)
+    obs_shape = envs.obs_shape(env, base_params)
+    learner = make_learner(cfg, num_actions, obs_shape)
+    T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+
+    def fresh_slots(key):
+        k_tasks, k_reset = jax.random.split(key)
+        task_params = family.sample(k_tasks, T, "train")
+        carry = jax.vmap(rollout.init_carry, in_axes=(None, 0, 0))(
+            env, jax.random.split(k_reset, T), tasks_per_env(task_params, E)
+        )
+        return task_params, carry
+
+    def init(key: jax.Array, hp: MetaHParams) -> MetaState:
+        k_params, k_slots, k_state = jax.random.split(key, 3)
+        params = learner.init(k_params)
+        task_params, carry = fresh_slots(k_slots)
+        buffer = replay.init(example_transition(obs_shape), cfg.buffer_size)
+        buffers = jax.tree.map(lambda x: jnp.broadcast_to(x, (T,) + x.shape), buffer)
+        return MetaState(
+            params=params,
+            target_params=jax.tree.map(jnp.copy, params),  # distinct buffers (donation)
+            opt_state=make_meta_optimizer(hp, cfg.max_grad_norm).init(params),
+            tasks=task_params,
+            carry=carry,
+            buffers=buffers,
+            step=jnp.zeros((), jnp.int32),
+            key=k_state,
+        )
+
+    def meta_step(state: MetaState, hp: MetaHParams):
+        key, k_slots, k_roll, k_query, k_support = jax.random.split(state.key, 5)
+        # 1. new tasks every task_lifetime meta-steps (fresh envs and empty buffers)
+        if cfg.task_lifetime == 1:
+            task_params, carry = fresh_slots(k_slots)
+            buffers = replay.clear(state.buffers)
+        else:
+            renew = state.step % cfg.task_lifetime == 0
+            new_tasks, new_carry = fresh_slots(k_slots)
+            pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(renew, x, y), a, b)
+            task_params = pick(new_tasks, state.tasks)
+            carry = pick(new_carry, state.carry)
+            buffers = pick(replay.clear(state.buffers), state.buffers)
+        # 2. act with the ε-greedy unadapted meta-policy, write each task's buffer
+        act_tp = learner.unadapted(state.params)
+        policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(act_tp, obs), hp.epsilon)
+        env_params = tasks_per_env(task_params, E)
+        carry, trans = jax.vmap(lambda c, k, p: rollout.rollout(env, policy, c, k, p, L))(
+            carry, jax.random.split(k_roll, T), env_params
+        )
+        trans = jax.tree.map(lambda x: x.reshape((T, L * E) + x.shape[3:]), trans)
+        buffers = jax.vmap(replay.add)(buffers, trans)
+        # 3. support: most recent transitions; query: uniform from the task's buffer
+        support_tr, mask = jax.vmap(replay.recent, in_axes=(0, None))(buffers, cfg.support_size)
+        mask = jax.vmap(support_mask, in_axes=(0, 0, None))(
+            jax.random.split(k_support, T), mask, cfg.random_support
+        )
+        query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
+            buffers, jax.random.split(k_query, T), cfg.query_batch
+        )
+        query_mask = jnp.ones((T, cfg.query_batch), bool)
+        # 4. meta-gradient (mean over tasks), meta-update, Polyak meta-target
+        grads, m = jax.vmap(learner.meta_grad, in_axes=(None, None, 0, 0, None))(
+            state.params, state.target_params, (support_tr, mask), (query_tr, query_mask), hp
+        )
+        grads = jax.tree.map(lambda g: g.mean(0), grads)
+        opt = make_meta_optimizer(hp, cfg.max_grad_norm)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        target = policies.polyak(state.target_params, params, hp.tau)
+        finished = carry.episodes > 0
+        train_ret = jnp.sum(jnp.where(finished, carry.last_return, 0.0)) / jnp.maximum(finished.sum(), 1)
+        metrics = MetaStepMetrics(
+            m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean(),
+            train_ret, optax.global_norm(grads),
+        )
+        new_state = MetaState(params, target, opt_state, task_params, carry, buffers, state.step + 1, key)
+        return new_state, metrics
+
+    return MetaProgram(cfg, env, family, learner, num_actions, obs_shape, init, meta_step)
+
+
+def meta_train(meta_step: Callable, state: MetaState, hp: MetaHParams, num_steps: int):
+    """``num_steps`` meta-steps in one ``lax.scan``. Jit it (static ``num_steps``)::
+
+        run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
+
+    Returns ``(state, MetaStepMetrics with leaves [num_steps])``.
+    """
+    return jax.lax.scan(lambda s, _: meta_step(s, hp), state, None, length=num_steps)
+
+
+def memory_bytes(cfg: MetaConfig, obs_shape: tuple[int, ...]) -> dict[str, int]:
+    """Bytes of the per-task state: ``num_tasks × buffer_size × transition bytes`` + env obs.
+
+    A transition is ``2 × obs (float32) + action (int32) + reward (float32) + 2 bools``.
+    """
+    obs_bytes = 4 * math.prod(obs_shape)
+    transition = 2 * obs_bytes + 4 + 4 + 2
+    buffers = cfg.num_tasks * cfg.buffer_size * transition
+    return {"transition_bytes": transition, "replay_bytes": buffers,
+            "per_task_replay_bytes": cfg.buffer_size * transition}
