@@ -105,6 +105,7 @@ class DQNConfig:
     target_update: str = "polyak"  # "polyak" (every update, factor tau) or "period"
     target_period: int = 500  # gradient steps between hard target copies ("period")
     max_grad_norm: float = 10.0  # global-norm gradient clipping (inf: off)
+    lr_decay: bool = False  # anneal the learning rate linearly to 0 over total_steps
     eval_every: int = 5_000  # env steps between greedy evaluations
     eval_episodes: int = 10  # greedy episodes per evaluation
     solve_threshold: float = 475.0  # mean greedy return that counts as solved

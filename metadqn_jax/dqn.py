@@ -134,11 +134,14 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
             env_steps = s.env_steps + cfg.num_envs
             ready = env_steps >= cfg.learning_starts
 
+            frac = env_steps.astype(jnp.float32) / cfg.total_steps
+            hp_now = hp._replace(lr=hp.lr * (1.0 - frac)) if cfg.lr_decay else hp
+
             def one_update(u, k):
                 params, target, opt_state, n = u
                 batch = replay.sample(buffer, k, cfg.batch_size)
                 new_p, new_o, loss = dqn_update(
-                    params, target, opt_state, batch, hp, q_fn,
+                    params, target, opt_state, batch, hp_now, q_fn,
                     max_grad_norm=cfg.max_grad_norm, double=cfg.double, huber=cfg.huber,
                 )
                 new_p = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_p, params)

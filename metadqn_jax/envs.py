@@ -101,7 +101,7 @@ def point_nav_oracle_action(obs: jax.Array, params: PointNavParams) -> jax.Array
     moves = params.step_size * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
     pos = jnp.clip(obs[None] + moves, -params.bound, params.bound)
     goal = jnp.stack([params.goal_x, params.goal_y]).astype(jnp.float32)
-    return jnp.argmin(jnp.linalg.norm(pos - goal, axis=-1)).astype(jnp.int32)
+    return jnp.argmin(jnp.linalg.norm(pos - goal[None], axis=-1)).astype(jnp.int32)
 
 
 # ------------------------------------------------------------------- CartPoleSigned

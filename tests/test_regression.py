@@ -25,11 +25,15 @@ FAMILY = SinusoidTasks()
 
 
 def test_maml_beats_pretrained_after_short_run():
-    """A few hundred meta-iterations: MAML's 1-step 5-shot grid MSE is clearly below the
-    baseline's. Seeds 0, 1, 2 give ratios of about RATIOS_NOTE; 0.8 leaves a wide margin,
-    while a MAML that does not differentiate through adaptation properly (or a meta-update
-    that never reaches θ) lands at the baseline's level."""
-    iters = 500
+    """2,000 meta-iterations (paper settings): MAML's 1-step 5-shot grid MSE is clearly below
+    the pretrained baseline's, both after its own 1-step fine-tuning and before it.
+
+    Early in training the pretrained network is too sharp for α = 0.01 (its 1-step MSE is
+    ~7-17, worse than not adapting), so beating that alone would be a weak check; the margin
+    is therefore also taken against its unadapted MSE (~2.9, the best it offers). Training
+    seeds 0-4 gave MAML / pretrained-unadapted ratios 0.54, 0.50, 0.61, 0.43, 0.41; an
+    untrained network or a meta-update that never changes θ sits at ≥ 2.9 and fails."""
+    iters = 2000
     eval_tasks = FAMILY.eval_tasks(seed=99, n=300)
     results = {}
     for alg in ("maml", "pretrained"):
@@ -37,11 +41,13 @@ def test_maml_beats_pretrained_after_short_run():
         state, metrics = make_meta_train(cfg).run()
         assert metrics.query_loss.shape == (iters,)
         assert int(state.step) == iters
-        results[alg] = evaluate(state.params, eval_tasks, jax.random.key(5), shots=5, steps=(1,))
+        results[alg] = evaluate(state.params, eval_tasks, jax.random.key(5), shots=5, steps=(0, 1))
     maml = results["maml"][5][1]["mean"]
-    pre = results["pretrained"][5][1]["mean"]
-    assert np.isfinite(maml) and np.isfinite(pre)
-    assert maml < 0.8 * pre, (maml, pre)
+    pre_1 = results["pretrained"][5][1]["mean"]
+    pre_0 = results["pretrained"][5][0]["mean"]
+    assert np.isfinite(maml) and np.isfinite(pre_0)
+    assert maml < 0.8 * pre_1, (maml, pre_1)
+    assert maml < 0.8 * pre_0, (maml, pre_0)
 
 
 # (b) task sampling is a pure function of the key ------------------------------------------
@@ -93,7 +99,7 @@ def test_maml_meta_gradient_matches_finite_differences():
         params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         tasks, support, query = FAMILY.sample_support_query(jax.random.key(1), 3, 6, 8)
         support, query = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (support, query))
-        inner_opt = optax.sgd(0.05)
+        inner_opt = optax.sgd(0.01)
 
         grads, _ = meta.batched_meta_gradient(
             "maml", params, loss_fn, support, query, inner_opt=inner_opt, num_steps=2

@@ -1,0 +1,77 @@
+"""Few-shot results as a markdown table, a JSON-ready dict and a PNG plot with CI bands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from metadqn_jax.evaluate import FewShotResult
+
+
+def to_dict(results: Mapping[str, FewShotResult]) -> dict:
+    """``{name: {"mean": [...], "ci95": [...]}}`` plus ``"budgets"`` (JSON-serialisable)."""
+    budgets = next(iter(results.values())).budgets
+    out: dict = {"budgets": list(budgets)}
+    for name, r in results.items():
+        out[name] = {"mean": [float(x) for x in r.mean], "ci95": [float(x) for x in r.ci95]}
+    return out
+
+
+def markdown_table(
+    results: Mapping[str, FewShotResult], *, title: str = "", extra: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
+    """One row per initialisation, one column per budget: ``mean ± ci95``; the best mean per
+    budget is bold (the oracle, a reference, is excluded from the bolding). ``extra`` adds
+    columns: ``{column: {init name: text}}`` (e.g. training wall time)."""
+    budgets = next(iter(results.values())).budgets
+    names = list(results)
+    contenders = [n for n in names if n != "oracle"]
+    best = {j: max(contenders, key=lambda n: results[n].mean[j]) for j in range(len(budgets))} if contenders else {}
+    lines = [f"**{title}**", ""] if title else []
+    extra_cols = list(extra) if extra else []
+    lines.append("| init | " + " | ".join(f"{b} steps" for b in budgets) + " |"
+                 + "".join(f" {c} |" for c in extra_cols))
+    lines.append("|---" * (len(budgets) + 1 + len(extra_cols)) + "|")
+    for n in names:
+        r = results[n]
+        cells = []
+        for j in range(len(budgets)):
+            cell = f"{r.mean[j]:.2f} ± {r.ci95[j]:.2f}"
+            cells.append(f"**{cell}**" if best.get(j) == n else cell)
+        row = f"| {n} | " + " | ".join(cells) + " |"
+        for c in extra_cols:
+            row += f" {extra[c].get(n, '')} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot(results: Mapping[str, FewShotResult], path: str | Path, *, title: str = "") -> Path:
+    """Return vs. environment steps with 95 % CI bands (symlog x-axis so 0 is shown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, r in results.items():
+        x = np.asarray(r.budgets, float)
+        style = dict(ls="--", color="black", lw=1) if name == "oracle" else dict(marker="o", ms=4)
+        ax.plot(x, r.mean, label=name, **style)
+        if name != "oracle":
+            ax.fill_between(x, r.mean - r.ci95, r.mean + r.ci95, alpha=0.2)
+    positive = [b for b in next(iter(results.values())).budgets if b > 0]
+    ax.set_xscale("symlog", linthresh=float(min(positive)) if positive else 1.0)
+    ax.set_xlabel("environment steps on the new task (adaptation budget)")
+    ax.set_ylabel("greedy return (mean, 95% CI)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,167 @@
+"""The meta-training driver: compiled chunks of meta-steps, validation, early stopping.
+
+Each call of the compiled program runs ``chunk_size`` meta-steps in one ``lax.scan``;
+Python only sees chunk boundaries, where it logs, validates (few-shot return on
+*validation* tasks after the learner's adaptation rule) and optionally checkpoints. The
+program is compiled once: the same shapes and traced hyper-parameters every chunk.
+
+Early stopping keeps the meta-parameters with the best validation return and stops after
+``patience`` validations without improvement; its state is a pytree (:class:`EarlyStop`)
+so a checkpoint resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metadqn_jax.evaluate import FewShotConfig, few_shot_tasks, make_few_shot
+from metadqn_jax.meta_dqn import MetaConfig, MetaHParams, MetaProgram, MetaState, make_meta_step, meta_train
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """How often and how meta-training validates (meta-steps; 0 disables validation)."""
+
+    every: int = 500  # meta-steps between validations (rounded up to whole chunks)
+    num_tasks: int = 32  # validation tasks (one adaptation run each)
+    patience: int = 0  # validations without improvement before stopping (0: never stop)
+
+    def __post_init__(self):
+        from metadqn_jax.config import nonneg_int, positive_int
+
+        nonneg_int("validation.every", self.every)
+        positive_int("validation.num_tasks", self.num_tasks)
+        nonneg_int("validation.patience", self.patience)
+
+
+class EarlyStop(NamedTuple):
+    """Early-stopping state (a pytree, checkpointed with the meta-state)."""
+
+    best_return: jax.Array  # shape=() float32, best validation return so far (-inf: none)
+    best_step: jax.Array  # shape=() int32, meta-step of the best validation (-1: none)
+    bad_validations: jax.Array  # shape=() int32, validations since the last improvement
+    best_params: Any  # meta-parameters at best_step
+    best_target: Any  # meta-target at best_step
+
+
+def init_early_stop(state: MetaState) -> EarlyStop:
+    copy = lambda t: jax.tree.map(jnp.copy, t)
+    return EarlyStop(jnp.float32(-jnp.inf), jnp.int32(-1), jnp.int32(0),
+                     copy(state.params), copy(state.target_params))
+
+
+class TrainResult(NamedTuple):
+    state: MetaState  # final meta-state
+    early_stop: EarlyStop  # best parameters and their validation return
+    history: list[dict]  # one row per chunk (meta_step, losses, val_return, wall_s, ...)
+    stopped_early: bool
+
+
+def make_validator(cfg: MetaConfig, val: ValidationConfig):
+    """``validate(params, target, key, hp) -> mean greedy return`` on validation tasks after
+    the learner's adaptation rule on ``support_size`` fresh transitions (no fine-tuning)."""
+    fs = FewShotConfig(budgets=(cfg.support_size,), num_tasks=val.num_tasks, seeds=1, split="val",
+                       support_size=cfg.support_size, finetune=False, eval_episodes=2)
+    run, _ = make_few_shot(cfg, fs)
+    n = min(val.num_tasks, cfg.task_family.num_tasks("val"))
+
+    @jax.jit
+    def validate(params, target, key, hp):
+        task_params, keys = few_shot_tasks(cfg.task_family, dataclasses.replace(fs, num_tasks=n), key)
+        return run(params, target, task_params, keys, hp).mean()
+
+    return validate
+
+
+def train_meta(
+    cfg: MetaConfig,
+    key: jax.Array | None = None,
+    hp: MetaHParams | None = None,
+    *,
+    validation: ValidationConfig | None = None,
+    state: MetaState | None = None,
+    early_stop: EarlyStop | None = None,
+    callback: Callable[[MetaState, EarlyStop, dict], None] | None = None,
+    progress: bool = True,
+    program: MetaProgram | None = None,
+) -> TrainResult:
+    """Meta-trains ``cfg.num_meta_steps`` meta-steps (or continues ``state`` up to it).
+
+    Args:
+      cfg: static configuration.
+      key: PRNG key for a fresh start (ignored when ``state`` is given).
+      hp: traced hyper-parameters (default ``cfg.hparams()``).
+      validation: validation / early-stopping settings (default :class:`ValidationConfig`).
+      state, early_stop: a state to resume from (e.g. a restored checkpoint).
+      callback: ``callback(state, early_stop, row)`` after every chunk (logging, checkpoints).
+      progress: show a tqdm progress bar (meta-step, loss, validation return, ETA).
+
+    Returns:
+      :class:`TrainResult`. Validation uses keys derived from the meta-step number only, so a
+      resumed run sees exactly what an uninterrupted one would.
+    """
+    validation = validation or ValidationConfig()
+    hp = cfg.hparams() if hp is None else hp
+    program = program or make_meta_step(cfg)
+    if state is None:
+        key = jax.random.key(0) if key is None else key
+        state = program.init(key, hp)
+    early_stop = early_stop or init_early_stop(state)
+    run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
+    validate = make_validator(cfg, validation) if validation.every else None
+    val_key = jax.random.key(12345)
+    history: list[dict] = []
+    start = int(state.step)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.num_meta_steps, initial=start, desc=f"meta-train {cfg.algorithm}",
+                   unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    stopped = False
+    val_every_chunks = max(1, -(-validation.every // cfg.chunk_size)) if validation.every else 0
+    while int(state.step) < cfg.num_meta_steps:
+        n = min(cfg.chunk_size, cfg.num_meta_steps - int(state.step))
+        state, metrics = run(program.meta_step, state, hp, n)
+        step = int(state.step)
+        row = {k: float(np.mean(np.asarray(v))) for k, v in metrics._asdict().items()}
+        row["meta_step"] = step
+        row["env_steps"] = step * cfg.env_steps_per_meta_step
+        chunk_index = -(-step // cfg.chunk_size)
+        is_last = step >= cfg.num_meta_steps
+        if validate is not None and (chunk_index % val_every_chunks == 0 or is_last):
+            val_return = float(validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp))
+            row["val_return"] = val_return
+            if val_return > float(early_stop.best_return):
+                copy = lambda t: jax.tree.map(jnp.copy, t)
+                early_stop = EarlyStop(jnp.float32(val_return), jnp.int32(step), jnp.int32(0),
+                                       copy(state.params), copy(state.target_params))
+            else:
+                early_stop = early_stop._replace(bad_validations=early_stop.bad_validations + 1)
+            if validation.patience and int(early_stop.bad_validations) >= validation.patience:
+                stopped = True
+        row["wall_s"] = time.perf_counter() - t0
+        history.append(row)
+        if bar is not None:
+            post = {"loss": f"{row['query_loss']:.4f}"}
+            if "val_return" in row:
+                post["val"] = f"{row['val_return']:.2f}"
+            bar.set_postfix(post)
+            bar.update(step - bar.n)
+        if callback is not None:
+            callback(state, early_stop, row)
+        if stopped:
+            break
+    if bar is not None:
+        bar.close()
+    if validate is None or int(early_stop.best_step) < 0:  # no validation: the final parameters
+        early_stop = EarlyStop(jnp.float32(jnp.nan), state.step, jnp.int32(0), state.params, state.target_params)
+    return TrainResult(state, early_stop, history, stopped)
