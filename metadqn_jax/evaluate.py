@@ -45,7 +45,7 @@ class FewShotConfig:
     finetune: bool = True  # keep fine-tuning after adaptation (ordinary DQN)
     finetune_epsilon: float = 0.1
     finetune_lr: float = 1e-3
-    finetune_every: int = 1  # env steps per fine-tuning gradient step
+    finetune_every: int = 4  # env steps per fine-tuning gradient step (DQN's standard 4)
     finetune_batch: int = 64
     finetune_tau: float = 0.95
     learning_starts: int = 0  # extra steps after adaptation before fine-tuning starts
@@ -84,11 +84,15 @@ def summarize(budgets, returns) -> FewShotResult:
     return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
 
 
-def make_few_shot(meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None):
+def make_few_shot(
+    meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None, *, return_params: bool = False
+):
     """Builds ``run(meta_params, meta_target, task_params [R], keys [R], hp) -> returns [R, B]``.
 
     ``R`` independent adaptation runs (one task and one key each) are vmapped. ``learner``
-    defaults to the one of ``meta_cfg.algorithm``.
+    defaults to the one of ``meta_cfg.algorithm``. With ``return_params=True`` ``run`` returns
+    ``(returns [R, B], task_params [R])``: each run's parameters after the largest budget
+    (what :func:`metadqn_jax.deploy.adapt_to_task` hands out).
     """
     family = meta_cfg.task_family
     env, base_params = family.env()
@@ -168,7 +172,10 @@ def make_few_shot(meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | No
             if point in fs.budgets:
                 params = tp if adapted else adapt_on(buffer, point)
                 results[point] = greedy(params, k_eval)
-        return jnp.stack([results[b] for b in fs.budgets])
+        returns = jnp.stack([results[b] for b in fs.budgets])
+        if return_params:
+            return returns, (tp if adapted else adapt_on(buffer, done))
+        return returns
 
     def run(meta_params, meta_target, task_params, keys, hp):
         return jax.vmap(one_run, in_axes=(None, None, 0, 0, None))(meta_params, meta_target, task_params, keys, hp)

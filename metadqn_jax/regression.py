@@ -265,7 +265,9 @@ class RegressionConfig:
             )
         hidden = tuple(self.hidden) if isinstance(self.hidden, Sequence) else None
         if not hidden or any(not _is_int(h) or h <= 0 for h in hidden):
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {self.hidden!r}")
+            raise ValueError(
+                f"hidden must be a non-empty sequence of positive ints, got {self.hidden!r}"
+            )
         object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
         for name in ("shots", "query_shots", "meta_batch", "num_iterations", "chunk_size"):
             _check_positive_int(name, getattr(self, name))
@@ -275,7 +277,9 @@ class RegressionConfig:
             _check_positive_float(name, getattr(self, name))
         for name in ("inner_optimizer", "meta_optimizer"):
             if getattr(self, name) not in _OPTIMIZERS:
-                raise ValueError(f"{name} must be one of {_OPTIMIZERS}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {_OPTIMIZERS}, got {getattr(self, name)!r}"
+                )
         if not _is_int(self.seed):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
 
@@ -376,7 +380,9 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
         )
         updates, opt_state = meta_opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = TrainMetrics(m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean())
+        metrics = TrainMetrics(
+            m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean()
+        )
         return MetaTrainState(params, opt_state, key, state.step + 1), metrics
 
     def _train_chunk(state: MetaTrainState, length: int) -> tuple[MetaTrainState, TrainMetrics]:
@@ -439,7 +445,8 @@ def adapt_and_predict(
       model: the regressor (default: rebuilt from ``params``).
 
     Returns:
-      ``(support (x, y) [n, shots, 1], grid [grid_points, 1], predictions [len(steps), n, grid_points])``.
+      ``(support, grid, predictions)``: support ``(x, y)`` each ``[n, shots, 1]``, grid
+      ``[grid_points, 1]`` and predictions ``[len(steps), n, grid_points]``.
     """
     steps = _check_eval_args(tasks, shots, steps, inner_lr, grid_points)
     family = family or SinusoidTasks()
@@ -483,8 +490,11 @@ def evaluate(
       model: the regressor (default: rebuilt from ``params``).
 
     Returns:
-      ``{K: {step: {"mean": mse, "ci95": 1.96·std/sqrt(n), "std": std}}}`` (Python floats,
-      std over tasks with ``ddof=1``).
+      ``{K: {step: stats}}`` with ``stats`` a dict of Python numbers over the ``n`` tasks:
+      ``"mean"``, ``"ci95"`` (``1.96·std/sqrt(n)``, std with ``ddof=1``), ``"std"``,
+      ``"median"``, ``"n_diverged"`` (tasks whose fine-tuning blew up: MSE non-finite or
+      > :data:`DIVERGED_MSE`; such tasks make the mean non-finite or huge, by design: they
+      are reported, never dropped) and ``"n"``.
     """
     shot_list = [shots] if _is_int(shots) else list(shots)
     if not shot_list:
@@ -502,21 +512,38 @@ def evaluate(
         support = family.sample_data(jax.random.fold_in(key, k), tasks, k)
         preds = program(params, support, grid)  # [S, n, g]
         truth = family.function(tasks, grid[None])[..., 0]  # [n, g]
-        mse = np.asarray(jnp.mean((preds - truth[None]) ** 2, axis=-1), dtype=np.float64)  # [S, n]
+        sq_err = (preds - truth[None]) ** 2
+        mse = np.asarray(jnp.mean(sq_err, axis=-1), dtype=np.float64)  # [S, n]
         out[int(k)] = {}
         for i, s in enumerate(steps):
-            std = float(mse[i].std(ddof=1)) if n > 1 else 0.0
-            out[int(k)][int(s)] = {
-                "mean": float(mse[i].mean()),
-                "ci95": 1.96 * std / math.sqrt(n),
-                "std": std,
-            }
+            out[int(k)][int(s)] = _summary(mse[i])
     return out
+
+
+# A task's fine-tuning counts as diverged when its grid MSE is non-finite or above this
+# (targets are bounded by |A| <= 5, so an MSE of 100 means predictions off by ~10 everywhere).
+DIVERGED_MSE = 100.0
+
+
+def _summary(mse: np.ndarray) -> dict[str, float]:
+    """Mean, 95% CI (1.96·std/sqrt(n), ddof=1), median and diverged count of ``mse [n]``."""
+    n = mse.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        std = float(mse.std(ddof=1)) if n > 1 else 0.0
+        mean = float(mse.mean())
+    return {
+        "mean": mean,
+        "ci95": 1.96 * std / math.sqrt(n),
+        "std": std,
+        "median": float(np.median(np.where(np.isnan(mse), np.inf, mse))),  # NaN ranks as +inf
+        "n_diverged": int(np.sum(~np.isfinite(mse) | (mse > DIVERGED_MSE))),
+        "n": int(n),
+    }
 
 
 @functools.lru_cache(maxsize=32)
 def _predict_program(model: MLP, steps: tuple[int, ...], inner_lr: float):
-    """(Cached) jitted ``(params, support [n,k,1], grid [g,1]) -> predictions [len(steps), n, g]``."""
+    """Cached jitted ``(params, support [n, k, 1], grid [g, 1]) -> preds [len(steps), n, g]``."""
     loss_fn = mse_loss(model)
     inner_opt = optax.sgd(inner_lr)
 

@@ -91,6 +91,8 @@ def train_meta(
     callback: Callable[[MetaState, EarlyStop, dict], None] | None = None,
     progress: bool = True,
     program: MetaProgram | None = None,
+    mesh: Any = None,
+    num_devices: int | None = None,
 ) -> TrainResult:
     """Meta-trains ``cfg.num_meta_steps`` meta-steps (or continues ``state`` up to it).
 
@@ -102,6 +104,9 @@ def train_meta(
       state, early_stop: a state to resume from (e.g. a restored checkpoint).
       callback: ``callback(state, early_stop, row)`` after every chunk (logging, checkpoints).
       progress: show a tqdm progress bar (meta-step, loss, validation return, ETA).
+      mesh, num_devices: shard the task axis over devices (:mod:`metadqn_jax.sharding`):
+        a 1-D ``jax.sharding.Mesh`` with axis ``"tasks"``, or the number of devices to build
+        one over (``num_devices=-1``: all devices). Both ``None`` (default): one device, as before.
 
     Returns:
       :class:`TrainResult`. Validation uses keys derived from the meta-step number only, so a
@@ -113,8 +118,18 @@ def train_meta(
     if state is None:
         key = jax.random.key(0) if key is None else key
         state = program.init(key, hp)
+    if mesh is None and num_devices is not None:
+        from metadqn_jax import sharding
+
+        mesh = sharding.make_mesh(None if num_devices == -1 else num_devices)
+    if mesh is not None:
+        from metadqn_jax import sharding
+
+        state = sharding.shard_meta_state(state, mesh)
+        run = sharding.jit_meta_train(mesh)
+    else:
+        run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
     early_stop = early_stop or init_early_stop(state)
-    run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
     validate = make_validator(cfg, validation) if validation.every else None
     val_key = jax.random.key(12345)
     history: list[dict] = []

@@ -1,0 +1,61 @@
+"""Plots :mod:`throughput`'s JSON: env-steps/s and the cost per task versus tasks per meta-step.
+
+Usage::
+
+    python benchmarks/plot_throughput.py throughput.json throughput.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def plot(result: dict, png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("kind", "throughput") == "throughput" and r["inner_steps"] == 1]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    styles = {1: "-", 8: "--"}
+    for E in sorted({r["envs_per_task"] for r in rows}):
+        rs = sorted((r for r in rows if r["envs_per_task"] == E), key=lambda r: r["tasks"])
+        T = [r["tasks"] for r in rs]
+        ls = styles.get(E, ":")
+        series = {
+            "JAX meta-step (vmap over tasks)": ("env_steps_per_s", "C0"),
+            "per-task loop (jit per task)": ("loop_env_steps_per_s", "C1"),
+            "PyTorch torch.func (best of vmap/loop)": ("torch_env_steps_per_s", "C2"),
+            "rollout limit (acting only)": ("rollout_env_steps_per_s", "C3"),
+        }
+        for label, (key, color) in series.items():
+            pts = [(t, r.get(key)) for t, r in zip(T, rs) if r.get(key)]
+            if pts:
+                ax1.plot(*zip(*pts), ls, marker="o", color=color, label=f"{label}, {E} env/task")
+        for label, (key, color) in series.items():
+            pts = [(t, 1e3 * r["env_steps_per_meta_step"] / r[key] / t) for t, r in zip(T, rs) if r.get(key)]
+            if pts:
+                ax2.plot(*zip(*pts), ls, marker="o", color=color, label=f"{label}, {E} env/task")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("tasks per meta-step")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_ylabel("environment steps / s")
+    ax1.set_title("Throughput (MAML, cartpole-physics, 32 steps, 1 inner step)")
+    ax2.set_ylabel("ms per task per meta-step")
+    ax2.set_title("Cost per task")
+    ax2.legend(fontsize=7, loc="best")
+    m = result.get("machine", {})
+    fig.suptitle(f"{m.get('cpu_model', 'CPU')} ({m.get('cpu_count', '?')} cores), jax {m.get('jax', '?')}, "
+                 f"torch {m.get('torch') or 'n/a'}; GPU: not measured", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        plot(json.load(f), sys.argv[2])

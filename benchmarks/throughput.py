@@ -1,0 +1,520 @@
+"""Meta-training throughput: the compiled meta-step against its references, side by side.
+
+For every configuration (tasks per meta-step × environments per task × inner steps, MAML on
+``cartpole-physics``, 64-64 MLP, ``rollout_steps`` 32, support = buffer = envs × steps, query
+batch 64, one fresh task per slot every meta-step) a *fresh worker process* measures:
+
+* **meta** — ``jax.jit(meta_train)`` chunks of ``K`` scanned meta-steps (the library's program):
+  env-steps/s, meta-steps/s, cold compile time (wall and CPU seconds, ``lower + compile``),
+  the process peak RSS, XLA's own state / temp sizes and FLOP count;
+* **loop** (reference 1) — the *same* per-task computation (``family.sample`` →
+  ``rollout.init_carry`` → ``rollout.rollout`` → ``replay.add/recent/sample`` →
+  ``learner.meta_grad``) jitted once for ONE task and called in a Python loop over tasks, the
+  gradients summed on the host (numpy) and applied by a jitted optax update + Polyak target —
+  what a learn2learn-style implementation does;
+* **torch** (reference 2) — :mod:`torch_maml_dqn` (``torch.func`` + gymnasium), in both
+  variants (``vmap`` over tasks and a Python ``loop`` over tasks); ratios use the faster one;
+* **rollout** (reference 3) — the ε-greedy rollout of the same Q-network with the same
+  ``tasks × envs`` environments and no learning (``vmap`` over tasks of ``rollout.rollout``,
+  transitions discarded), scanned like the meta-step: the acting-only upper bound.
+
+Measurements are interleaved (meta, loop, rollout, torch, meta, loop, ...) for ``--rounds``
+rounds of at least ``--min-time`` seconds each; every ratio is computed within a round and the
+median over rounds is reported (the machine is shared, so absolute numbers are noisy).
+
+Usage::
+
+    python benchmarks/throughput.py --out throughput.json --png throughput.png   # ~10 min
+    python benchmarks/throughput.py --quick --out /tmp/t.json --no-torch          # smoke test
+
+Optional dependencies of the torch reference: ``pip install torch==2.13.0 gymnasium psutil``
+(the CPU wheel); without torch the torch columns are null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROLLOUT_STEPS = 32
+QUERY_BATCH = 64
+HIDDEN = (64, 64)
+DEFAULT = dict(tasks=64, envs_per_task=1, inner_steps=1)  # the "default configuration"
+TORCH_LOOP_ROWS = {(64, 1, 1), (64, 8, 1)}  # rows where the torch loop variant is also timed
+
+
+def full_rows() -> list[dict]:
+    rows = [dict(tasks=t, envs_per_task=1, inner_steps=1) for t in (1, 4, 16, 64, 256, 1024)]
+    rows += [dict(tasks=t, envs_per_task=8, inner_steps=1) for t in (1, 16, 64, 256)]
+    rows += [dict(tasks=64, envs_per_task=1, inner_steps=k) for k in (2, 5)]
+    for r in rows:
+        r.update(loop=True, rollout=True, torch=r["tasks"] <= 256)
+    return rows
+
+
+def memory_rows() -> list[dict]:
+    """Big replay buffers so the memory formula is checked against a visible RSS delta."""
+    return [dict(tasks=t, envs_per_task=1, inner_steps=1, buffer_size=b, kind="memory",
+                 loop=False, rollout=False, torch=False)
+            for t, b in ((64, 25_000), (256, 25_000), (1024, 10_000))]
+
+
+def quick_rows() -> list[dict]:
+    return [dict(tasks=4, envs_per_task=1, inner_steps=1, rollout_steps=8, loop=True, rollout=True, torch=True)]
+
+
+# ------------------------------------------------------------------------------ memory
+def predicted_memory(cfg, obs_shape, num_params: int, env_state_bytes: int, task_param_bytes: int) -> dict:
+    """The memory formula (bytes). State (what the compiled program carries and donates):
+
+    replay   = T × buffer_size × transition,  transition = 2·4·|obs| + 4 (action) + 4 (reward)
+               + 2 (terminated, truncated) bytes  (+ T × 8 for insert positions and sizes)
+    envs     = T × E × (env state + 4·|obs| + 12)   (EnvCarry: state, obs, 2 returns, count)
+    tasks    = T × task-parameter bytes
+    params   = 4 × P × 4 bytes (meta-params, meta-target, Adam mu and nu; P parameters)
+
+    Working set of one meta-step (XLA temporaries, not carried):
+
+    rollout  = T × E × L × transition                 (the new transitions before the write)
+    batches  = T × (support + query) × transition     (gathered support and query sets)
+    learner  ≈ T × (c_p·P·4 + c_a·(S + Q)·(Σ hidden)·4)  (per-task adapted params/grads, and
+               activations kept for the second-order backward pass; c_p ≈ 4, c_a ≈ 6 per inner step)
+    """
+    obs = math.prod(obs_shape)
+    tr = 2 * 4 * obs + 4 + 4 + 2
+    T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+    S, Q = cfg.support_size, cfg.query_batch
+    k = max(cfg.inner_steps, 1)
+    state = {
+        "replay": T * cfg.buffer_size * tr + T * 8,
+        "envs": T * E * (env_state_bytes + 4 * obs + 12),
+        "tasks": T * task_param_bytes,
+        "params": 4 * num_params * 4,
+    }
+    temp = {
+        "rollout": T * E * L * tr,
+        "batches": T * (S + Q) * tr,
+        "learner": T * (4 * num_params * 4 + 6 * k * (S + Q) * sum(cfg.hidden) * 4),
+    }
+    return {"transition_bytes": tr, "state_bytes": sum(state.values()), "temp_bytes": sum(temp.values()),
+            **{f"state_{k_}_bytes": v for k_, v in state.items()}, **{f"temp_{k_}_bytes": v for k_, v in temp.items()}}
+
+
+def rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:  # /proc fallback
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ------------------------------------------------------------------------------ worker
+def timed(fn, min_time: float, min_calls: int = 1) -> tuple[float, int]:
+    """Calls ``fn()`` (which must block) until ``min_time`` s and ``min_calls`` calls."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < min_calls or time.perf_counter() - t0 < min_time:
+        fn()
+        n += 1
+    return time.perf_counter() - t0, n
+
+
+def make_config(spec: dict):
+    from metadqn_jax.meta_dqn import MetaConfig
+
+    E = spec["envs_per_task"]
+    L = spec.get("rollout_steps", ROLLOUT_STEPS)
+    return MetaConfig(
+        family="cartpole-physics", algorithm=spec.get("algorithm", "maml"), num_tasks=spec["tasks"],
+        envs_per_task=E, rollout_steps=L, support_size=E * L, buffer_size=spec.get("buffer_size", E * L),
+        query_batch=QUERY_BATCH, task_lifetime=1, inner_steps=spec["inner_steps"], hidden=HIDDEN,
+        chunk_size=spec["chunk"],
+    )
+
+
+def make_loop_reference(program, hp):
+    """Reference 1: the library's per-task functions jitted for ONE task, a Python loop over
+    tasks, host-side gradient averaging, then one jitted optax update (learn2learn style)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from metadqn_jax import policies, replay, rollout
+    from metadqn_jax.meta_dqn import example_transition, make_meta_optimizer, tasks_per_env
+
+    cfg, env, family, learner = program.cfg, program.env, program.family, program.learner
+    T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+
+    def task_step(params, target, buffer, key, i, hp):
+        key = jax.random.fold_in(key, i)
+        k_task, k_reset, k_roll, k_query = jax.random.split(key, 4)
+        task = family.sample(k_task, 1, "train")  # EnvParams [1]
+        env_params = jax.tree.map(lambda x: x[0], tasks_per_env(task, E))  # [E]
+        carry = rollout.init_carry(env, k_reset, env_params)
+        act_tp = learner.unadapted(params)
+        policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(act_tp, obs), hp.epsilon)
+        carry, trans = rollout.rollout(env, policy, carry, k_roll, env_params, L)
+        trans = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), trans)
+        buffer = replay.add(replay.clear(buffer), trans)
+        support = replay.recent(buffer, cfg.support_size)
+        query = (replay.sample(buffer, k_query, cfg.query_batch), jnp.ones((cfg.query_batch,), bool))
+        grads, m = learner.meta_grad(params, target, support, query, hp)
+        return grads, m.query_loss, buffer
+
+    def update(params, target, opt_state, grads, key, hp):
+        opt = make_meta_optimizer(hp, cfg.max_grad_norm)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, policies.polyak(target, params, hp.tau), opt_state, jax.random.split(key)[0]
+
+    task_fn = jax.jit(task_step, donate_argnums=(2,))
+    update_fn = jax.jit(update, donate_argnums=(0, 1, 2))
+    state = program.init(jax.random.key(1), hp)
+    buffer0 = replay.init(example_transition(program.obs_shape), cfg.buffer_size)
+    box = {"params": state.params, "target": jax.tree.map(jnp.copy, state.target_params),
+           "opt": state.opt_state, "key": state.key,
+           "buffers": [jax.tree.map(jnp.copy, buffer0) for _ in range(T)]}
+    treedef = jax.tree.structure(state.params)
+
+    def meta_step():
+        acc = None
+        for i in range(T):
+            g, _, box["buffers"][i] = task_fn(box["params"], box["target"], box["buffers"][i], box["key"], i, hp)
+            leaves = [np.asarray(x) for x in jax.tree.leaves(g)]  # to the host
+            acc = leaves if acc is None else [a + b for a, b in zip(acc, leaves)]
+        grads = jax.tree.unflatten(treedef, [a / T for a in acc])
+        box["params"], box["target"], box["opt"], box["key"] = update_fn(
+            box["params"], box["target"], box["opt"], grads, box["key"], hp)
+        jax.block_until_ready(box["params"])
+
+    return meta_step
+
+
+def make_rollout_reference(program, hp, num_steps: int):
+    """Reference 3: ε-greedy acting of the same Q-network in the same T × E environments, no
+    learning, scanned ``num_steps`` times per call (transitions discarded)."""
+    import jax
+
+    from metadqn_jax import policies, rollout
+    from metadqn_jax.meta_dqn import tasks_per_env
+
+    cfg, env, learner = program.cfg, program.env, program.learner
+    T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+
+    def chunk(params, carry, task_params, key, hp):
+        act_tp = learner.unadapted(params)
+        policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(act_tp, obs), hp.epsilon)
+        env_params = tasks_per_env(task_params, E)
+
+        def one(c, k):
+            c, _ = jax.vmap(lambda c_, k_, p_: rollout.rollout(env, policy, c_, k_, p_, L))(
+                c, jax.random.split(k, T), env_params)
+            return c, None
+
+        carry, _ = jax.lax.scan(one, carry, jax.random.split(key, num_steps))
+        return carry, jax.random.split(key)[0]
+
+    fn = jax.jit(chunk, donate_argnums=(1,))
+    state = program.init(jax.random.key(2), hp)
+    box = {"carry": state.carry, "key": state.key}
+    params, tasks = state.params, state.tasks
+
+    def run():
+        box["carry"], box["key"] = fn(params, box["carry"], tasks, box["key"], hp)
+        jax.block_until_ready(box["carry"])
+
+    return run
+
+
+def worker(spec: dict) -> dict:
+    """Measures one configuration (run in a fresh process: clean peak RSS, cold compiles)."""
+    t_import = time.perf_counter()
+    import jax
+    import numpy as np
+
+    from metadqn_jax.meta_dqn import make_meta_step, meta_train
+
+    min_time, rounds = spec["min_time"], spec["rounds"]
+    cfg = make_config(spec)
+    K = cfg.chunk_size
+    epm = cfg.env_steps_per_meta_step
+    program = make_meta_step(cfg)
+    hp = cfg.hparams()
+    rss_base = rss_mb()
+    state = program.init(jax.random.key(0), hp)
+    jax.block_until_ready(state)
+    rss_state = rss_mb()
+    row: dict = {k: spec[k] for k in ("tasks", "envs_per_task", "inner_steps")}
+    row.update(kind=spec.get("kind", "throughput"), algorithm=cfg.algorithm, family=cfg.family,
+               rollout_steps=cfg.rollout_steps, support_size=cfg.support_size, buffer_size=cfg.buffer_size,
+               query_batch=cfg.query_batch, hidden=list(cfg.hidden), chunk=K, env_steps_per_meta_step=epm,
+               import_s=time.perf_counter() - t_import)
+
+    # --- meta: cold compile, then the first (warm-up) call
+    run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
+    c0, w0 = time.process_time(), time.perf_counter()
+    lowered = run.lower(program.meta_step, state, hp, K)
+    compiled = lowered.compile()
+    row["compile_s"] = time.perf_counter() - w0
+    row["compile_cpu_s"] = time.process_time() - c0
+    ma = compiled.memory_analysis()
+    row["xla_argument_mb"] = ma.argument_size_in_bytes / 2**20 if ma else None
+    row["xla_temp_mb"] = ma.temp_size_in_bytes / 2**20 if ma else None
+    flops = (compiled.cost_analysis() or {}).get("flops")
+    row["xla_flops_per_meta_step"] = flops / 1.0 if flops else None  # loop bodies counted once
+    box = {"state": state}
+
+    def meta_chunk():
+        box["state"], m = compiled(box["state"], hp)
+        jax.block_until_ready(box["state"])
+
+    meta_chunk()  # warm-up
+    leaves = jax.tree.leaves(box["state"].params)
+    num_params = int(sum(x.size for x in leaves))
+    env_state_bytes = int(sum(x.dtype.itemsize * math.prod(x.shape[2:]) for x in jax.tree.leaves(box["state"].carry.env_state)))
+    task_param_bytes = int(sum(x.dtype.itemsize * math.prod(x.shape[1:]) for x in jax.tree.leaves(box["state"].tasks)))
+    mem = predicted_memory(cfg, program.obs_shape, num_params, env_state_bytes, task_param_bytes)
+    row.update(num_params=num_params, formula_state_mb=mem["state_bytes"] / 2**20,
+               formula_temp_mb=mem["temp_bytes"] / 2**20, formula_replay_mb=mem["state_replay_bytes"] / 2**20,
+               transition_bytes=mem["transition_bytes"], rss_base_mb=rss_base,
+               rss_state_mb=rss_state, rss_after_meta_mb=rss_mb())
+    row["peak_rss_mb"] = peak_rss_mb()  # before any reference runs: the meta-training process
+
+    # --- references (built lazily, warmed up once)
+    refs = {}
+    if spec.get("loop"):
+        t = time.perf_counter()
+        loop = make_loop_reference(program, hp)
+        loop()
+        row["loop_compile_s"] = time.perf_counter() - t
+        refs["loop"] = (loop, 1)
+    if spec.get("rollout"):
+        K_roll = max(K, 2)
+        roll = make_rollout_reference(program, hp, K_roll)
+        t = time.perf_counter()
+        roll()
+        row["rollout_compile_s"] = time.perf_counter() - t
+        refs["rollout"] = (roll, K_roll)
+    if spec.get("torch"):
+        try:
+            import torch
+
+            from torch_maml_dqn import TorchConfig, TorchMAMLDQN
+        except ImportError as e:
+            row["torch_note"] = f"not installed ({e.name})"
+        else:
+            torch.set_num_threads(spec["torch_threads"])
+            row["torch_threads"] = torch.get_num_threads()
+            row["torch_version"] = torch.__version__
+            modes = ["vmap"] + (["loop"] if spec.get("torch_loop") else [])
+            for mode in modes:
+                tc = TorchConfig(num_tasks=cfg.num_tasks, envs_per_task=cfg.envs_per_task,
+                                 rollout_steps=cfg.rollout_steps, query_batch=cfg.query_batch,
+                                 inner_steps=cfg.inner_steps, hidden=cfg.hidden, inner_lr=float(hp.inner_lr),
+                                 meta_lr=float(hp.meta_lr), gamma=float(hp.gamma), epsilon=float(hp.epsilon),
+                                 tau=float(hp.tau), max_grad_norm=cfg.max_grad_norm, mode=mode)
+                agent = TorchMAMLDQN(tc)
+                agent.meta_step()  # warm-up
+                refs[f"torch_{mode}"] = (agent.meta_step, 1)
+
+    # --- interleaved rounds
+    per_round = {name: [] for name in ["meta", *refs]}
+    for _ in range(rounds):
+        dt, n = timed(meta_chunk, min_time)
+        per_round["meta"].append(n * K * epm / dt)
+        for name, (fn, steps_per_call) in refs.items():
+            dt, n = timed(fn, min_time)
+            per_round[name].append(n * steps_per_call * epm / dt)
+    med = lambda xs: float(np.median(xs)) if xs else None
+    meta = per_round["meta"]
+    row["env_steps_per_s"] = med(meta)
+    row["meta_steps_per_s"] = row["env_steps_per_s"] / epm
+    row["env_steps_per_s_rounds"] = meta
+    row["ms_per_task_per_meta_step"] = 1e3 / row["meta_steps_per_s"] / cfg.num_tasks
+    if flops:
+        row["achieved_gflops"] = flops * row["meta_steps_per_s"] / 1e9
+    for name in refs:
+        row[f"{name}_env_steps_per_s"] = med(per_round[name])
+    ratio = lambda name: med([m / r for m, r in zip(meta, per_round[name])]) if name in refs else None
+    row["speedup_vs_loop"] = ratio("loop")
+    torch_modes = [n for n in refs if n.startswith("torch_")]
+    if torch_modes:  # against the faster torch variant, round by round
+        best = [max(per_round[n][i] for n in torch_modes) for i in range(rounds)]
+        row["torch_env_steps_per_s"] = med(best)
+        row["speedup_vs_torch"] = med([m / b for m, b in zip(meta, best)])
+    else:
+        row["torch_env_steps_per_s"] = None
+        row["speedup_vs_torch"] = None
+    row["fraction_of_rollout_limit"] = ratio("rollout")
+    row["gpu_env_steps_per_s"] = "not measured"
+    row["loadavg_1m"] = os.getloadavg()[0]
+    return row
+
+
+# ------------------------------------------------------------------------------ driver
+def chunk_for(spec: dict, quick: bool) -> int:
+    epm = spec["tasks"] * spec["envs_per_task"] * spec.get("rollout_steps", ROLLOUT_STEPS)
+    if quick:
+        return 2
+    return int(min(50, max(2, round(65_536 / epm))))  # ~65k env steps per compiled call
+
+
+def machine_info() -> dict:
+    import jax
+
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "jax": jax.__version__, "jax_backend": jax.default_backend(),
+            "jax_devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        info["cpu_model"] = names[0] if names else None
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    info["gpu"] = "not measured (no GPU in this session)"
+    return info
+
+
+def fmt(x, spec=".3g"):
+    if x is None:
+        return "—"
+    if isinstance(x, str):
+        return x
+    return format(x, spec)
+
+
+def print_table(rows: list[dict]) -> str:
+    head = ("tasks", "envs", "inner", "env-steps/s", "meta-steps/s", "ms/task", "compile s", "peak RSS MB",
+            "vs loop", "vs torch", "of rollout", "torch env-steps/s", "GPU")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r.get("kind", "throughput") != "throughput":
+            continue
+        lines.append("| " + " | ".join([
+            str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), fmt(r["env_steps_per_s"], ",.0f"),
+            fmt(r["meta_steps_per_s"], ".3g"), fmt(r["ms_per_task_per_meta_step"], ".3f"), fmt(r["compile_s"], ".1f"),
+            fmt(r["peak_rss_mb"], ".0f"), fmt(r["speedup_vs_loop"], ".2f"), fmt(r["speedup_vs_torch"], ".2f"),
+            fmt(r["fraction_of_rollout_limit"], ".3f"), fmt(r.get("torch_env_steps_per_s"), ",.0f"),
+            r["gpu_env_steps_per_s"]]) + " |")
+    mem = [r for r in rows if r.get("kind") == "memory" or r.get("formula_state_mb") is not None]
+    lines += ["", "| kind | tasks | envs | buffer | formula state MB | XLA args MB | formula temp MB | XLA temp MB | "
+              "RSS base MB | RSS after meta MB | peak RSS MB | RSS delta − formula state MB |", "|" + "---|" * 12]
+    for r in mem:
+        delta = r["rss_after_meta_mb"] - r["rss_base_mb"]
+        lines.append("| " + " | ".join([
+            r.get("kind", "throughput"), str(r["tasks"]), str(r["envs_per_task"]), str(r["buffer_size"]),
+            fmt(r["formula_state_mb"], ".2f"), fmt(r["xla_argument_mb"], ".2f"), fmt(r["formula_temp_mb"], ".2f"),
+            fmt(r["xla_temp_mb"], ".2f"), fmt(r["rss_base_mb"], ".0f"), fmt(r["rss_after_meta_mb"], ".0f"),
+            fmt(r["peak_rss_mb"], ".0f"), fmt(delta - r["formula_state_mb"], ".1f")]) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def run_spec(spec: dict, in_process: bool) -> dict:
+    if in_process:
+        return worker(spec)
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"worker failed for {spec}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Meta-training throughput vs per-task loop, PyTorch and rollout limit.")
+    ap.add_argument("--out", required=False, help="JSON file for the rows")
+    ap.add_argument("--png", help="plot of the cost curve (default: next to --out)")
+    ap.add_argument("--md", help="write the markdown tables here too")
+    ap.add_argument("--quick", action="store_true", help="one tiny configuration, in-process (smoke test)")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-loop", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip the large-buffer memory rows")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=0.4, help="seconds per timed measurement")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads (1: on this shared 2-core box 2 OpenMP threads were ~100x slower)")
+    ap.add_argument("--tasks", type=int, nargs="*", help="restrict to these task counts")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+    t0 = time.perf_counter()
+    specs = quick_rows() if args.quick else full_rows() + ([] if args.no_memory else memory_rows())
+    if args.tasks:
+        specs = [s for s in specs if s["tasks"] in args.tasks]
+    rows = []
+    for s in specs:
+        s = dict(s)
+        s["chunk"] = chunk_for(s, args.quick)
+        s["rounds"] = 1 if args.quick else args.rounds
+        s["min_time"] = 0.02 if args.quick else args.min_time
+        s["loop"] = s.get("loop", False) and not args.no_loop
+        s["torch"] = s.get("torch", False) and not args.no_torch
+        s["torch_loop"] = (s["tasks"], s["envs_per_task"], s["inner_steps"]) in TORCH_LOOP_ROWS or args.quick
+        s["torch_threads"] = args.torch_threads
+        ts = time.perf_counter()
+        row = run_spec(s, in_process=args.quick)
+        row["row_wall_s"] = time.perf_counter() - ts
+        rows.append(row)
+        print(f"[{time.perf_counter() - t0:6.0f}s] T={row['tasks']} E={row['envs_per_task']} k={row['inner_steps']} "
+              f"buf={row['buffer_size']}: {row['env_steps_per_s']:,.0f} env-steps/s, compile {row['compile_s']:.1f}s "
+              f"(cpu {row['compile_cpu_s']:.1f}s), vs loop {fmt(row['speedup_vs_loop'], '.2f')}, "
+              f"vs torch {fmt(row['speedup_vs_torch'], '.2f')}, of rollout {fmt(row['fraction_of_rollout_limit'], '.3f')}, "
+              f"peak RSS {row['peak_rss_mb']:.0f} MB, load {row['loadavg_1m']:.1f}", flush=True)
+    text = print_table(rows)
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
+              "total_wall_s": time.perf_counter() - t0, "default_config": DEFAULT,
+              "settings": {"rollout_steps": ROLLOUT_STEPS, "query_batch": QUERY_BATCH, "hidden": list(HIDDEN),
+                           "rounds": args.rounds, "min_time": args.min_time, "torch_threads": args.torch_threads},
+              "rows": rows}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        png = args.png or str(Path(args.out).with_suffix(".png"))
+        from plot_throughput import plot
+
+        plot(result, png)
+        print(f"wrote {args.out} and {png}")
+    if args.md:
+        Path(args.md).write_text(text + "\n")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

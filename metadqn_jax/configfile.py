@@ -1,0 +1,692 @@
+"""Configuration files: YAML <-> the frozen config dataclasses, with command-line overrides.
+
+A command's configuration is one frozen dataclass (:class:`TrainConfig`, :class:`DQNRunConfig`,
+:class:`RegressRunConfig`) made of the package's own frozen, self-validating configs
+(:class:`~metadqn_jax.meta_dqn.MetaConfig`, :class:`~metadqn_jax.evaluate.FewShotConfig`,
+:class:`~metadqn_jax.train.ValidationConfig`, :class:`~metadqn_jax.config.DQNConfig`,
+:class:`~metadqn_jax.regression.RegressionConfig`) plus small run-level settings defined here.
+
+On disk (YAML) a configuration is a mapping of *sections* to fields. Static settings and
+traced hyper-parameters live in different sections: ``meta`` / ``dqn`` hold the static
+settings (shapes, loop lengths — changing one recompiles), ``hparams`` the defaults of the
+traced hyper-parameters (:class:`~metadqn_jax.meta_dqn.MetaHParams`,
+:class:`~metadqn_jax.config.DQNHParams` — changing one never recompiles)::
+
+    command: train
+    meta:        {family: pointnav-goal, num_tasks: 32, hidden: [64, 64], ...}
+    hparams:     {inner_lr: 0.1, meta_lr: 0.001, gamma: null, ...}
+    few_shot:    {budgets: [0, 25, 50, 100, 250, 500], num_tasks: 20, seeds: 3, ...}
+    validation:  {every: 500, num_tasks: 32, patience: 0}
+    run:         {algorithms: [context], baselines: [pretrained, scratch], seed: 0, ...}
+
+A configuration is resolved from *layers* (later wins): the dataclass defaults, a preset
+(:mod:`metadqn_jax.presets`), a YAML file, command-line flags and ``--set section.field=value``
+overrides. Every error is one :class:`~metadqn_jax.config.ConfigError` (a ``ValueError``)
+whose message starts with the qualified field name, e.g.
+``meta.num_tasks must be a positive integer, got 0``.
+
+>>> from metadqn_jax.configfile import TrainConfig, parse_overrides
+>>> cfg = TrainConfig.resolve({"meta": {"num_meta_steps": 100}}, parse_overrides(["hparams.inner_lr=0.05"]))
+>>> cfg.meta.num_meta_steps, float(cfg.meta.inner_lr)
+(100, 0.05)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from metadqn_jax.config import ConfigError, DQNConfig, DQNHParams, nonneg_int, positive_int, require
+from metadqn_jax.evaluate import FewShotConfig
+from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig, MetaHParams
+from metadqn_jax.train import ValidationConfig
+
+__all__ = [
+    "ConfigError",
+    "TrainSettings",
+    "TrainConfig",
+    "DQNSettings",
+    "DQNRunConfig",
+    "RegressSettings",
+    "RegressEvalSettings",
+    "RegressRunConfig",
+    "BASELINES",
+    "parse_overrides",
+    "load_yaml",
+    "dump_yaml",
+    "merge",
+]
+
+BASELINES: tuple[str, ...] = ("pretrained", "scratch", "oracle")
+
+
+# ------------------------------------------------------------------------ run settings
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Run-level settings of ``metadqn train`` (section ``run``)."""
+
+    algorithms: tuple[str, ...] = ("context",)  # meta-learning algorithms to train and compare
+    baselines: tuple[str, ...] = ("pretrained", "scratch")  # subset of BASELINES
+    seed: int = 0  # seeds meta-training, evaluation and the scratch init (compare.compare)
+    checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
+    keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
+
+    def __post_init__(self):
+        algos = _unique(self.algorithms)
+        require(len(algos) > 0 and all(a in ALGORITHMS for a in algos), "run.algorithms",
+                f"a non-empty list of {ALGORITHMS}", list(self.algorithms))
+        object.__setattr__(self, "algorithms", algos)
+        base = _unique(self.baselines)
+        require(all(b in BASELINES for b in base), "run.baselines", f"a list of {BASELINES}",
+                list(self.baselines))
+        object.__setattr__(self, "baselines", base)
+        nonneg_int("run.seed", self.seed)
+        nonneg_int("run.checkpoint_every", self.checkpoint_every)
+        positive_int("run.keep", self.keep)
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """Algorithms that are meta-trained: ``algorithms`` (+ ``pretrained`` as a baseline)."""
+        extra = ("pretrained",) if "pretrained" in self.baselines and "pretrained" not in self.algorithms else ()
+        return self.algorithms + extra
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNSettings:
+    """Run-level settings of ``metadqn dqn`` (section ``run``)."""
+
+    seed: int = 0  # first seed; seeds are seed, seed+1, ... (one vmapped program)
+    seeds: int = 1  # independent training runs
+    family: str | None = None  # train on one task of this family (None: dqn.env_id's default task)
+    task: int = 0  # index of the task in the family's split
+    split: str = "test"  # the family split the task comes from
+
+    def __post_init__(self):
+        nonneg_int("run.seed", self.seed)
+        positive_int("run.seeds", self.seeds)
+        nonneg_int("run.task", self.task)
+        require(self.split in ("train", "val", "test"), "run.split", "'train', 'val' or 'test'", self.split)
+        if self.family is not None:
+            from metadqn_jax import tasks
+
+            try:
+                fam = tasks.get_family(self.family)
+            except ValueError as e:
+                raise ConfigError(f"run.family: {e}") from None
+            n = fam.num_tasks(self.split)
+            require(self.task < n, "run.task", f"< {n} (tasks in the {self.split} split of {self.family})", self.task)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressSettings:
+    """Run-level settings of ``metadqn regress`` (section ``run``)."""
+
+    algorithms: tuple[str, ...] = ("maml", "pretrained")
+
+    def __post_init__(self):
+        from metadqn_jax.regression import REGRESSION_ALGORITHMS
+
+        algos = _unique(self.algorithms)
+        require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
+                f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
+        object.__setattr__(self, "algorithms", algos)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressEvalSettings:
+    """Few-shot evaluation of ``metadqn regress`` (section ``eval``)."""
+
+    num_tasks: int = 1000  # held-out sinusoid tasks
+    shots: tuple[int, ...] = (5, 10)  # support points per task (K)
+    steps: tuple[int, ...] = (0, 1, 5, 10)  # inner SGD steps reported (0: the unadapted prior)
+    inner_lr: float = 0.01  # SGD step size of the test-time adaptation
+    seed: int = 1234  # seed of the held-out tasks and their support points
+
+    def __post_init__(self):
+        require(isinstance(self.num_tasks, int) and not isinstance(self.num_tasks, bool) and self.num_tasks >= 2,
+                "eval.num_tasks", "an integer >= 2", self.num_tasks)
+        shots = tuple(sorted(set(self.shots)))
+        require(len(shots) > 0 and all(isinstance(k, int) and k > 0 for k in shots), "eval.shots",
+                "a non-empty list of positive integers", list(self.shots))
+        object.__setattr__(self, "shots", shots)
+        steps = tuple(sorted(set(self.steps)))
+        require(len(steps) > 0 and all(isinstance(k, int) and k >= 0 for k in steps), "eval.steps",
+                "a non-empty list of integers >= 0", list(self.steps))
+        object.__setattr__(self, "steps", steps)
+        from metadqn_jax.config import in_range
+
+        in_range("eval.inner_lr", self.inner_lr, 0.0, math.inf, low_open=True)
+        nonneg_int("eval.seed", self.seed)
+
+
+def _unique(values: Any) -> tuple:
+    if isinstance(values, str):
+        values = (values,)
+    out: list = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One YAML section: ``fields`` of the dataclass ``cls`` held in the attribute ``attr``."""
+
+    name: str
+    attr: str
+    cls: type
+    fields: tuple[str, ...]
+    doc: str
+
+
+def _fields(cls, *, only: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> tuple[str, ...]:
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if only is not None:
+        only = tuple(only)
+        names = [n for n in names if n in only]
+    return tuple(n for n in names if n not in set(exclude))
+
+
+class _Composite:
+    """Shared machinery of the command configurations (a frozen dataclass of dataclasses)."""
+
+    COMMAND: ClassVar[str]
+    SECTIONS: ClassVar[tuple[Section, ...]]
+
+    # ---- schema
+    @classmethod
+    def section(cls, name: str) -> Section:
+        for s in cls.SECTIONS:
+            if s.name == name:
+                return s
+        raise ConfigError(_unknown("section", name, [s.name for s in cls.SECTIONS], cls.COMMAND))
+
+    @classmethod
+    def field_section(cls, field: str) -> list[str]:
+        return [s.name for s in cls.SECTIONS if field in s.fields]
+
+    @classmethod
+    def field_type(cls, section: str, field: str) -> Any:
+        sec = cls.section(section)
+        return typing.get_type_hints(sec.cls)[field]
+
+    @classmethod
+    def defaults(cls) -> dict[str, dict[str, Any]]:
+        """The dataclass defaults, as a YAML-ready mapping of sections."""
+        out: dict[str, dict[str, Any]] = {}
+        for s in cls.SECTIONS:
+            fields = {f.name: f for f in dataclasses.fields(s.cls)}
+            values = {}
+            for name in s.fields:
+                f = fields[name]
+                if f.default is not dataclasses.MISSING:
+                    values[name] = _plain(f.default)
+                elif f.default_factory is not dataclasses.MISSING:  # pragma: no cover
+                    values[name] = _plain(f.default_factory())
+            out[s.name] = values
+        return out
+
+    # ---- resolution
+    @classmethod
+    def resolve(cls, *layers: Mapping[str, Any] | None):
+        """Builds the configuration from layers of ``{section: {field: value}}`` (later wins).
+
+        Values are coerced to the dataclass field types (YAML lists -> tuples, numeric strings
+        -> numbers); unknown sections / fields and out-of-range values raise
+        :class:`ConfigError` naming the qualified field.
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        for layer in layers:
+            if not layer:
+                continue
+            cls._check_layer(layer)
+            for sec, values in layer.items():
+                if sec == "command":
+                    continue
+                merged.setdefault(sec, {}).update(values or {})
+        cls._derive(merged)
+        return cls._build(merged)
+
+    @classmethod
+    def _check_layer(cls, layer: Mapping[str, Any]) -> None:
+        if not isinstance(layer, Mapping):
+            raise ConfigError(f"a configuration must be a mapping of sections, got {type(layer).__name__}")
+        command = layer.get("command")
+        if command is not None and command != cls.COMMAND:
+            raise ConfigError(f"command: this configuration is for 'metadqn {command}', not 'metadqn {cls.COMMAND}'")
+        for sec, values in layer.items():
+            if sec == "command":
+                continue
+            section = cls.section(sec)
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{sec} must be a mapping of fields, got {values!r}")
+            for name in values:
+                if name not in section.fields:
+                    raise ConfigError(_unknown("field", f"{sec}.{name}", [f"{sec}.{f}" for f in section.fields]))
+
+    @classmethod
+    def _derive(cls, merged: dict[str, dict[str, Any]]) -> None:
+        """Fills derived defaults (values not set by any layer)."""
+
+    @classmethod
+    def _build(cls, merged: dict[str, dict[str, Any]]):
+        kwargs_by_attr: dict[str, tuple[type, dict[str, Any], dict[str, str]]] = {}
+        for s in cls.SECTIONS:
+            hints = typing.get_type_hints(s.cls)
+            values = merged.get(s.name, {})
+            entry = kwargs_by_attr.setdefault(s.attr, (s.cls, {}, {}))
+            for name, value in values.items():
+                entry[1][name] = _coerce(value, hints[name], f"{s.name}.{name}")
+                entry[2][name] = s.name
+        built = {}
+        for attr, (klass, kwargs, where) in kwargs_by_attr.items():
+            built[attr] = _construct(klass, kwargs, cls._section_of(attr), cls.COMMAND)
+        return cls(**built)
+
+    @classmethod
+    def _section_of(cls, attr: str) -> dict[str, str]:
+        """field name -> section name, for the dataclass held in ``attr``."""
+        return {f: s.name for s in cls.SECTIONS if s.attr == attr for f in s.fields}
+
+    # ---- output
+    def to_dict(self) -> dict[str, Any]:
+        """``{"command": ..., section: {field: value}}`` with plain YAML types."""
+        out: dict[str, Any] = {"command": self.COMMAND}
+        for s in self.SECTIONS:
+            obj = getattr(self, s.attr)
+            out[s.name] = {name: _plain(getattr(obj, name)) for name in s.fields}
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as commented YAML (loadable with ``--config``)."""
+        lines = [f"# metadqn {self.COMMAND}: resolved configuration (load it with --config FILE)",
+                 f"command: {self.COMMAND}"]
+        data = self.to_dict()
+        for s in self.SECTIONS:
+            lines.append(f"# {s.doc}")
+            lines.append(yaml.safe_dump({s.name: data[s.name]}, sort_keys=False, default_flow_style=None,
+                                        width=100).rstrip())
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_yaml_file(cls, path: str | Path, *more_layers: Mapping[str, Any] | None):
+        """Resolves a configuration from a YAML file (plus override layers)."""
+        return cls.resolve(load_yaml(path), *more_layers)
+
+    def diff(self, other: _Composite, *, ignore: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
+        """``[(section.field, self value, other value)]`` for every differing field."""
+        ignore = set(ignore)
+        a, b = self.to_dict(), other.to_dict()
+        out = []
+        for s in self.SECTIONS:
+            if f"{s.name}.*" in ignore:
+                continue
+            for name in s.fields:
+                key = f"{s.name}.{name}"
+                if key in ignore:
+                    continue
+                if a[s.name][name] != b[s.name][name]:
+                    out.append((key, a[s.name][name], b[s.name][name]))
+        return out
+
+
+# --------------------------------------------------------------------------------- train
+_META_STATIC = _fields(MetaConfig, exclude=MetaHParams._fields)
+_META_HPARAMS = _fields(MetaConfig, only=MetaHParams._fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Composite):
+    """Everything ``metadqn train`` needs: meta-training, validation, the few-shot evaluation
+    and the run settings. Sections: ``meta`` (static), ``hparams`` (traced), ``few_shot``,
+    ``validation``, ``run``.
+
+    Derived defaults: unless set explicitly, ``few_shot.support_size`` follows
+    ``meta.support_size`` and ``few_shot.support_epsilon`` follows ``hparams.epsilon`` (the
+    test-time protocol collects its support set as meta-training does).
+    """
+
+    meta: MetaConfig
+    few_shot: FewShotConfig
+    validation: ValidationConfig
+    run: TrainSettings
+
+    COMMAND: ClassVar[str] = "train"
+    SECTIONS: ClassVar[tuple[Section, ...]] = (
+        Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
+                "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
+                "the algorithms are run.algorithms"),
+        Section("hparams", "meta", MetaConfig, _META_HPARAMS,
+                "hparams: traced meta-training hyper-parameters (changing one never recompiles; "
+                "gamma null = the family's)"),
+        Section("few_shot", "few_shot", FewShotConfig, _fields(FewShotConfig),
+                "few_shot: the few-shot evaluation on held-out tasks (budgets in env steps)"),
+        Section("validation", "validation", ValidationConfig, _fields(ValidationConfig),
+                "validation: validation / early stopping during meta-training (meta-steps)"),
+        Section("run", "run", TrainSettings, _fields(TrainSettings),
+                "run: what to train and compare, seeds, checkpoints"),
+    )
+
+    @classmethod
+    def _derive(cls, merged):
+        meta = merged.get("meta", {})
+        hp = merged.get("hparams", {})
+        fs = merged.setdefault("few_shot", {})
+        if "support_size" not in fs:
+            fs["support_size"] = meta.get("support_size", MetaConfig.support_size)
+        if "support_epsilon" not in fs:
+            fs["support_epsilon"] = hp.get("epsilon", MetaConfig.epsilon)
+
+
+# ----------------------------------------------------------------------------------- dqn
+_DQN_STATIC = _fields(DQNConfig, exclude=DQNHParams._fields)
+_DQN_HPARAMS = _fields(DQNConfig, only=DQNHParams._fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNRunConfig(_Composite):
+    """Everything ``metadqn dqn`` needs. Sections: ``dqn`` (static), ``hparams`` (traced), ``run``."""
+
+    dqn: DQNConfig
+    run: DQNSettings
+
+    COMMAND: ClassVar[str] = "dqn"
+    SECTIONS: ClassVar[tuple[Section, ...]] = (
+        Section("dqn", "dqn", DQNConfig, _DQN_STATIC,
+                "dqn: static single-task DQN settings (env steps, sizes; changing one recompiles)"),
+        Section("hparams", "dqn", DQNConfig, _DQN_HPARAMS,
+                "hparams: traced DQN hyper-parameters (changing one never recompiles)"),
+        Section("run", "run", DQNSettings, _fields(DQNSettings), "run: seeds and the task"),
+    )
+
+    @classmethod
+    def _build(cls, merged):
+        run = merged.get("run", {})
+        family = run.get("family")
+        if family is not None and "env_id" not in merged.get("dqn", {}):
+            from metadqn_jax import tasks
+
+            try:
+                merged.setdefault("dqn", {})["env_id"] = tasks.get_family(str(family)).env_id
+            except ValueError as e:
+                raise ConfigError(f"run.family: {e}") from None
+        cfg = super()._build(merged)
+        if cfg.run.family is not None:
+            from metadqn_jax import tasks
+
+            env_id = tasks.get_family(cfg.run.family).env_id
+            require(cfg.dqn.env_id == env_id, "dqn.env_id", f"{env_id!r} (the environment of run.family)",
+                    cfg.dqn.env_id)
+        return cfg
+
+
+# ------------------------------------------------------------------------------- regress
+def _regression_config_cls():
+    from metadqn_jax.regression import RegressionConfig
+
+    return RegressionConfig
+
+
+class _LazyRegressSections:
+    """``RegressRunConfig.SECTIONS`` (built on first use: regression.py is imported lazily)."""
+
+    def __get__(self, obj, owner):
+        rc = _regression_config_cls()
+        sections = (
+            Section("regression", "regression", rc, _fields(rc, exclude=("algorithm",)),
+                    "regression: sinusoid meta-training settings (shared by every algorithm)"),
+            Section("eval", "eval", RegressEvalSettings, _fields(RegressEvalSettings),
+                    "eval: few-shot evaluation on held-out sinusoids (MSE on a 100-point grid)"),
+            Section("run", "run", RegressSettings, _fields(RegressSettings), "run: algorithms to compare"),
+        )
+        owner.SECTIONS = sections  # cache on the class
+        return sections
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressRunConfig(_Composite):
+    """Everything ``metadqn regress`` needs. Sections: ``regression``, ``eval``, ``run``.
+
+    ``regression`` holds :class:`~metadqn_jax.regression.RegressionConfig` without its
+    ``algorithm`` (that comes from ``run.algorithms``); use :meth:`for_algorithm`.
+    """
+
+    regression: Any
+    eval: RegressEvalSettings
+    run: RegressSettings
+
+    COMMAND: ClassVar[str] = "regress"
+    SECTIONS: ClassVar = _LazyRegressSections()
+
+    def for_algorithm(self, algorithm: str):
+        return dataclasses.replace(self.regression, algorithm=algorithm)
+
+
+# ------------------------------------------------------------------------ construction
+def _construct(klass: type, kwargs: dict[str, Any], section_of: dict[str, str], command: str):
+    """``klass(**kwargs)``; a ValueError is re-raised as one ConfigError with a qualified name."""
+    try:
+        return klass(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(_qualify(str(e), section_of)) from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(_qualify(str(e), section_of)) from None
+
+
+_HPARAM_PREFIX = re.compile(r"^(MetaHParams|DQNHParams)\.")
+_LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.[A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def _qualify(msg: str, section_of: dict[str, str]) -> str:
+    """Prefixes the field a validation message starts with by its section."""
+    msg = _HPARAM_PREFIX.sub("hparams.", msg)
+    m = _LEADING_NAME.match(msg)
+    if m is None:
+        return msg
+    head = m.group(1)
+    sections = set(section_of.values())
+    if head in sections and m.group(2):  # already qualified
+        return msg
+    if head in section_of:
+        return f"{section_of[head]}.{msg}"
+    return msg
+
+
+def _unknown(kind: str, name: str, known: Sequence[str], command: str | None = None) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    where = f" for 'metadqn {command}'" if command else ""
+    return f"{name}: unknown {kind}{where}{hint} (known: {', '.join(known)})"
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe plain value (tuples -> lists, numpy scalars -> Python)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except (TypeError, ValueError):  # pragma: no cover
+            return value
+    if isinstance(value, float) and math.isinf(value):
+        return value
+    return value
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Converts a YAML / command-line value to the annotated type ``tp`` (or raises)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name}: cannot parse {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.strip().strip("[]()").split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], name) for v in items)
+        if len(items) != len(args):
+            raise ConfigError(f"{name} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, name) for v, a in zip(items, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value  # pragma: no cover - Any and other annotations pass through
+
+
+# --------------------------------------------------------------------------- YAML, --set
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML configuration file (a mapping of sections); ConfigError if unreadable."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def dump_yaml(cfg: _Composite, path: str | Path) -> Path:
+    """Writes ``cfg.to_yaml()`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(cfg.to_yaml())
+    tmp.replace(path)
+    return path
+
+
+def parse_overrides(items: Sequence[str], schema: type[_Composite] | None = None) -> dict[str, dict[str, Any]]:
+    """``["section.field=value", ...]`` -> ``{section: {field: value}}``.
+
+    Values are parsed as YAML (``[32, 32]``, ``0.1``, ``true``, ``null``). With ``schema`` a
+    bare ``field=value`` is accepted when exactly one section has that field.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if "." in key:
+            sec, name = key.split(".", 1)
+        elif schema is not None:
+            owners = schema.field_section(key)
+            if len(owners) != 1:
+                where = f"it is in {', '.join(owners)}" if owners else "no section has it"
+                raise ConfigError(f"--set {key}: qualify the field as section.{key} ({where})")
+            sec, name = owners[0], key
+        else:
+            raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        out.setdefault(sec, {})[name] = value
+    return out
+
+
+def merge(*layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Merges layers of ``{section: {field: value}}`` (later wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for sec, values in (layer or {}).items():
+            if sec == "command":
+                out["command"] = values
+                continue
+            out.setdefault(sec, {}).update(values or {})
+    return out
+
+
+# ------------------------------------------------------------------------ run folders
+def meta_config_dict(meta: MetaConfig, validation: ValidationConfig | None = None) -> dict[str, Any]:
+    """The settings that determine a meta-training trajectory, as stored in checkpoints:
+    ``meta`` (static, without ``num_meta_steps``), ``hparams`` and ``validation``."""
+    static = {name: _plain(getattr(meta, name)) for name in _META_STATIC if name != "num_meta_steps"}
+    out: dict[str, Any] = {"meta": static, "hparams": {name: _plain(getattr(meta, name)) for name in _META_HPARAMS}}
+    if validation is not None:
+        out["validation"] = {f: _plain(getattr(validation, f)) for f in _fields(ValidationConfig)}
+    return out
+
+
+def read_run_config(run_dir: str | Path, cls: type[_Composite] = TrainConfig):
+    """The resolved configuration saved in ``run_dir/config.yaml`` (ConfigError if the folder
+    is not a metadqn run of that command)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a metadqn run directory (no config.yaml)")
+    data = load_yaml(path)
+    command = data.get("command")
+    if command != cls.COMMAND:
+        raise ConfigError(f"{str(run_dir)!r} is a 'metadqn {command}' run, not a 'metadqn {cls.COMMAND}' run")
+    return cls.resolve(data)

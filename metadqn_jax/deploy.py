@@ -1,0 +1,160 @@
+"""Deployment: load a meta-trained policy from a run folder and adapt it to a new task.
+
+``metadqn train`` exports every trained initialisation to ``RUN/policy/<algorithm>/`` (an orbax
+checkpoint of the meta-parameters and the meta-target selected by validation, plus JSON
+metadata). :func:`load_policy` reads it back together with the run's ``config.yaml``;
+:func:`adapt_to_task` runs the test-time protocol of the few-shot evaluation
+(:func:`metadqn_jax.evaluate.make_few_shot`: collect ``support_size`` transitions, adapt with
+the learner's own rule, then fine-tune as an ordinary DQN until ``budget`` environment steps)
+on one task and returns the adapted parameters. ``act(params, obs)`` is pure and jittable
+and works with the unadapted and the adapted parameters alike.
+
+Example (runnable after ``metadqn train --quick --name demo``)::
+
+    import jax
+    import jax.numpy as jnp
+    from metadqn_jax import adapt_to_task, load_policy
+
+    policy = load_policy("runs/demo")                  # the run's first algorithm
+    task = jax.tree.map(lambda x: x[0], policy.family.tasks("test"))   # one held-out task
+    params = adapt_to_task(policy, task, budget=10, key=jax.random.key(0))
+    obs = jnp.zeros(policy.obs_shape)
+    action = jax.jit(policy.act)(params, obs)          # greedy action, int32
+    zero_shot = policy.act(policy.params, obs)         # before seeing the task
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
+from metadqn_jax.configfile import TrainConfig, meta_config_dict, read_run_config
+from metadqn_jax.evaluate import FewShotConfig, make_few_shot
+from metadqn_jax.meta_dqn import Learner, MetaConfig, make_learner
+from metadqn_jax.tasks import TaskFamily
+
+__all__ = ["Policy", "load_policy", "adapt_to_task", "export_policy", "policy_dir"]
+
+
+class Policy(NamedTuple):
+    """A meta-trained initialisation, ready to act and to adapt."""
+
+    params: Any  # task parameters before any data: learner.unadapted(meta_params)
+    act: Callable[[Any, jax.Array], jax.Array]  # pure: (task params, obs [..., *obs_shape]) -> int32 [...]
+    meta_params: Any  # the meta-parameters (validation's best)
+    meta_target: Any  # their Polyak meta-target (the TD target of the adaptation)
+    config: MetaConfig  # the algorithm's meta-training config
+    few_shot: FewShotConfig  # the run's test-time protocol (fine-tuning settings)
+    learner: Learner
+    family: TaskFamily
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    algorithm: str
+    info: dict  # the export's metadata (meta-step, validation return, ...)
+
+
+def policy_dir(run_dir: str | Path, algorithm: str) -> Path:
+    return Path(run_dir) / "policy" / algorithm
+
+
+def _learner(cfg: MetaConfig) -> tuple[Learner, tuple[int, ...], int]:
+    from metadqn_jax import envs
+
+    env, base = cfg.task_family.env()
+    num_actions = envs.num_actions(env, base)
+    obs_shape = tuple(envs.obs_shape(env, base))
+    return make_learner(cfg, num_actions, obs_shape), obs_shape, num_actions
+
+
+def _abstract_policy(cfg: MetaConfig):
+    learner, _, _ = _learner(cfg)
+    params = jax.eval_shape(learner.init, jax.random.key(0))
+    return {"params": params, "target": params}
+
+
+def export_policy(run_dir: str | Path, cfg: MetaConfig, meta_params: Any, meta_target: Any, *,
+                  step: int, extra: dict | None = None) -> Path:
+    """Writes ``RUN/policy/<algorithm>/<step>`` (keeps only the newest export)."""
+    ck = Checkpointer(policy_dir(run_dir, cfg.algorithm), keep=1, kind=FORMAT_POLICY)
+    try:
+        if step in ck.steps():
+            return ck.directory / str(step)
+        return ck.save(step, {"params": meta_params, "target": meta_target},
+                       config=meta_config_dict(cfg), extra=extra)
+    finally:
+        ck.close()
+
+
+def load_policy(run_dir: str | Path, algorithm: str | None = None) -> Policy:
+    """The meta-learned parameters of ``algorithm`` (default: the run's first) and a pure ``act``.
+
+    Raises:
+      ConfigError: ``run_dir`` is not a ``metadqn train`` run folder.
+      CheckpointError: no (complete) export for ``algorithm``, or it does not match the config.
+    """
+    from metadqn_jax.compare import config_for
+
+    run = read_run_config(run_dir, TrainConfig)
+    algorithm = algorithm or run.run.algorithms[0]
+    if algorithm not in run.run.trained:
+        raise CheckpointError(f"{str(run_dir)!r} trained {', '.join(run.run.trained)}, not {algorithm!r}")
+    cfg = config_for(run.meta, algorithm)
+    ck = Checkpointer(policy_dir(run_dir, algorithm), kind=FORMAT_POLICY)
+    if not ck.directory.exists():
+        raise CheckpointError(f"no exported policy for {algorithm!r} in {str(run_dir)!r} (training did not "
+                              f"finish; continue it with: metadqn train --resume {run_dir})")
+    try:
+        restored = ck.restore(_abstract_policy(cfg), config=meta_config_dict(cfg))
+    finally:
+        ck.close()
+    learner, obs_shape, num_actions = _learner(cfg)
+
+    def act(params, obs):
+        return jnp.argmax(learner.q_values(params, obs), axis=-1).astype(jnp.int32)
+
+    meta_params, meta_target = restored.tree["params"], restored.tree["target"]
+    info = dict(restored.info.get("extra") or {}, step=restored.step)
+    return Policy(learner.unadapted(meta_params), act, meta_params, meta_target, cfg, run.few_shot, learner,
+                  cfg.task_family, obs_shape, num_actions, algorithm, info)
+
+
+def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array | None = None, *,
+                  few_shot: FewShotConfig | None = None) -> Any:
+    """Adapts ``policy`` to the task ``env_params`` with ``budget`` environment steps.
+
+    The protocol is the few-shot evaluation's (:func:`metadqn_jax.evaluate.make_few_shot`, the
+    same code): act with the unadapted policy for ``min(budget, support_size)`` steps, adapt
+    with the learner's rule, then fine-tune as a DQN for the rest of the budget (settings from
+    the run's ``few_shot`` section, or ``few_shot``).
+
+    Args:
+      policy: from :func:`load_policy`.
+      env_params: one task (an ``EnvParams`` of the policy's environment), or a batch of
+        tasks (every leaf with a leading axis), adapted independently.
+      budget: environment steps on the task (>= 0; 0 returns the unadapted parameters).
+      key: PRNG key (default ``jax.random.key(0)``).
+
+    Returns:
+      Adapted task parameters for ``policy.act`` (with a leading axis for a batch of tasks).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
+        raise ValueError(f"budget must be an integer >= 0 (environment steps), got {budget!r}")
+    key = jax.random.key(0) if key is None else key
+    fs = few_shot or policy.few_shot
+    fs = dataclasses.replace(fs, budgets=(int(budget),), num_tasks=1, seeds=1, eval_episodes=1)
+    run, _ = make_few_shot(policy.config, fs, policy.learner, return_params=True)
+    _, base = policy.family.env()
+    base_ndim = np.ndim(jax.tree.leaves(base)[0])
+    batched = np.ndim(jax.tree.leaves(env_params)[0]) > base_ndim
+    tasks = env_params if batched else jax.tree.map(lambda x: jnp.asarray(x)[None], env_params)
+    n = jax.tree.leaves(tasks)[0].shape[0]
+    keys = jax.random.split(key, n)
+    _, params = jax.jit(run)(policy.meta_params, policy.meta_target, tasks, keys, policy.config.hparams())
+    return params if batched else jax.tree.map(lambda x: x[0], params)

@@ -1,0 +1,155 @@
+"""Run logging: ``metrics.csv`` and TensorBoard event files (tensorboardX), plus readers.
+
+Everything here runs on the host at chunk boundaries with plain Python floats: logging never
+touches a jitted function, so it never triggers a recompilation.
+
+* :class:`CSVLog` appends rows to one CSV file (fixed header; missing values empty). On resume,
+  :meth:`CSVLog.truncate` drops the rows an interrupted run wrote after its last checkpoint.
+* :class:`TBLog` wraps ``tensorboardX.SummaryWriter`` (``purge_step`` on resume, so
+  TensorBoard discards the events after the checkpoint) and flushes after every chunk.
+* :func:`read_csv` and :func:`read_tb_scalars` read them back (the latter parses the TFRecord
+  event files directly: no TensorFlow / TensorBoard needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class CSVLog:
+    """Appends rows (mappings) to ``path`` with the columns ``fields``."""
+
+    def __init__(self, path: str | Path, fields: Sequence[str]):
+        self.path = Path(path)
+        self.fields = list(fields)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore", restval="")
+            if new:
+                w.writeheader()
+            w.writerow({k: _fmt(v) for k, v in row.items()})
+
+    def truncate(self, keep: Callable[[dict[str, str]], bool]) -> int:
+        """Rewrites the file keeping only rows with ``keep(row)``; returns the rows dropped."""
+        if not self.path.exists():
+            return 0
+        rows = read_csv(self.path)
+        kept = [r for r in rows if keep(r)]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore", restval="")
+            w.writeheader()
+            for r in kept:
+                w.writerow(r)
+        tmp.replace(self.path)
+        return len(rows) - len(kept)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class TBLog:
+    """A tensorboardX ``SummaryWriter`` in ``logdir`` (created lazily, flushed on every write)."""
+
+    def __init__(self, logdir: str | Path, *, purge_step: int | None = None):
+        self.logdir = Path(logdir)
+        self.purge_step = purge_step
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(self.logdir), purge_step=self.purge_step, flush_secs=30)
+        return self._writer
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        for tag, v in values.items():
+            if v is None:
+                continue
+            self.writer.add_scalar(tag, float(v), global_step=int(step))
+        self.writer.flush()
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# ------------------------------------------------------------------------------ reading
+def _tfrecords(path: Path) -> Iterable[bytes]:
+    data = path.read_bytes()
+    pos = 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        start = pos + 12
+        end = start + length
+        if end + 4 > len(data):
+            break  # a record being written
+        yield data[start:end]
+        pos = end + 4
+
+
+def read_tb_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` from every event file under ``logdir`` (recursively;
+    tags of sub-directories are prefixed ``subdir/``), honouring purge-step restarts."""
+    from tensorboardX.proto import event_pb2
+
+    logdir = Path(logdir)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.rglob("events.out.tfevents.*")):
+        rel = path.parent.relative_to(logdir).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        for record in _tfrecords(path):
+            ev = event_pb2.Event.FromString(record)
+            if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START:
+                for tag in [t for t in out if t.startswith(prefix)]:  # purge: drop steps >= this
+                    out[tag] = [(s, v) for s, v in out[tag] if s < ev.step]
+            if not ev.HasField("summary"):
+                continue
+            for value in ev.summary.value:
+                if value.HasField("simple_value"):
+                    out.setdefault(prefix + value.tag, []).append((int(ev.step), float(value.simple_value)))
+    return out
+
+
+# ------------------------------------------------------------------- meta-training rows
+META_CSV_FIELDS = ("algorithm", "meta_step", "env_steps", "query_loss", "pre_adapt_loss", "post_adapt_loss",
+                   "train_return", "grad_norm", "val_return", "wall_s")
+
+
+def meta_row_scalars(row: Mapping[str, Any]) -> dict[str, float]:
+    """TensorBoard tags of a :func:`metadqn_jax.train.train_meta` history row."""
+    out = {}
+    for k, v in row.items():
+        if k in ("meta_step", "algorithm"):
+            continue
+        if k == "val_return":
+            out["validation/return"] = v
+        elif k in ("env_steps", "wall_s"):
+            out[f"progress/{k}"] = v
+        else:
+            out[f"train/{k}"] = v
+    return out

@@ -1,0 +1,211 @@
+"""Checkpoints (metadqn_jax.checkpoint): exact round trip of MetaState + EarlyStop, keep-last-K,
+atomic saves, and one clear error for missing / empty / foreign / corrupt / mismatched ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError, leaf_specs
+from metadqn_jax.configfile import meta_config_dict
+from metadqn_jax.meta_dqn import MetaConfig, make_meta_step
+from metadqn_jax.train import EarlyStop, ValidationConfig, init_early_stop
+
+CACHE = Path(os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla"))
+TINY = dict(family="pointnav-goal", algorithm="context", num_tasks=4, envs_per_task=2, rollout_steps=5,
+            support_size=10, buffer_size=10, query_batch=16, hidden=(16, 16), encoder_hidden=(16,),
+            num_meta_steps=20, chunk_size=5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_cache():
+    """Share compiled programs with the CLI tests (persistent XLA cache), reset afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(CACHE))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    cc.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A real (tiny) MetaState with a non-trivial EarlyStop, and its abstract twin."""
+    cfg = MetaConfig(**TINY)
+    program = make_meta_step(cfg)
+    hp = cfg.hparams()
+    state = jax.jit(program.init)(jax.random.key(3), hp)
+    es = init_early_stop(state)
+    es = es._replace(best_return=jnp.float32(-12.5), best_step=jnp.int32(10), bad_validations=jnp.int32(1))
+    abstract = jax.eval_shape(program.init, jax.random.key(0), hp)
+    like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+    return cfg, {"state": state, "early_stop": es}, like
+
+
+def _leaves(tree):
+    out = []
+    for x in jax.tree.leaves(tree):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            out.append(("key", str(jax.random.key_impl(x)), np.asarray(jax.random.key_data(x))))
+        else:
+            out.append((x.dtype.name, np.asarray(x)))
+    return out
+
+
+def _assert_identical(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(_leaves(a), _leaves(b)):
+        assert x[:-1] == y[:-1]
+        assert x[-1].shape == y[-1].shape and x[-1].dtype == y[-1].dtype
+        assert np.array_equal(x[-1], y[-1])
+
+
+def test_round_trip_is_bit_exact(tiny, tmp_path):
+    cfg, tree, like = tiny
+    config = meta_config_dict(cfg, ValidationConfig())
+    with Checkpointer(tmp_path / "ck", keep=2) as ck:
+        ck.save(5, tree, config=config, extra={"finished": False})
+        r = ck.restore(like, config=config)
+    assert r.step == 5 and r.info["extra"] == {"finished": False}
+    _assert_identical(r.tree, tree)
+    assert isinstance(r.tree["state"], type(tree["state"])) and isinstance(r.tree["early_stop"], EarlyStop)
+    # the PRNG key is stored as key data, no pickles anywhere
+    assert r.info["leaves"]["state.key"] == {"shape": [], "dtype": "prng_key", "key_impl": "threefry2x32"}
+    assert not list((tmp_path / "ck").rglob("*.pkl")) and not list((tmp_path / "ck").rglob("*.pickle"))
+    # restoring into a concrete tree works too, and the restored state keeps training identically
+    assert ck.restore(tree).step == 5
+
+
+def test_keeps_the_last_k_and_never_overwrites(tmp_path):
+    tree = {"w": jnp.arange(4.0), "n": jnp.int32(0)}
+    ck = Checkpointer(tmp_path / "ck", keep=2)
+    for step in (1, 2, 3):
+        ck.save(step, {"w": tree["w"] * step, "n": jnp.int32(step)})
+    assert ck.steps() == [2, 3] and ck.latest_step() == 3
+    with pytest.raises(CheckpointError, match="step 3 already exists"):
+        ck.save(3, tree)
+    assert int(ck.restore(tree).tree["n"]) == 3
+    assert np.array_equal(ck.restore(tree, step=2).tree["w"], np.arange(4.0) * 2)
+    with pytest.raises(CheckpointError, match=r"no checkpoint for step 1 .*steps: \[2, 3\]"):
+        ck.restore(tree, step=1)
+    ck.close()
+
+
+def test_zero_size_leaves_round_trip(tmp_path):
+    # orbax cannot store zero-size arrays (e.g. the empty context of gradient learners)
+    tree = {"ctx": jnp.zeros((0,), jnp.float32), "w": jnp.ones((2, 3)), "keys": jax.random.split(jax.random.key(1), 3)}
+    with Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, tree)
+        _assert_identical(ck.restore(tree).tree, tree)
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tiny, tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    _, tree, like = tiny
+    ck = Checkpointer(tmp_path / "ck", keep=1)  # keep=1: a naive manager would delete step 5 first
+    ck.save(5, tree)
+
+    async def boom(self, *args, **kwargs):
+        raise OSError("No space left on device (simulated)")
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.handlers.JsonCheckpointHandler, "async_save", boom)
+        with pytest.raises(CheckpointError, match=r"saving checkpoint step 10 .* failed .*No space left.*"
+                                                  r"previous checkpoint \(step 5\) is intact"):
+            ck.save(10, tree)
+    assert ck.steps() == [5]
+    assert not list((tmp_path / "ck").glob("*tmp*"))  # the partial save is cleaned up
+    _assert_identical(ck.restore(like).tree, tree)
+    ck.save(10, tree)  # the next save works again
+    assert ck.steps() == [10]
+    ck.close()
+
+
+def test_missing_empty_and_foreign_directories(tmp_path):
+    like = {"w": jnp.zeros(2)}
+    with pytest.raises(CheckpointError, match="no checkpoint at .*nope .*does not exist"):
+        Checkpointer(tmp_path / "nope").restore(like)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in .*empty .*empty"):
+        Checkpointer(tmp_path / "empty").restore(like)
+    foreign = tmp_path / "foreign"
+    (foreign / "model").mkdir(parents=True)
+    (foreign / "model" / "weights.bin").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="is not a metadqn_jax checkpoint directory"):
+        Checkpointer(foreign).restore(like)
+    # an orbax-like step folder whose metadata is somebody else's
+    other = tmp_path / "other"
+    (other / "7" / "meta").mkdir(parents=True)
+    (other / "7" / "state").mkdir()
+    (other / "7" / "meta" / "metadata").write_text(json.dumps({"format": "someone-else", "version": 3}))
+    with pytest.raises(CheckpointError, match="not a metadqn_jax/meta-training-state checkpoint .*foreign format"):
+        Checkpointer(other).restore(like)
+    # a policy export is not a training state (and vice versa)
+    Checkpointer(tmp_path / "pol", kind=FORMAT_POLICY).save(1, like)
+    with pytest.raises(CheckpointError, match="foreign format tag 'metadqn_jax/policy'"):
+        Checkpointer(tmp_path / "pol").restore(like)
+    # an interrupted save only
+    (tmp_path / "partial" / "3.orbax-checkpoint-tmp").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="only an interrupted or failed save"):
+        Checkpointer(tmp_path / "partial").restore(like)
+
+
+def test_corrupt_checkpoint(tmp_path):
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    with Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, tree)
+    for f in (tmp_path / "ck" / "1" / "state").rglob("*"):
+        if f.is_file() and f.name not in ("commit_success.txt",):
+            f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"checkpoint .*1 is corrupt or unreadable"):
+        Checkpointer(tmp_path / "ck").restore(tree)
+    (tmp_path / "ck" / "1" / "meta" / "metadata").write_text("{not json")
+    with pytest.raises(CheckpointError, match="is corrupt: unreadable metadata"):
+        Checkpointer(tmp_path / "ck").restore(tree)
+
+
+def test_config_and_shape_mismatch_name_the_field(tiny, tmp_path):
+    cfg, tree, like = tiny
+    config = meta_config_dict(cfg, ValidationConfig())
+    with Checkpointer(tmp_path / "ck") as ck:
+        ck.save(5, tree, config=config)
+    bigger = dataclasses.replace(cfg, hidden=(32, 32))
+    with pytest.raises(CheckpointError, match=r"does not match the config: meta.hidden is \[16, 16\] in the "
+                                              r"checkpoint but \[32, 32\] in the config"):
+        Checkpointer(tmp_path / "ck").restore(like, config=meta_config_dict(bigger, ValidationConfig()))
+    # without a config to compare, the shapes still have to match (naming the leaf)
+    program = make_meta_step(bigger)
+    abstract = jax.eval_shape(program.init, jax.random.key(0), bigger.hparams())
+    big_like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+    with pytest.raises(CheckpointError, match=r"does not match the config's shapes: early_stop.best_params.net"
+                                              r".params.head.kernel is \(16, 4\) float32 in the checkpoint but "
+                                              r"\(32, 4\) float32 for the config"):
+        Checkpointer(tmp_path / "ck").restore(big_like)
+    # ignored keys (e.g. a longer run) are allowed to differ
+    longer = meta_config_dict(cfg, dataclasses.replace(ValidationConfig(), every=7))
+    Checkpointer(tmp_path / "ck").restore(like, config=longer, ignore=("validation.*",))
+    with pytest.raises(CheckpointError, match="validation.every is 500 in the checkpoint but 7"):
+        Checkpointer(tmp_path / "ck").restore(like, config=longer)
+
+
+def test_leaf_specs_of_abstract_and_concrete_trees_agree(tiny):
+    _, tree, like = tiny
+    a, b = leaf_specs(tree), leaf_specs(like)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k]["shape"], a[k]["dtype"]) == (b[k]["shape"], b[k]["dtype"]), k
+    assert {"state.params.net.params.hidden_0.kernel", "state.buffers.data.obs", "state.carry.env_state.pos",
+            "early_stop.best_return", "state.key"} <= a.keys()
+    assert any(k.startswith("state.opt_state.") for k in a)

@@ -1,0 +1,465 @@
+"""Tests of the generic meta-learning core (metadqn_jax.meta) and of meta-DQN (metadqn_jax.meta_dqn)."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metadqn_jax import meta, meta_dqn, replay
+from metadqn_jax.config import ConfigError
+from metadqn_jax.meta_dqn import MetaConfig
+from metadqn_jax.types import Transition
+
+
+# =============================================================== generic core (meta.py)
+def tiny_params(dtype=jnp.float32):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    return {
+        "body": {"w": jax.random.normal(k1, (3, 2), dtype) * 0.7, "b": jnp.array([0.1, -0.2], dtype)},
+        "head": {"v": jax.random.normal(k2, (2,), dtype)},
+    }
+
+
+def tiny_loss(params, batch):
+    """A small nonlinear regression loss: second-order terms matter."""
+    x, y = batch
+    h = jnp.tanh(x @ params["body"]["w"] + params["body"]["b"][None])
+    pred = h @ params["head"]["v"]
+    return jnp.mean((pred - y) ** 2), pred
+
+
+def tiny_task(key, n=6, dtype=jnp.float32):
+    kx, ky = jax.random.split(key)
+    x = jax.random.normal(kx, (n, 3), dtype)
+    return x, jnp.sin(x.sum(-1)) + 0.1 * jax.random.normal(ky, (n,), dtype)
+
+
+def flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+def test_maml_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        params = tiny_params(jnp.float64)
+        support = tiny_task(jax.random.key(1), dtype=jnp.float64)
+        query = tiny_task(jax.random.key(2), dtype=jnp.float64)
+        kw = dict(inner_opt=optax.sgd(0.3), num_steps=2)
+
+        def outer(p):
+            adapted, _ = meta.adapt(p, tiny_loss, support, **kw)
+            return tiny_loss(adapted, query)[0]
+
+        grads, metrics = jax.jit(
+            lambda p: meta.meta_gradient("maml", p, tiny_loss, support, query, **kw)
+        )(params)
+        assert jax.tree.leaves(grads)[0].dtype == jnp.float64
+        np.testing.assert_allclose(metrics.query_loss, outer(params), rtol=1e-12)
+
+        leaves, treedef = jax.tree.flatten(params)
+        eps = 1e-6
+        fd = []
+        outer_jit = jax.jit(outer)
+        for i, leaf in enumerate(leaves):
+            for j in range(leaf.size):
+                bump = jnp.zeros(leaf.size, jnp.float64).at[j].set(eps).reshape(leaf.shape)
+                plus = [l + bump if k == i else l for k, l in enumerate(leaves)]
+                minus = [l - bump if k == i else l for k, l in enumerate(leaves)]
+                f_p = outer_jit(jax.tree.unflatten(treedef, plus))
+                f_m = outer_jit(jax.tree.unflatten(treedef, minus))
+                fd.append((float(f_p) - float(f_m)) / (2 * eps))
+        np.testing.assert_allclose(flat(grads), np.array(fd), rtol=1e-5, atol=1e-9)
+        # the FOMAML gradient is measurably different: the check above sees 2nd-order terms
+        fo, _ = jax.jit(lambda p: meta.meta_gradient("fomaml", p, tiny_loss, support, query, **kw))(params)
+        assert np.max(np.abs(flat(fo) - np.array(fd))) > 1e-3
+
+
+def test_fomaml_equals_maml_without_inner_steps():
+    params = tiny_params()
+    support, query = tiny_task(jax.random.key(1)), tiny_task(jax.random.key(2))
+    kw = dict(inner_opt=optax.sgd(0.3), num_steps=0)
+    g_maml, m_maml = meta.meta_gradient("maml", params, tiny_loss, support, query, **kw)
+    g_fo, m_fo = meta.meta_gradient("fomaml", params, tiny_loss, support, query, **kw)
+    chex.assert_trees_all_close(g_maml, g_fo, rtol=1e-6, atol=1e-7)
+    # and both equal the plain query gradient at θ
+    chex.assert_trees_all_close(g_maml, jax.grad(lambda p: tiny_loss(p, query)[0])(params), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(m_maml, m_fo, rtol=1e-6)
+    np.testing.assert_allclose(m_maml.pre_adapt_loss, m_maml.post_adapt_loss, rtol=1e-6)
+
+
+def test_maml_and_fomaml_differ_with_inner_steps():
+    params = tiny_params()
+    support, query = tiny_task(jax.random.key(1)), tiny_task(jax.random.key(2))
+    kw = dict(inner_opt=optax.sgd(0.3), num_steps=1)
+    g_maml, m_maml = meta.meta_gradient("maml", params, tiny_loss, support, query, **kw)
+    g_fo, m_fo = meta.meta_gradient("fomaml", params, tiny_loss, support, query, **kw)
+    assert np.max(np.abs(flat(g_maml) - flat(g_fo))) > 1e-3
+    # same adapted parameters, so the same query loss
+    np.testing.assert_allclose(m_maml.query_loss, m_fo.query_loss, rtol=1e-6)
+    # FOMAML = the query gradient evaluated at the adapted parameters
+    adapted, _ = meta.adapt(params, tiny_loss, support, **kw)
+    chex.assert_trees_all_close(g_fo, jax.grad(lambda p: tiny_loss(p, query)[0])(adapted), rtol=1e-6, atol=1e-7)
+
+
+def test_reptile_update():
+    params = tiny_params()
+    support, query = tiny_task(jax.random.key(1)), tiny_task(jax.random.key(2))
+    # inner learning rate 0: θ' = θ, so the Reptile "gradient" is exactly zero
+    g0, _ = meta.meta_gradient("reptile", params, tiny_loss, support, query, inner_opt=optax.sgd(0.0), num_steps=3)
+    for leaf in jax.tree.leaves(g0):
+        np.testing.assert_array_equal(leaf, np.zeros_like(leaf))
+    # one SGD step at rate α: θ - θ' = α ∇L_support(θ)
+    g1, _ = meta.meta_gradient("reptile", params, tiny_loss, support, query, inner_opt=optax.sgd(0.1), num_steps=1)
+    expected = jax.tree.map(lambda g: 0.1 * g, jax.grad(lambda p: tiny_loss(p, support)[0])(params))
+    chex.assert_trees_all_close(g1, expected, rtol=1e-5, atol=1e-7)
+    # reptile_batch replaces the data it adapts on
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), support, query)
+    g2, _ = meta.meta_gradient(
+        "reptile", params, tiny_loss, support, query, inner_opt=optax.sgd(0.1), num_steps=1, reptile_batch=both
+    )
+    expected = jax.tree.map(lambda g: 0.1 * g, jax.grad(lambda p: tiny_loss(p, both)[0])(params))
+    chex.assert_trees_all_close(g2, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_adapt_losses_and_validation():
+    params = tiny_params()
+    support = tiny_task(jax.random.key(1))
+    adapted, losses = meta.adapt(params, tiny_loss, support, inner_opt=optax.sgd(0.3), num_steps=4)
+    chex.assert_shape(losses, (5,))
+    np.testing.assert_allclose(losses[0], tiny_loss(params, support)[0], rtol=1e-6)
+    np.testing.assert_allclose(losses[-1], tiny_loss(adapted, support)[0], rtol=1e-6)
+    assert float(losses[-1]) < float(losses[0])  # gradient descent on the support set
+    # num_steps = 0 returns the parameters unchanged
+    same, l0 = meta.adapt(params, tiny_loss, support, inner_opt=optax.sgd(0.3), num_steps=0)
+    chex.assert_trees_all_equal(same, params)
+    chex.assert_shape(l0, (1,))
+    with pytest.raises(ValueError, match="num_steps"):
+        meta.adapt(params, tiny_loss, support, inner_opt=optax.sgd(0.3), num_steps=-1)
+    with pytest.raises(ValueError, match="unknown meta algorithm"):
+        meta.meta_gradient("mamll", params, tiny_loss, support, support, inner_opt=optax.sgd(0.3), num_steps=1)
+
+
+def test_adapt_with_mask_changes_only_masked_in_leaves():
+    params = tiny_params()
+    support = tiny_task(jax.random.key(1))
+    mask = {"body": {"w": False, "b": False}, "head": {"v": True}}
+    # weight decay acts even where the gradient is zero: the *updates* must be masked too
+    opt = optax.chain(optax.add_decayed_weights(0.5), optax.sgd(0.3, momentum=0.9))
+    adapted, _ = meta.adapt(params, tiny_loss, support, inner_opt=opt, num_steps=3, mask=mask)
+    chex.assert_trees_all_equal(adapted["body"], params["body"])
+    assert np.max(np.abs(np.asarray(adapted["head"]["v"] - params["head"]["v"]))) > 1e-3
+    # the masked MAML gradient still reaches the frozen leaves (through the adapted head)
+    g, _ = meta.meta_gradient("maml", params, tiny_loss, support, tiny_task(jax.random.key(2)),
+                              inner_opt=optax.sgd(0.3), num_steps=1, mask=mask)
+    assert np.max(np.abs(np.asarray(g["body"]["w"]))) > 0
+
+
+@pytest.mark.parametrize("algorithm", meta.ALGORITHMS)
+def test_batched_meta_gradient_is_mean_of_loop(algorithm):
+    params = tiny_params()
+    T = 3
+    tasks = [tiny_task(jax.random.key(10 + t)) for t in range(T)]
+    queries = [tiny_task(jax.random.key(20 + t)) for t in range(T)]
+    stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
+    kw = dict(inner_opt=optax.sgd(0.2), num_steps=2)
+    grads, metrics = jax.jit(
+        functools.partial(meta.batched_meta_gradient, algorithm, loss_fn=tiny_loss, **kw)
+    )(params, supports=stack(tasks), queries=stack(queries))
+    one = jax.jit(lambda s, q: meta.meta_gradient(algorithm, params, tiny_loss, s, q, **kw))
+    loop = [one(s, q) for s, q in zip(tasks, queries)]
+    mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[g for g, _ in loop])
+    chex.assert_trees_all_close(grads, mean, rtol=1e-5, atol=1e-7)
+    chex.assert_shape(metrics.query_loss, (T,))
+    np.testing.assert_allclose(metrics.query_loss, [m.query_loss for _, m in loop], rtol=1e-5)
+
+
+# ===================================================================== meta-DQN
+TINY = MetaConfig(
+    family="pointnav-goal",
+    algorithm="maml",
+    num_tasks=4,
+    envs_per_task=2,
+    rollout_steps=5,
+    support_size=10,
+    buffer_size=10,
+    query_batch=16,
+    inner_steps=2,
+    hidden=(16, 16),
+    encoder_hidden=(16,),
+    context_dim=4,
+    num_meta_steps=10,
+    chunk_size=10,
+)
+
+
+def tiny(**kw) -> MetaConfig:
+    return MetaConfig(**{**TINY.__dict__, **kw})
+
+
+# Cheaper XLA:CPU compilation for these test programs (the semantics are unchanged; every
+# comparison below is between programs built with the same options).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+fast_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+CHUNK = 10  # meta-steps per compiled call
+
+
+def all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
+
+
+def max_abs_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def compiled_program(cfg: MetaConfig):
+    """``(prog, init, run, traces)``: jitted init and ``meta_train`` (``CHUNK`` steps per call,
+    state donated), both wrapped with Python trace counters."""
+    prog = meta_dqn.make_meta_step(cfg)
+    traces = {"train": 0, "step": 0}
+
+    def counted_step(state, hp):
+        traces["step"] += 1  # runs only while tracing
+        return prog.meta_step(state, hp)
+
+    def counted_train(state, hp):
+        traces["train"] += 1
+        return meta_dqn.meta_train(counted_step, state, hp, CHUNK)
+
+    run = fast_jit(counted_train, donate_argnums=(0,))
+    return prog, fast_jit(prog.init), run, traces
+
+
+@pytest.fixture(scope="module")
+def maml():
+    """One compiled MAML program shared by every test below (so it must compile only once)."""
+    return compiled_program(TINY)
+
+
+def test_vmapped_meta_grad_equals_python_loop(maml):
+    prog, init, run, _ = maml
+    hp = TINY.hparams()
+    state, _ = run(init(jax.random.key(0), hp), hp)  # fills every task's buffer
+    support = jax.vmap(replay.recent, in_axes=(0, None))(state.buffers, TINY.support_size)
+    query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
+        state.buffers, jax.random.split(jax.random.key(1), TINY.num_tasks), TINY.query_batch
+    )
+    query = (query_tr, jnp.ones((TINY.num_tasks, TINY.query_batch), bool))
+    # a partially valid support for one task: the mask must be honoured per task
+    support = (support[0], support[1].at[1, :4].set(False))
+
+    vmapped, metrics = fast_jit(jax.vmap(prog.learner.meta_grad, in_axes=(None, None, 0, 0, None)))(
+        state.params, state.target_params, support, query, hp
+    )
+    v_mean = jax.tree.map(lambda g: g.mean(0), vmapped)
+    grad_fn = fast_jit(prog.learner.meta_grad)
+    per_task = [
+        grad_fn(state.params, state.target_params, jax.tree.map(lambda x: x[t], support),
+                jax.tree.map(lambda x: x[t], query), hp)
+        for t in range(TINY.num_tasks)
+    ]
+    l_mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[g for g, _ in per_task])
+    chex.assert_trees_all_close(v_mean, l_mean, rtol=1e-4, atol=1e-6)
+    for t, (g, m) in enumerate(per_task):
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[t], vmapped), g, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(metrics.query_loss[t], m.query_loss, rtol=1e-4)
+    # the tasks really differ (otherwise the comparison would be vacuous)
+    assert np.ptp(np.asarray(metrics.query_loss)) > 1e-4
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(v_mean)) > 0
+
+
+def test_meta_step_traced_once_across_calls_and_hparams(maml):
+    prog, init, run, traces = maml
+    state = init(jax.random.key(0), TINY.hparams())
+    before = jax.tree.map(np.asarray, state.params)
+    for hp in (
+        TINY.hparams(),
+        TINY.hparams(inner_lr=0.05),
+        TINY.hparams(meta_lr=3e-4, gamma=0.9),
+        TINY.hparams(epsilon=0.1, tau=0.5, weight_decay=1e-3),
+    ):
+        state, metrics = run(state, hp)
+    jax.block_until_ready(state)
+    assert traces == {"train": 1, "step": 1}, traces
+    assert run._cache_size() == 1
+    assert init._cache_size() == 1
+    assert int(state.step) == 4 * CHUNK
+    chex.assert_shape(metrics.query_loss, (CHUNK,))
+    assert all_finite(state.params) and all_finite(metrics)
+    assert max_abs_diff(state.params, before) > 0
+
+
+def test_meta_training_lowers_query_loss(maml):
+    """300 MAML meta-steps on pointnav-goal: the post-adaptation query TD loss (the
+    meta-objective) falls well below its starting level. A learner whose meta-update is a
+    no-op (meta_lr ~ 0) stays near its starting level and fails the same bar."""
+    prog, init, run, traces = maml
+
+    def curve(hp, steps=300):
+        state = init(jax.random.key(0), hp)
+        q = []
+        for _ in range(steps // CHUNK):
+            state, metrics = run(state, hp)
+            q.append(np.asarray(metrics.query_loss))
+        q = np.concatenate(q)
+        return q[:20].mean(), q[-50:].mean()
+
+    first, last = curve(TINY.hparams(meta_lr=3e-3))
+    assert np.isfinite(last)
+    assert last < 0.5 * first, (first, last)
+    first0, last0 = curve(TINY.hparams(meta_lr=1e-9))
+    assert last0 > 0.5 * first0, (first0, last0)
+    assert traces == {"train": 1, "step": 1}, traces  # 60 calls, still one compilation
+
+
+@pytest.mark.parametrize("algorithm", meta_dqn.ALGORITHMS)
+def test_every_algorithm_runs(algorithm, maml):
+    cfg = tiny(algorithm=algorithm)
+    prog, init, run, _ = maml if algorithm == TINY.algorithm else compiled_program(cfg)
+    hp = cfg.hparams()
+    state = init(jax.random.key(0), hp)
+    params0 = jax.tree.map(np.asarray, state.params)
+    state, metrics = run(state, hp)
+    assert all_finite(state.params) and all_finite(state.target_params) and all_finite(metrics)
+    chex.assert_shape(metrics.query_loss, (CHUNK,))
+    assert jax.tree.structure(state.params) == jax.tree.structure(params0)
+    assert max_abs_diff(state.params, params0) > 0  # the meta-parameters moved
+    assert ("enc" in state.params) == (algorithm == "context")
+    assert int(state.buffers.size[0]) == cfg.buffer_size
+
+
+def pointnav_support(n: int, valid: int):
+    tr = random_transitions(jax.random.key(5), n, obs_dim=2, num_actions=4)
+    return tr, jnp.arange(n) >= n - valid
+
+
+def test_cavia_without_inner_steps_is_shared_net_with_zero_context():
+    cfg = tiny(algorithm="cavia", inner_steps=0)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    hp = cfg.hparams()
+    params = learner.init(jax.random.key(0))
+    target = jax.tree.map(lambda x: x + 0.01, params)
+    support = pointnav_support(cfg.support_size, 7)
+    tp = fast_jit(learner.adapt)(params, target, support, hp)
+    chex.assert_trees_all_equal(tp["net"], params["net"])
+    np.testing.assert_array_equal(tp["ctx"], np.zeros(cfg.context_dim, np.float32))
+    chex.assert_trees_all_equal(tp, learner.unadapted(params))
+    # with inner steps only the context moves; the network is shared
+    cfg2 = tiny(algorithm="cavia", inner_steps=2)
+    learner2 = meta_dqn.make_learner(cfg2, 4, (2,))
+    tp2 = fast_jit(learner2.adapt)(params, target, support, cfg2.hparams(inner_lr=1.0))
+    chex.assert_trees_all_equal(tp2["net"], params["net"])
+    assert float(jnp.max(jnp.abs(tp2["ctx"]))) > 0
+
+
+# ---------------------------------------------------------------- context encoder
+def random_transitions(key, n, obs_dim=2, num_actions=4) -> Transition:
+    ks = jax.random.split(key, 5)
+    return Transition(
+        obs=jax.random.normal(ks[0], (n, obs_dim)),
+        action=jax.random.randint(ks[1], (n,), 0, num_actions, jnp.int32),
+        reward=jax.random.normal(ks[2], (n,)),
+        next_obs=jax.random.normal(ks[3], (n, obs_dim)),
+        terminated=jax.random.bernoulli(ks[4], 0.3, (n,)),
+        truncated=jnp.zeros((n,), bool),
+    )
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    cfg = tiny(algorithm="context")
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    params = learner.init(jax.random.key(0))
+    enc = meta_dqn.ContextEncoder(cfg.encoder_hidden, cfg.context_dim, 4)
+    return JitEncoder(enc), params["enc"], cfg
+
+
+class JitEncoder:
+    """The encoder with a jitted ``apply`` (op-by-op flax is slow to dispatch)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.apply = jax.jit(module.apply)
+
+
+def test_context_encoder_permutation_invariant(encoder):
+    enc, enc_params, cfg = encoder
+    tr = random_transitions(jax.random.key(1), 7)
+    mask = jnp.ones(7, bool)
+    z = enc.apply(enc_params, tr, mask)
+    chex.assert_shape(z, (cfg.context_dim,))
+    assert float(jnp.max(jnp.abs(z))) > 0
+    perm = jax.random.permutation(jax.random.key(2), 7)
+    z_perm = enc.apply(enc_params, jax.tree.map(lambda x: x[perm], tr), mask[perm])
+    np.testing.assert_allclose(z_perm, z, rtol=1e-5, atol=1e-6)
+    # the encoder does see the data: a different set gives a different z
+    z_other = enc.apply(enc_params, random_transitions(jax.random.key(3), 7), mask)
+    assert not np.allclose(z_other, z)
+
+
+def test_context_encoder_mask(encoder):
+    enc, enc_params, cfg = encoder
+    tr = random_transitions(jax.random.key(1), 6)
+    mask = jnp.array([False, False, True, True, True, False])
+    z = enc.apply(enc_params, tr, mask)
+    # garbage in the masked-out slots does not change z
+    garbage = tr._replace(
+        obs=tr.obs.at[jnp.array([0, 1, 5])].set(1e4),
+        reward=tr.reward.at[jnp.array([0, 1, 5])].set(-1e4),
+        next_obs=tr.next_obs.at[jnp.array([0, 1, 5])].set(-1e4),
+    )
+    np.testing.assert_allclose(enc.apply(enc_params, garbage, mask), z, rtol=1e-5, atol=1e-6)
+    # and z equals the encoder of only the valid items
+    valid = jax.tree.map(lambda x: x[2:5], tr)
+    np.testing.assert_allclose(enc.apply(enc_params, valid, jnp.ones(3, bool)), z, rtol=1e-5, atol=1e-6)
+    # an empty support gives z = 0 (no NaN)
+    z0 = enc.apply(enc_params, garbage, jnp.zeros(6, bool))
+    np.testing.assert_array_equal(z0, np.zeros(cfg.context_dim, np.float32))
+
+
+def test_encoder_sums_incremental_equals_batch(encoder):
+    enc, enc_params, cfg = encoder
+    n = 8
+    tr = random_transitions(jax.random.key(4), n)
+    mask = jnp.array([True, True, False, True, True, True, False, True])
+    z = enc.apply(enc_params, tr, mask)
+    sums = jax.jit(lambda t, m: meta_dqn.encoder_sums(enc.module, enc_params, t, m))
+    total = jnp.zeros(cfg.context_dim)
+    count = jnp.zeros(())
+    for i in range(n):
+        s, c = sums(jax.tree.map(lambda x: x[i : i + 1], tr), mask[i : i + 1])
+        total, count = total + s, count + c
+    assert float(count) == float(mask.sum())
+    np.testing.assert_allclose(total / count, z, rtol=1e-5, atol=1e-6)
+    s_all, c_all = sums(tr, mask)
+    np.testing.assert_allclose(s_all, total, rtol=1e-5, atol=1e-6)
+    assert float(c_all) == 6.0
+
+
+# --------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(algorithm="nope"), r"^algorithm must be"),
+        (dict(family="nope"), r"^family: .*nope"),
+        (dict(support_size=20), r"^support_size must be <= buffer_size"),
+        (dict(inner_steps=-1), r"^inner_steps must be"),
+        (dict(num_tasks=0), r"^num_tasks must be"),
+        (dict(buffer_size=8, support_size=8), r"^buffer_size must be >= envs_per_task"),
+        (dict(inner_lr=-0.1), r"MetaHParams\.inner_lr must be"),
+    ],
+)
+def test_meta_config_errors_name_the_field(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny(**kwargs)
+
+
+@pytest.mark.parametrize("field,value", [("inner_lr", -0.1), ("meta_lr", 0.0), ("gamma", 1.5), ("epsilon", -0.2), ("tau", 1.0)])
+def test_meta_hparams_errors_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"MetaHParams\.{field} must be"):
+        TINY.hparams(**{field: value})
