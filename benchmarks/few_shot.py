@@ -28,7 +28,7 @@ from metadqn_jax.tasks import list_families
 from metadqn_jax.train import ValidationConfig
 
 DEFAULT_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
-DEFAULT_BUDGETS = (0, 25, 250, 500, 1000, 2000, 5000)
+DEFAULT_BUDGETS = (0, 25, 100, 250, 500, 1000, 2000, 5000)
 
 
 def steps_to_fraction(result, oracle_mean: float, budgets, fraction: float = 0.9):

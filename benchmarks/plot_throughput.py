@@ -17,7 +17,8 @@ def plot(result: dict, png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["rows"] if r.get("kind", "throughput") == "throughput" and r["inner_steps"] == 1]
+    rows = [r for r in result["rows"] if r.get("kind", "throughput") == "throughput" and r["inner_steps"] == 1
+            and r.get("query_source", "adapted") == "adapted"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     styles = {1: "-", 8: "--"}
     for E in sorted({r["envs_per_task"] for r in rows}):
@@ -44,7 +45,8 @@ def plot(result: dict, png: str) -> None:
         ax.set_xlabel("tasks per meta-step")
         ax.grid(True, which="both", alpha=0.3)
     ax1.set_ylabel("environment steps / s")
-    ax1.set_title("Throughput (MAML, cartpole-physics, 32 steps, 1 inner step)")
+    ax1.set_title("Throughput (MAML, cartpole-physics, 32 steps, 1 inner step)\n"
+                  "solid: 1 env per task, dashed: 8 envs per task", fontsize=10)
     ax2.set_ylabel("ms per task per meta-step")
     ax2.set_title("Cost per task")
     ax2.legend(fontsize=7, loc="best")

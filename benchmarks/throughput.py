@@ -52,15 +52,17 @@ ROLLOUT_STEPS = 32
 QUERY_BATCH = 64
 HIDDEN = (64, 64)
 DEFAULT = dict(tasks=64, envs_per_task=1, inner_steps=1)  # the "default configuration"
-TORCH_LOOP_ROWS = {(64, 1, 1), (64, 8, 1)}  # rows where the torch loop variant is also timed
+TORCH_LOOP_ROWS = {(64, 1, 1), (64, 8, 1)}  # (tasks, envs, inner) where torch's loop variant is also timed
 
 
 def full_rows() -> list[dict]:
+    """The sweep: tasks 1 … 1024 (1 env / task), 8 envs / task, inner steps, the query source."""
     rows = [dict(tasks=t, envs_per_task=1, inner_steps=1) for t in (1, 4, 16, 64, 256, 1024)]
-    rows += [dict(tasks=t, envs_per_task=8, inner_steps=1) for t in (1, 16, 64, 256)]
+    rows += [dict(tasks=t, envs_per_task=8, inner_steps=1) for t in (1, 64, 256)]
     rows += [dict(tasks=64, envs_per_task=1, inner_steps=k) for k in (2, 5)]
+    rows += [dict(tasks=64, envs_per_task=1, inner_steps=1, query_source="buffer")]
     for r in rows:
-        r.update(loop=True, rollout=True, torch=r["tasks"] <= 256)
+        r.update(loop=True, rollout=True, torch=r["tasks"] <= 256 and r["inner_steps"] != 2)
     return rows
 
 
@@ -84,13 +86,18 @@ def predicted_memory(cfg, obs_shape, num_params: int, env_state_bytes: int, task
     envs     = T × E × (env state + 4·|obs| + 12)   (EnvCarry: state, obs, 2 returns, count)
     tasks    = T × task-parameter bytes
     params   = 4 × P × 4 bytes (meta-params, meta-target, Adam mu and nu; P parameters)
+    scalars  = 40 bytes (Adam count, step, PRNG key, and the 6 traced hyper-parameters — the
+               program's other argument)
 
-    Working set of one meta-step (XLA temporaries, not carried):
+    Working set of one meta-step (XLA temporaries, not carried; S = support, Q = query batch,
+    H = Σ hidden widths, k = inner steps). The per-task activations kept for the second-order
+    backward pass dominate; the constants are fitted to XLA's ``memory_analysis()`` of this
+    program (jax 0.10.2, CPU; 64-64 MLP; S ∈ {32, 256}, k ∈ {1, 2, 5}):
 
-    rollout  = T × E × L × transition                 (the new transitions before the write)
-    batches  = T × (support + query) × transition     (gathered support and query sets)
-    learner  ≈ T × (c_p·P·4 + c_a·(S + Q)·(Σ hidden)·4)  (per-task adapted params/grads, and
-               activations kept for the second-order backward pass; c_p ≈ 4, c_a ≈ 6 per inner step)
+    temp     ≈ T × 4 × (4.5·S·H + 2.4·Q·H + 2.8·(k − 1)·S·H + 2·P) bytes
+
+    Peak RSS ≈ R0 (python + jax + gymnax after a first ``init``, ≈ 490 MB here) + state + temp
+    + compiler heap retained after compiling the program (≈ 300–400 MB here).
     """
     obs = math.prod(obs_shape)
     tr = 2 * 4 * obs + 4 + 4 + 2
@@ -102,11 +109,11 @@ def predicted_memory(cfg, obs_shape, num_params: int, env_state_bytes: int, task
         "envs": T * E * (env_state_bytes + 4 * obs + 12),
         "tasks": T * task_param_bytes,
         "params": 4 * num_params * 4,
+        "scalars": 4 + 4 + 8 + 6 * 4,
     }
+    H = sum(cfg.hidden)
     temp = {
-        "rollout": T * E * L * tr,
-        "batches": T * (S + Q) * tr,
-        "learner": T * (4 * num_params * 4 + 6 * k * (S + Q) * sum(cfg.hidden) * 4),
+        "learner": int(T * 4 * (4.5 * S * H + 2.4 * Q * H + 2.8 * (k - 1) * S * H + 2 * num_params)),
     }
     return {"transition_bytes": tr, "state_bytes": sum(state.values()), "temp_bytes": sum(temp.values()),
             **{f"state_{k_}_bytes": v for k_, v in state.items()}, **{f"temp_{k_}_bytes": v for k_, v in temp.items()}}
@@ -146,13 +153,23 @@ def make_config(spec: dict):
         family="cartpole-physics", algorithm=spec.get("algorithm", "maml"), num_tasks=spec["tasks"],
         envs_per_task=E, rollout_steps=L, support_size=E * L, buffer_size=spec.get("buffer_size", E * L),
         query_batch=QUERY_BATCH, task_lifetime=1, inner_steps=spec["inner_steps"], hidden=HIDDEN,
-        chunk_size=spec["chunk"],
+        chunk_size=spec["chunk"], **({"query_source": spec["query_source"]} if "query_source" in spec else {}),
     )
+
+
+def env_steps_per_meta_step(cfg) -> int:
+    """Environment steps one meta-step simulates: the support rollout of every task, plus the
+    query rollout of the adapted policy when ``query_source == "adapted"``.
+    (``MetaConfig.env_steps_per_meta_step`` counts the support rollout only.)"""
+    rollouts = 2 if getattr(cfg, "query_source", "buffer") == "adapted" else 1
+    return rollouts * cfg.num_tasks * cfg.envs_per_task * cfg.rollout_steps
 
 
 def make_loop_reference(program, hp):
     """Reference 1: the library's per-task functions jitted for ONE task, a Python loop over
-    tasks, host-side gradient averaging, then one jitted optax update (learn2learn style)."""
+    tasks, host-side gradient averaging, then one jitted optax update (learn2learn style).
+    The per-task body is ``make_meta_step``'s, task by task: sample + reset, support rollout,
+    buffer write, support / query (the adapted policy's rollout, or buffer samples), meta-grad."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -176,7 +193,18 @@ def make_loop_reference(program, hp):
         trans = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), trans)
         buffer = replay.add(replay.clear(buffer), trans)
         support = replay.recent(buffer, cfg.support_size)
-        query = (replay.sample(buffer, k_query, cfg.query_batch), jnp.ones((cfg.query_batch,), bool))
+        if getattr(cfg, "query_source", "buffer") == "buffer":
+            query_tr = replay.sample(buffer, k_query, cfg.query_batch)
+        else:  # the adapted policy's rollout on fresh episodes, as make_meta_step's query_rollout
+            tp = jax.lax.stop_gradient(learner.adapt(params, target, support, hp))
+            q_policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
+            k_reset2, k_roll2, k_pick = jax.random.split(k_query, 3)
+            q_carry = rollout.init_carry(env, k_reset2, env_params)
+            _, q_tr = rollout.rollout(env, q_policy, q_carry, k_roll2, env_params, L)
+            q_tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), q_tr)
+            idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
+            query_tr = jax.tree.map(lambda x: x[idx], q_tr)
+        query = (query_tr, jnp.ones((cfg.query_batch,), bool))
         grads, m = learner.meta_grad(params, target, support, query, hp)
         return grads, m.query_loss, buffer
 
@@ -247,7 +275,7 @@ def make_rollout_reference(program, hp, num_steps: int):
 
 def worker(spec: dict) -> dict:
     """Measures one configuration (run in a fresh process: clean peak RSS, cold compiles)."""
-    t_import = time.perf_counter()
+    t_import = time.perf_counter()  # imports, program construction, two inits
     import jax
     import numpy as np
 
@@ -256,9 +284,15 @@ def worker(spec: dict) -> dict:
     min_time, rounds = spec["min_time"], spec["rounds"]
     cfg = make_config(spec)
     K = cfg.chunk_size
-    epm = cfg.env_steps_per_meta_step
+    epm = env_steps_per_meta_step(cfg)
     program = make_meta_step(cfg)
     hp = cfg.hparams()
+    # a throw-away init first (compiles its eager ops, starts the runtime), so that the RSS
+    # growth of the second init is the state itself (large freed blocks go back to the OS)
+    jax.block_until_ready(program.init(jax.random.key(1), hp))
+    import gc
+
+    gc.collect()
     rss_base = rss_mb()
     state = program.init(jax.random.key(0), hp)
     jax.block_until_ready(state)
@@ -266,8 +300,9 @@ def worker(spec: dict) -> dict:
     row: dict = {k: spec[k] for k in ("tasks", "envs_per_task", "inner_steps")}
     row.update(kind=spec.get("kind", "throughput"), algorithm=cfg.algorithm, family=cfg.family,
                rollout_steps=cfg.rollout_steps, support_size=cfg.support_size, buffer_size=cfg.buffer_size,
-               query_batch=cfg.query_batch, hidden=list(cfg.hidden), chunk=K, env_steps_per_meta_step=epm,
-               import_s=time.perf_counter() - t_import)
+               query_batch=cfg.query_batch, query_source=getattr(cfg, "query_source", "buffer"),
+               hidden=list(cfg.hidden), chunk=K, env_steps_per_meta_step=epm,
+               setup_s=time.perf_counter() - t_import)
 
     # --- meta: cold compile, then the first (warm-up) call
     run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
@@ -313,7 +348,7 @@ def worker(spec: dict) -> dict:
         t = time.perf_counter()
         roll()
         row["rollout_compile_s"] = time.perf_counter() - t
-        refs["rollout"] = (roll, K_roll)
+        refs["rollout"] = (roll, K_roll * cfg.num_tasks * cfg.envs_per_task * cfg.rollout_steps / epm)
     if spec.get("torch"):
         try:
             import torch
@@ -331,19 +366,28 @@ def worker(spec: dict) -> dict:
                                  rollout_steps=cfg.rollout_steps, query_batch=cfg.query_batch,
                                  inner_steps=cfg.inner_steps, hidden=cfg.hidden, inner_lr=float(hp.inner_lr),
                                  meta_lr=float(hp.meta_lr), gamma=float(hp.gamma), epsilon=float(hp.epsilon),
-                                 tau=float(hp.tau), max_grad_norm=cfg.max_grad_norm, mode=mode)
+                                 tau=float(hp.tau), max_grad_norm=cfg.max_grad_norm, mode=mode,
+                                 query_source=getattr(cfg, "query_source", "buffer"),
+                                 query_epsilon=getattr(cfg, "query_epsilon", 0.3))
                 agent = TorchMAMLDQN(tc)
                 agent.meta_step()  # warm-up
                 refs[f"torch_{mode}"] = (agent.meta_step, 1)
 
     # --- interleaved rounds
     per_round = {name: [] for name in ["meta", *refs]}
+    per_round_cpu = {name: [] for name in ["meta", *refs]}
+
+    def measure(name, fn, steps_per_call):
+        c0 = time.process_time()
+        dt, n = timed(fn, min_time)
+        cpu = time.process_time() - c0
+        per_round[name].append(n * steps_per_call * epm / dt)
+        per_round_cpu[name].append(n * steps_per_call * epm / cpu)
+
     for _ in range(rounds):
-        dt, n = timed(meta_chunk, min_time)
-        per_round["meta"].append(n * K * epm / dt)
+        measure("meta", meta_chunk, K)
         for name, (fn, steps_per_call) in refs.items():
-            dt, n = timed(fn, min_time)
-            per_round[name].append(n * steps_per_call * epm / dt)
+            measure(name, fn, steps_per_call)
     med = lambda xs: float(np.median(xs)) if xs else None
     meta = per_round["meta"]
     row["env_steps_per_s"] = med(meta)
@@ -365,6 +409,18 @@ def worker(spec: dict) -> dict:
         row["torch_env_steps_per_s"] = None
         row["speedup_vs_torch"] = None
     row["fraction_of_rollout_limit"] = ratio("rollout")
+    # the same in CPU time (process_time: less sensitive to other load on a shared machine)
+    row["env_steps_per_cpu_s"] = med(per_round_cpu["meta"])
+    for name in refs:
+        row[f"{name}_env_steps_per_cpu_s"] = med(per_round_cpu[name])
+    ratio_cpu = lambda name: med([m / r for m, r in zip(per_round_cpu["meta"], per_round_cpu[name])])
+    row["speedup_vs_loop_cpu"] = ratio_cpu("loop") if "loop" in refs else None
+    row["fraction_of_rollout_limit_cpu"] = ratio_cpu("rollout") if "rollout" in refs else None
+    if torch_modes:
+        best_cpu = [max(per_round_cpu[n][i] for n in torch_modes) for i in range(rounds)]
+        row["speedup_vs_torch_cpu"] = med([m / b for m, b in zip(per_round_cpu["meta"], best_cpu)])
+    else:
+        row["speedup_vs_torch_cpu"] = None
     row["gpu_env_steps_per_s"] = "not measured"
     row["loadavg_1m"] = os.getloadavg()[0]
     return row
@@ -416,28 +472,45 @@ def fmt(x, spec=".3g"):
 
 
 def print_table(rows: list[dict]) -> str:
-    head = ("tasks", "envs", "inner", "env-steps/s", "meta-steps/s", "ms/task", "compile s", "peak RSS MB",
-            "vs loop", "vs torch", "of rollout", "torch env-steps/s", "GPU")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if r.get("kind", "throughput") != "throughput":
-            continue
+    head = ("tasks", "envs", "inner", "query", "env-steps/s", "meta-steps/s", "ms/task", "compile s (cpu s)",
+            "peak RSS MB", "vs loop", "vs torch", "of rollout", "loop env-steps/s", "torch env-steps/s",
+            "rollout env-steps/s", "GPU")
+    lines = ["Wall-clock (median of interleaved rounds):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    tput = [r for r in rows if r.get("kind", "throughput") == "throughput"]
+    for r in tput:
         lines.append("| " + " | ".join([
-            str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), fmt(r["env_steps_per_s"], ",.0f"),
-            fmt(r["meta_steps_per_s"], ".3g"), fmt(r["ms_per_task_per_meta_step"], ".3f"), fmt(r["compile_s"], ".1f"),
+            str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), r.get("query_source", "?"),
+            fmt(r["env_steps_per_s"], ",.0f"), fmt(r["meta_steps_per_s"], ".3g"),
+            fmt(r["ms_per_task_per_meta_step"], ".3f"), f"{r['compile_s']:.1f} ({r['compile_cpu_s']:.1f})",
             fmt(r["peak_rss_mb"], ".0f"), fmt(r["speedup_vs_loop"], ".2f"), fmt(r["speedup_vs_torch"], ".2f"),
-            fmt(r["fraction_of_rollout_limit"], ".3f"), fmt(r.get("torch_env_steps_per_s"), ",.0f"),
+            fmt(r["fraction_of_rollout_limit"], ".3f"), fmt(r.get("loop_env_steps_per_s"), ",.0f"),
+            fmt(r.get("torch_env_steps_per_s"), ",.0f"), fmt(r.get("rollout_env_steps_per_s"), ",.0f"),
             r["gpu_env_steps_per_s"]]) + " |")
-    mem = [r for r in rows if r.get("kind") == "memory" or r.get("formula_state_mb") is not None]
-    lines += ["", "| kind | tasks | envs | buffer | formula state MB | XLA args MB | formula temp MB | XLA temp MB | "
-              "RSS base MB | RSS after meta MB | peak RSS MB | RSS delta − formula state MB |", "|" + "---|" * 12]
-    for r in mem:
-        delta = r["rss_after_meta_mb"] - r["rss_base_mb"]
+    head2 = ("tasks", "envs", "inner", "query", "env-steps/CPU-s", "loop", "torch vmap", "torch loop", "rollout",
+             "vs loop", "vs torch", "of rollout", "XLA GFLOP/meta-step", "GFLOP/s")
+    lines += ["", "CPU time (process_time; robust to other load on the machine):", "",
+              "| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
+    for r in tput:
+        flops = r.get("xla_flops_per_meta_step")
         lines.append("| " + " | ".join([
-            r.get("kind", "throughput"), str(r["tasks"]), str(r["envs_per_task"]), str(r["buffer_size"]),
-            fmt(r["formula_state_mb"], ".2f"), fmt(r["xla_argument_mb"], ".2f"), fmt(r["formula_temp_mb"], ".2f"),
-            fmt(r["xla_temp_mb"], ".2f"), fmt(r["rss_base_mb"], ".0f"), fmt(r["rss_after_meta_mb"], ".0f"),
-            fmt(r["peak_rss_mb"], ".0f"), fmt(delta - r["formula_state_mb"], ".1f")]) + " |")
+            str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), r.get("query_source", "?"),
+            fmt(r.get("env_steps_per_cpu_s"), ",.0f"), fmt(r.get("loop_env_steps_per_cpu_s"), ",.0f"),
+            fmt(r.get("torch_vmap_env_steps_per_cpu_s"), ",.0f"), fmt(r.get("torch_loop_env_steps_per_cpu_s"), ",.0f"),
+            fmt(r.get("rollout_env_steps_per_cpu_s"), ",.0f"), fmt(r.get("speedup_vs_loop_cpu"), ".2f"),
+            fmt(r.get("speedup_vs_torch_cpu"), ".2f"), fmt(r.get("fraction_of_rollout_limit_cpu"), ".3f"),
+            fmt(flops / 1e9 if flops else None, ".3f"), fmt(r.get("achieved_gflops"), ".1f")]) + " |")
+    mem = [r for r in rows if r.get("formula_state_mb") is not None]
+    head3 = ("kind", "tasks", "envs", "inner", "buffer", "formula state MB", "XLA args MB", "RSS init − base MB",
+             "formula temp MB", "XLA temp MB", "RSS after run − init MB", "peak RSS MB")
+    lines += ["", "Memory (formula vs XLA vs RSS):", "", "| " + " | ".join(head3) + " |", "|" + "---|" * len(head3)]
+    for r in mem:
+        lines.append("| " + " | ".join([
+            r.get("kind", "throughput"), str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]),
+            str(r["buffer_size"]), fmt(r["formula_state_mb"], ".2f"), fmt(r["xla_argument_mb"], ".2f"),
+            fmt(r["rss_state_mb"] - r["rss_base_mb"], ".1f"), fmt(r["formula_temp_mb"], ".2f"),
+            fmt(r["xla_temp_mb"], ".2f"), fmt(r["rss_after_meta_mb"] - r["rss_state_mb"], ".0f"),
+            fmt(r["peak_rss_mb"], ".0f")]) + " |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text

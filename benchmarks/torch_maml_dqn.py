@@ -11,8 +11,12 @@ It mirrors one meta-step of :func:`metadqn_jax.meta_dqn.make_meta_step` with
    same-step autoreset so ``final_obs`` is the pre-reset observation, as in gymnax) act
    ``rollout_steps`` steps with the ε-greedy unadapted meta-policy — one batched Q-network
    forward per time step — and the transitions fill each task's replay tensor;
-3. support = the task's transitions (``support_size = envs × steps``), query = ``query_batch``
-   transitions drawn uniformly from them;
+3. support = the task's transitions (``support_size = envs × steps``); query =
+   ``query_batch`` transitions drawn uniformly from a rollout of the *adapted* policy
+   (ε = ``query_epsilon``) on fresh episodes of the same task (``query_source="adapted"``,
+   the library default: one more rollout, every task with its own adapted Q-network via
+   ``torch.func.vmap(functional_call)``), or from the support transitions
+   (``query_source="buffer"``);
 4. inner loop: ``inner_steps`` SGD steps on the double-DQN Huber TD loss (target = the Polyak
    meta-target), second-order (``torch.func.grad`` composes); outer loss: the query TD loss
    at the adapted parameters; the per-task meta-gradients (``torch.func.grad`` of the outer
@@ -64,6 +68,8 @@ class TorchConfig:
     tau: float = 0.95
     max_grad_norm: float = 10.0
     mode: str = "vmap"  # "vmap" or "loop" over tasks for the meta-gradient
+    query_source: str = "adapted"  # "adapted" (rollout of the adapted policy) or "buffer"
+    query_epsilon: float = 0.3
 
     @property
     def support_size(self) -> int:
@@ -71,7 +77,8 @@ class TorchConfig:
 
     @property
     def env_steps_per_meta_step(self) -> int:
-        return self.num_tasks * self.envs_per_task * self.rollout_steps
+        rollouts = 2 if self.query_source == "adapted" else 1
+        return rollouts * self.num_tasks * self.envs_per_task * self.rollout_steps
 
 
 class QNet(nn.Module):
@@ -133,14 +140,53 @@ class TorchMAMLDQN:
         return torch.nn.functional.huber_loss(q_a, y, delta=1.0)
 
     def outer_loss(self, params, target, support, query):
-        inner_grad = grad(lambda p: self.td_loss(p, target, *support))
-        p = params
-        for _ in range(self.cfg.inner_steps):  # second order: grad composes through this
-            g = inner_grad(p)
-            p = {k: p[k] - self.cfg.inner_lr * g[k] for k in p}
-        return self.td_loss(p, target, *query)
+        return self.td_loss(self.adapt(params, target, support), target, *query)  # second order
 
     # --------------------------------------------------------------- meta-step
+    def _rollout(self, act):
+        """``rollout_steps`` steps of all environments; ``act(obs [T*E, 4]) -> actions``.
+        Returns per-task tensors ``(obs, action, reward, next_obs, terminated)`` ``[T, L*E, ...]``."""
+        cfg = self.cfg
+        T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+        self._seed += 1
+        obs, _ = self.envs.reset(seed=self._seed)
+        o_buf = np.empty((L, T * E, 4), np.float32)
+        n_buf = np.empty((L, T * E, 4), np.float32)
+        a_buf = np.empty((L, T * E), np.int64)
+        r_buf = np.empty((L, T * E), np.float32)
+        d_buf = np.empty((L, T * E), np.float32)
+        with torch.no_grad():
+            for t in range(L):
+                action = act(torch.from_numpy(np.asarray(obs, np.float32)))
+                nxt, rew, term, trunc, info = self.envs.step(action)
+                final = np.array(nxt, np.float32, copy=True)
+                if "final_obs" in info:
+                    for j in np.nonzero(info["_final_obs"])[0]:
+                        final[j] = info["final_obs"][j]
+                o_buf[t], n_buf[t], a_buf[t], r_buf[t], d_buf[t] = obs, final, action, rew, term
+                obs = nxt
+
+        def per_task(x):  # time-major within a task, like the JAX buffers
+            x = x.reshape((L, T, E) + x.shape[2:]).swapaxes(0, 1)
+            return torch.from_numpy(np.ascontiguousarray(x.reshape((T, L * E) + x.shape[3:])))
+
+        return tuple(per_task(x) for x in (o_buf, a_buf, r_buf, n_buf, d_buf))
+
+    def _epsilon_greedy(self, q, epsilon):
+        n = q.shape[0]
+        greedy = q.argmax(-1).numpy()
+        explore = self.rng.random(n) < epsilon
+        return np.where(explore, self.rng.integers(0, 2, n), greedy)
+
+    def adapt(self, params, target, support):
+        """``inner_steps`` SGD steps (differentiable: ``torch.func.grad`` composes)."""
+        inner_grad = grad(lambda p: self.td_loss(p, target, *support))
+        p = params
+        for _ in range(self.cfg.inner_steps):
+            g = inner_grad(p)
+            p = {k: p[k] - self.cfg.inner_lr * g[k] for k in p}
+        return p
+
     def _collect(self):
         cfg = self.cfg
         T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
@@ -149,37 +195,24 @@ class TorchMAMLDQN:
         for i, env in enumerate(self.envs.envs):
             t = i // E
             set_physics(env, phys["length"][t], phys["masspole"][t], phys["gravity"][t], phys["force_mag"][t])
-        self._seed += 1
-        obs, _ = self.envs.reset(seed=self._seed)
         # 2. act with the ε-greedy meta-policy
-        o_buf = np.empty((L, T * E, 4), np.float32)
-        n_buf = np.empty((L, T * E, 4), np.float32)
-        a_buf = np.empty((L, T * E), np.int64)
-        r_buf = np.empty((L, T * E), np.float32)
-        d_buf = np.empty((L, T * E), np.float32)
-        with torch.no_grad():
-            for t in range(L):
-                qv = self.q(self.params, torch.from_numpy(np.asarray(obs, np.float32)))
-                greedy = qv.argmax(-1).numpy()
-                explore = self.rng.random(T * E) < cfg.epsilon
-                action = np.where(explore, self.rng.integers(0, 2, T * E), greedy)
-                nxt, rew, term, trunc, info = self.envs.step(action)
-                final = np.array(nxt, np.float32, copy=True)
-                if "final_obs" in info:
-                    for j in np.nonzero(info["_final_obs"])[0]:
-                        final[j] = info["final_obs"][j]
-                o_buf[t], n_buf[t], a_buf[t], r_buf[t], d_buf[t] = obs, final, action, rew, term
-                obs = nxt
-        # per-task tensors [T, L*E, ...] (time-major within a task, like the JAX buffers)
-        def per_task(x):
-            x = x.reshape((L, T, E) + x.shape[2:]).swapaxes(0, 1)
-            return torch.from_numpy(np.ascontiguousarray(x.reshape((T, L * E) + x.shape[3:])))
+        support = self._rollout(lambda obs: self._epsilon_greedy(self.q(self.params, obs), cfg.epsilon))
+        # 3. query
+        if cfg.query_source == "buffer":  # uniform from each task's buffer
+            src = support
+        else:  # a rollout of each task's adapted policy on fresh episodes of the same task
+            adapted = vmap(self.adapt, in_dims=(None, None, 0))(self.params, self.target, support)
+            adapted = {k: v.detach() for k, v in adapted.items()}
+            q_task = vmap(self.q, in_dims=(0, 0))
 
-        support = tuple(per_task(x) for x in (o_buf, a_buf, r_buf, n_buf, d_buf))
-        # 3. query: uniform from each task's buffer
+            def act(obs):
+                q = q_task(adapted, obs.view(T, E, -1)).reshape(T * E, -1)
+                return self._epsilon_greedy(q, cfg.query_epsilon)
+
+            src = self._rollout(act)
         idx = torch.from_numpy(self.rng.integers(0, L * E, (T, cfg.query_batch)))
         query = tuple(torch.gather(x, 1, idx.view(idx.shape + (1,) * (x.ndim - 2)).expand(idx.shape + x.shape[2:]))
-                      for x in support)
+                      for x in src)
         return support, query
 
     def meta_step(self) -> float:
@@ -227,10 +260,12 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--inner-steps", type=int, default=1)
     ap.add_argument("--mode", default="vmap", choices=("vmap", "loop"))
+    ap.add_argument("--query-source", default="adapted", choices=("adapted", "buffer"))
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    c = TorchConfig(num_tasks=a.tasks, envs_per_task=a.envs, rollout_steps=a.steps, inner_steps=a.inner_steps, mode=a.mode)
+    c = TorchConfig(num_tasks=a.tasks, envs_per_task=a.envs, rollout_steps=a.steps, inner_steps=a.inner_steps, mode=a.mode,
+                    query_source=a.query_source)
     agent = TorchMAMLDQN(c)
     agent.meta_step()
     dt, n = time_meta_steps(agent, 2.0)

@@ -121,12 +121,12 @@ TRAIN_OPTS: tuple[Opt, ...] = (
 )
 
 EVALUATE_OPTS: tuple[Opt, ...] = (
-    Opt(("--budgets",), "few_shot.budgets", "comma list of adaptation budgets (default: the run's)",
+    Opt(("--budgets",), "few_shot.budgets", "comma list of adaptation budgets",
         "env steps", _int_list, "LIST"),
-    Opt(("--test-tasks",), "few_shot.num_tasks", "held-out test tasks (default: the run's)", "tasks", int, "N"),
-    Opt(("--seeds",), "few_shot.seeds", "adaptation runs per test task (default: the run's)", "runs", int, "N"),
+    Opt(("--test-tasks",), "few_shot.num_tasks", "held-out test tasks", "tasks", int, "N"),
+    Opt(("--seeds",), "few_shot.seeds", "adaptation runs per test task", "runs", int, "N"),
     Opt(("--baselines",), "run.baselines", "comma list from pretrained, scratch, oracle; pretrained only if "
-        "the run trained it (default: the run's)", None, _str_list, "LIST"),
+        "the run trained it", None, _str_list, "LIST"),
     Opt(("--oracle",), None, "add the oracle baseline", None, None, None, "store_true", "off"),
 )
 
@@ -218,14 +218,15 @@ def _flag_layer(args: argparse.Namespace, opts: Sequence[Opt]) -> dict[str, dict
 
 
 def _add_common(parser: argparse.ArgumentParser, *, config: bool = True, out: bool = True,
-                quick: str | None = None, progress: bool = True) -> None:
+                quick: str | None = None, progress: bool = True,
+                set_example: str = "--set meta.hidden=[32,32] or --set hparams.tau=0.9") -> None:
     if config:
         parser.add_argument("--config", metavar="FILE.yaml", default=None,
                             help="YAML config file (sections as in a run's config.yaml); flags and --set "
                                  "override it [default: none]")
         parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                            help="override any config field, e.g. --set meta.hidden=[32,32] or --set "
-                                 "hparams.tau=0.9 (value parsed as YAML; repeatable) [default: none]")
+                            help=f"override any config field, e.g. {set_example} (value parsed as YAML; "
+                                 "repeatable) [default: none]")
         parser.add_argument("--print-config", action="store_true",
                             help="print the resolved config as YAML and exit [default: off]")
     if out:
@@ -238,8 +239,8 @@ def _add_common(parser: argparse.ArgumentParser, *, config: bool = True, out: bo
         parser.add_argument("--quick", action="store_true", help=f"{quick} [default: off]")
     if progress:
         parser.add_argument("--no-progress", action="store_true",
-                            help="no progress bar (stderr) [default: off: a tqdm bar with step, loss, "
-                                 "validation return and ETA]")
+                            help="no progress bar [default: off: a tqdm bar on stderr, updated every chunk, "
+                                 "with the step, the loss (and validation return) and the ETA]")
     parser.add_argument("--compile-cache", metavar="DIR", default=None,
                         help="persistent XLA compilation cache: reruns skip most compilation [default: "
                              "$METADQN_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else "
@@ -344,7 +345,8 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
                      "(--family/--task). Writes config.yaml, metrics.csv, tb/, returns.png and dqn.md/.json."),
     )
     _add_opts(p, DQN_OPTS, d["dqn"])
-    _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_DQN)", progress=False)
+    _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_DQN)", progress=False,
+                set_example="--set dqn.hidden=[32,32] or --set hparams.tau=0.99")
     p.set_defaults(func=cmd_dqn)
 
     # ---- regress
@@ -354,7 +356,8 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
                      "sinusoids after K-shot fine-tuning. Writes config.yaml, metrics.csv, tb/, regress.md/.json/.png."),
     )
     _add_opts(p, REGRESS_OPTS, d["regress"])
-    _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_REGRESS)")
+    _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_REGRESS)",
+                set_example="--set regression.hidden=[40,40] or --set eval.inner_lr=0.02")
     p.set_defaults(func=cmd_regress)
 
     # ---- families
@@ -446,6 +449,7 @@ class _Trainer:
         self.stop_after, self.progress = stop_after, progress
         self.csv = CSVLog(run_dir / "metrics.csv", META_CSV_FIELDS)
         self.last_checkpoint: dict[str, int] = {}
+        self._restored: dict = {}
 
     def __call__(self, cfg_a, key):
         import jax
@@ -455,7 +459,7 @@ class _Trainer:
         from metadqn_jax.deploy import export_policy
         from metadqn_jax.logging_utils import TBLog, meta_row_scalars
         from metadqn_jax.meta_dqn import make_meta_step
-        from metadqn_jax.train import TrainResult, init_early_stop, train_meta
+        from metadqn_jax.train import TrainResult, train_meta
 
         algo = cfg_a.algorithm
         run = self.cfg.run
@@ -470,9 +474,7 @@ class _Trainer:
         if latest is not None:
             if not self.resume:
                 raise CheckpointError(f"{ck.directory} already holds checkpoints; continue with --resume")
-            abstract_state = jax.eval_shape(program.init, key, hp)
-            like = {"state": abstract_state, "early_stop": jax.eval_shape(init_early_stop, abstract_state)}
-            restored = ck.restore(like, config=expected)
+            restored = self.restore(cfg_a, program)
             state, early_stop = restored.tree["state"], restored.tree["early_stop"]
             start = restored.step
             _info(f"{algo}: resuming from the checkpoint at meta-step {start} ({ck.directory})")
@@ -489,7 +491,8 @@ class _Trainer:
             # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
             state = jax.jit(program.init)(key, hp)
         self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
-        tb = TBLog(self.run_dir / "tb" / algo, purge_step=start + 1 if start else None)
+        # on resume TensorBoard discards what an interrupted run logged after the checkpoint
+        tb = TBLog(self.run_dir / "tb" / algo, purge_step=start + 1 if self.resume else None)
         last_saved = start
         self.last_checkpoint[algo] = latest if latest is not None else -1
 
@@ -521,6 +524,39 @@ class _Trainer:
             ck.close()
         self._export(export_policy, cfg_a, res)
         return res
+
+    def restore(self, cfg_a, program=None):
+        """The latest checkpoint of ``cfg_a.algorithm`` (None if there is none), validated against
+        the config (format, settings, shapes)."""
+        import jax
+
+        from metadqn_jax.checkpoint import Checkpointer
+        from metadqn_jax.configfile import meta_config_dict
+        from metadqn_jax.meta_dqn import make_meta_step
+        from metadqn_jax.train import init_early_stop
+
+        algo = cfg_a.algorithm
+        if algo in self._restored:
+            return self._restored.pop(algo)
+        ck = Checkpointer(self.run_dir / "checkpoints" / algo, keep=self.cfg.run.keep)
+        if not ck.directory.exists():
+            return None
+        if ck.latest_step() is None and all(".orbax-checkpoint-tmp" in p.name for p in ck.directory.iterdir()):
+            return None  # nothing saved yet (or only a failed / interrupted first save)
+        program = program or make_meta_step(cfg_a)
+        abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
+        like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+        with ck:
+            return ck.restore(like, config=meta_config_dict(cfg_a, self.cfg.validation))
+
+    def preflight(self) -> None:
+        """Validates every algorithm's checkpoints before anything runs (fail fast, one error)."""
+        from metadqn_jax.compare import config_for
+
+        for algo in self.cfg.run.trained:
+            restored = self.restore(config_for(self.cfg.meta, algo))
+            if restored is not None:
+                self._restored[algo] = restored
 
     def _export(self, export_policy, cfg_a, res) -> None:
         es = res.early_stop
@@ -554,7 +590,7 @@ def _write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str
         "config": cfg.to_dict(),
     }
     (run_dir / f"{tag}.json").write_text(json.dumps(data, indent=1))
-    tb = TBLog(run_dir / "tb" / tag)
+    tb = TBLog(run_dir / "tb" / tag, purge_step=0)  # a re-evaluation replaces the previous one
     for j, b in enumerate(fs.budgets):
         tb.scalars({f"{tag}/{name}": float(r.mean[j]) for name, r in results.items()}, b)
     tb.text(f"{tag}/table", table)
@@ -615,11 +651,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     _configure_jax(args)
     from metadqn_jax.compare import compare
 
+    trainer = _Trainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                       progress=not args.no_progress)
+    if args.resume:
+        trainer.preflight()
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     _info(f"run folder: {run_dir}")
-    trainer = _Trainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                       progress=not args.no_progress)
     t0 = time.perf_counter()
     try:
         comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
@@ -704,7 +742,8 @@ def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
         params, target = es.best_params, es.best_target
     else:
         params, target = r.tree["state"].params, r.tree["state"].target_params
-    return params, target, f"note: {algo} is unfinished; evaluating its checkpoint at meta-step {r.step}"
+    return params, target, (f"note: no exported policy for {algo} (unfinished run?); evaluating the best "
+                            f"parameters of its latest checkpoint (meta-step {r.step})")
 
 
 # --------------------------------------------------------------------------- dqn
@@ -1002,9 +1041,13 @@ def render_cli_docs() -> str:
 
 
 def _dedent_doc(doc: str) -> list[str]:
+    """A module docstring (reST) as Markdown lines: ``x`` and :func:`x` -> `x`, ``::`` blocks fenced."""
+    import re
     import textwrap
 
     text = textwrap.dedent("\n".join(doc.strip().splitlines()[1:]))
+    text = re.sub(r":(?:func|class|mod|meth|data):`~?([^`]+)`", r"`\1`", text)
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
     lines, in_code = [], False
     for line in text.strip().splitlines():
         if line.rstrip().endswith("::"):

@@ -26,6 +26,7 @@ Example (runnable after ``metadqn train --quick --name demo``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -125,6 +126,14 @@ def load_policy(run_dir: str | Path, algorithm: str | None = None) -> Policy:
                   cfg.task_family, obs_shape, num_actions, algorithm, info)
 
 
+@functools.lru_cache(maxsize=16)
+def _adapt_program(cfg: MetaConfig, fs: FewShotConfig, learner: Learner):
+    """The jitted few-shot program returning parameters (cached: adapting many tasks one by one
+    with the same budget compiles once)."""
+    run, _ = make_few_shot(cfg, fs, learner, return_params=True)
+    return jax.jit(run)
+
+
 def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array | None = None, *,
                   few_shot: FewShotConfig | None = None) -> Any:
     """Adapts ``policy`` to the task ``env_params`` with ``budget`` environment steps.
@@ -149,12 +158,12 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
     key = jax.random.key(0) if key is None else key
     fs = few_shot or policy.few_shot
     fs = dataclasses.replace(fs, budgets=(int(budget),), num_tasks=1, seeds=1, eval_episodes=1)
-    run, _ = make_few_shot(policy.config, fs, policy.learner, return_params=True)
+    run = _adapt_program(policy.config, fs, policy.learner)
     _, base = policy.family.env()
     base_ndim = np.ndim(jax.tree.leaves(base)[0])
     batched = np.ndim(jax.tree.leaves(env_params)[0]) > base_ndim
     tasks = env_params if batched else jax.tree.map(lambda x: jnp.asarray(x)[None], env_params)
     n = jax.tree.leaves(tasks)[0].shape[0]
     keys = jax.random.split(key, n)
-    _, params = jax.jit(run)(policy.meta_params, policy.meta_target, tasks, keys, policy.config.hparams())
+    _, params = run(policy.meta_params, policy.meta_target, tasks, keys, policy.config.hparams())
     return params if batched else jax.tree.map(lambda x: x[0], params)

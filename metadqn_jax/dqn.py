@@ -77,7 +77,7 @@ def dqn_update(
 
 
 def update_target(target_params, params, hp: DQNHParams, updates: jax.Array, cfg: DQNConfig):
-    """Polyak (every update) or hard copy every ``target_period`` updates."""
+    """Polyak or a hard copy every ``target_period`` updates (see :class:`DQNConfig`)."""
     if cfg.target_update == "polyak":
         return policies.polyak(target_params, params, hp.tau)
     copy = updates % cfg.target_period == 0
@@ -96,7 +96,7 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
     env_params = default_params if env_params is None else env_params
     num_actions = envs.num_actions(env, env_params)
     obs_shape = envs.obs_shape(env, env_params)
-    net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling)
+    net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, activation=cfg.activation)
     q_fn = net.apply
     max_steps = int(env_params.max_steps_in_episode)
 
@@ -147,15 +147,19 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
                 new_p = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_p, params)
                 new_o = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_o, opt_state)
                 n = n + ready.astype(jnp.int32)
-                new_t = update_target(target, new_p, hp, n, cfg)
-                new_t = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_t, target)
-                return (new_p, new_t, new_o, n), loss
+                if cfg.target_update == "period":
+                    new_t = update_target(target, new_p, hp, n, cfg)
+                    target = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_t, target)
+                return (new_p, target, new_o, n), loss
 
             (params, target, opt_state, updates), loss = jax.lax.scan(
                 one_update,
                 (s.params, s.target_params, s.opt_state, s.updates),
                 jax.random.split(k_upd, cfg.updates_per_iteration),
             )
+            if cfg.target_update == "polyak":  # once per iteration (rejax's convention)
+                new_t = policies.polyak(target, params, hp.tau)
+                target = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_t, target)
             s = DQNState(params, target, opt_state, buffer, carry, env_steps, updates)
             return s, loss.mean()
 

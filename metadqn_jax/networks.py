@@ -14,6 +14,9 @@ import jax
 import jax.numpy as jnp
 
 
+ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish}
+
+
 class MLP(nn.Module):
     """A ReLU MLP: ``[..., d_in] -> [..., features[-1]]`` (no activation after the last layer)."""
 
@@ -36,15 +39,18 @@ class QNetwork(nn.Module):
       hidden: hidden layer widths (default 64-64).
       dueling: use a dueling head ``V(s) + A(s, a) - mean_a A(s, a)``.
       context_dim: width of an optional task-context input (0: none).
+      activation: ``"relu"`` or ``"swish"`` for the hidden layers.
     """
 
     num_actions: int
     hidden: Sequence[int] = (64, 64)
     dueling: bool = False
     context_dim: int = 0
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, obs: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
         x = obs.reshape(obs.shape[: obs.ndim - 1] + (-1,)).astype(jnp.float32)
         if self.context_dim:
             if context is None:
@@ -52,7 +58,7 @@ class QNetwork(nn.Module):
             context = jnp.broadcast_to(context, x.shape[:-1] + (self.context_dim,))
             x = jnp.concatenate([x, context], axis=-1)
         for i, f in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(f, name=f"hidden_{i}")(x))
+            x = act(nn.Dense(f, name=f"hidden_{i}")(x))
         if not self.dueling:
             return nn.Dense(self.num_actions, name="head")(x)
         value = nn.Dense(1, name="value")(x)
@@ -66,13 +72,16 @@ def make_q_network(
     *,
     dueling: bool = False,
     context_dim: int = 0,
+    activation: str = "relu",
 ) -> QNetwork:
     """Builds a :class:`QNetwork`; ``net.init(key, obs)`` / ``net.apply(params, obs)``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if num_actions <= 0:
         raise ValueError(f"num_actions must be > 0, got {num_actions}")
     if any(h <= 0 for h in hidden):
         raise ValueError(f"hidden sizes must be > 0, got {tuple(hidden)}")
-    return QNetwork(num_actions, tuple(hidden), dueling, context_dim)
+    return QNetwork(num_actions, tuple(hidden), dueling, context_dim, activation)
 
 
 HEAD_NAMES = ("head", "value")

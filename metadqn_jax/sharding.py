@@ -29,7 +29,9 @@ On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before impor
 gives 8 host devices to test with.
 
 Multi-host: call :func:`initialize_distributed` (a thin wrapper of
-``jax.distributed.initialize``) in every process *before anything else touches jax*, then
+``jax.distributed.initialize``) in every process *before anything else touches jax* — in
+particular before importing gymnax or any other ``metadqn_jax`` module (importing gymnax
+already runs jax code; importing this module does not) — then
 build the mesh over all global devices (``make_mesh()``). Every process must build the same
 host-side meta-state (same config and key — ``program.init`` is deterministic) and call
 :func:`shard_meta_state`, which assembles global arrays from each process's addressable
@@ -51,11 +53,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from metadqn_jax.meta_dqn import MetaState, meta_train
+# metadqn_jax.meta_dqn is imported lazily: it imports gymnax, which creates arrays at import
+# time and so starts the jax backend — after that jax.distributed.initialize() refuses to run.
+# ``from metadqn_jax.sharding import initialize_distributed`` therefore starts nothing.
 
 TASK_AXIS = "tasks"
 PER_TASK_FIELDS: tuple[str, ...] = ("tasks", "carry", "buffers")  # leaves with a leading [T]
-SHARED_FIELDS: tuple[str, ...] = tuple(f for f in MetaState._fields if f not in PER_TASK_FIELDS)
+SHARED_FIELDS: tuple[str, ...] = ("params", "target_params", "opt_state", "step", "key")
 
 
 # ---------------------------------------------------------------------------------- mesh
@@ -119,20 +123,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def state_shardings(mesh: Mesh) -> MetaState:
-    """A :class:`MetaState` of shardings: a *tree prefix* of any meta-state (each field's
-    sharding applies to every leaf under it)."""
+def state_shardings(mesh: Mesh):
+    """A :class:`~metadqn_jax.meta_dqn.MetaState` of shardings: a *tree prefix* of any
+    meta-state (each field's sharding applies to every leaf under it)."""
+    from metadqn_jax.meta_dqn import MetaState
+
     task, rep = task_sharding(mesh), replicated(mesh)
     return MetaState(**{f: task if f in PER_TASK_FIELDS else rep for f in MetaState._fields})
 
 
-def _per_task_leaves(state: MetaState):
+def _per_task_leaves(state):
     for field in PER_TASK_FIELDS:
         for path, leaf in jax.tree_util.tree_flatten_with_path(getattr(state, field))[0]:
             yield field + jax.tree_util.keystr(path), leaf
 
 
-def state_num_tasks(state: MetaState) -> int:
+def state_num_tasks(state) -> int:
     """The task-axis size of a meta-state (checks every per-task leaf agrees)."""
     sizes = {name: (np.shape(leaf)[0] if np.ndim(leaf) else None) for name, leaf in _per_task_leaves(state)}
     distinct = set(sizes.values())
@@ -159,12 +165,14 @@ def _place(x, sharding: NamedSharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def shard_meta_state(state: MetaState, mesh: Mesh) -> MetaState:
+def shard_meta_state(state, mesh: Mesh):
     """Places a meta-state on ``mesh``: per-task leaves on ``P("tasks")``, the rest replicated.
 
     Raises:
       ValueError: the task count is not divisible by the number of devices.
     """
+    from metadqn_jax.meta_dqn import MetaState
+
     check_num_tasks(state_num_tasks(state), mesh)
     shardings = state_shardings(mesh)
     return MetaState(*(
@@ -173,8 +181,10 @@ def shard_meta_state(state: MetaState, mesh: Mesh) -> MetaState:
     ))
 
 
-def constrain_state(state: MetaState, mesh: Mesh) -> MetaState:
+def constrain_state(state, mesh: Mesh):
     """``with_sharding_constraint`` of every leaf to :func:`state_shardings` (inside ``jit``)."""
+    from metadqn_jax.meta_dqn import MetaState
+
     shardings = state_shardings(mesh)
     return MetaState(*(
         jax.lax.with_sharding_constraint(getattr(state, f), getattr(shardings, f))
@@ -200,6 +210,8 @@ def sharded_meta_step(meta_step, mesh: Mesh):
 
 
 def _sharded_meta_train(meta_step, state, hp, num_steps, mesh):
+    from metadqn_jax.meta_dqn import meta_train
+
     return meta_train(sharded_meta_step(meta_step, mesh), state, hp, num_steps)
 
 
@@ -223,11 +235,25 @@ def jit_meta_train(mesh: Mesh, *, donate: bool = True):
     )
 
     def run(meta_step, state, hp, num_steps):
-        return jitted(meta_step, state, hp, num_steps, mesh)
+        return jitted(meta_step, state, shard_replicated(hp, mesh), num_steps, mesh)
 
     run.jitted = jitted
-    run.lower = lambda meta_step, state, hp, num_steps: jitted.lower(meta_step, state, hp, num_steps, mesh)
+    run.lower = lambda meta_step, state, hp, num_steps: jitted.lower(
+        meta_step, state, shard_replicated(hp, mesh), num_steps, mesh)
     return run
+
+
+def shard_replicated(tree, mesh: Mesh):
+    """Replicates every leaf of ``tree`` (e.g. the traced hyper-parameters) on ``mesh``;
+    leaves already replicated there are passed through untouched."""
+    rep = replicated(mesh)
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == rep:
+            return x
+        return _place(x, rep)
+
+    return jax.tree.map(put, tree)
 
 
 # ------------------------------------------------------------------------------ multi-host
@@ -254,13 +280,19 @@ def initialize_distributed(
         raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
     if not (isinstance(process_id, int) and 0 <= process_id < num_processes):
         raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=num_processes,
-        process_id=process_id,
-        local_device_ids=local_device_ids,
-        initialization_timeout=initialization_timeout,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            local_device_ids=local_device_ids,
+            initialization_timeout=initialization_timeout,
+        )
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"{e}\nHint: call metadqn_jax.sharding.initialize_distributed() before importing "
+            "gymnax or any other metadqn_jax module (importing gymnax already runs jax code)."
+        ) from e
 
 
 def gather_to_host(x):

@@ -31,12 +31,14 @@ def _compile_cache():
     from jax.experimental.compilation_cache import compilation_cache as cc
 
     old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    cc.reset_cache()  # (re)initialised with this directory on the next compilation
     jax.config.update("jax_compilation_cache_dir", str(CACHE))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     yield
     jax.config.update("jax_compilation_cache_dir", old[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
     cc.reset_cache()
+    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)
 
 
 @pytest.fixture(scope="module")

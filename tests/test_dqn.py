@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,21 @@ from metadqn_jax import dqn, envs, rollout
 from metadqn_jax.config import ConfigError, DQNConfig
 from metadqn_jax.networks import make_q_network
 from metadqn_jax.types import Transition
+
+def _fast_compile_options() -> dict:
+    """Cheaper XLA compilation for the test programs (semantics unchanged; every comparison
+    below is between programs built with the same options). Falls back to the defaults
+    where this XLA does not know an option."""
+    opts = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
+            "xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=opts).lower(1.0).compile()
+    except Exception:  # noqa: BLE001 — an unknown option on another XLA version / backend
+        return {}
+    return opts
+
+
+fast_jit = functools.partial(jax.jit, compiler_options=_fast_compile_options())
 
 TINY = DQNConfig(
     env_id="CartPole-v1",
@@ -43,8 +60,9 @@ def random_batch(key, batch, obs_dim, num_actions) -> Transition:
 
 def test_dqn_update_jit_equals_nojit_and_moves_params():
     net = make_q_network(2, (16, 16))
-    params = net.init(jax.random.key(0), jnp.zeros((4,)))
-    target = net.init(jax.random.key(1), jnp.zeros((4,)))
+    init = jax.jit(net.init)
+    params = init(jax.random.key(0), jnp.zeros((4,)))
+    target = init(jax.random.key(1), jnp.zeros((4,)))
     hp = TINY.hparams(lr=1e-2)
     opt_state = dqn.make_optimizer(hp.lr, TINY.max_grad_norm).init(params)
     batch = random_batch(jax.random.key(2), 32, 4, 2)
@@ -76,7 +94,7 @@ def traced_train():
         traces.append(1)  # runs only while tracing
         return train(key, hp)
 
-    run = jax.jit(counted)
+    run = fast_jit(counted)
     result = run(jax.random.key(0), TINY.hparams())
     jax.block_until_ready(result)
     return train, run, traces, result
@@ -117,7 +135,7 @@ def test_train_traced_once_across_hparams(traced_train):
 def test_vmap_over_seeds_equals_single_runs(traced_train):
     train, run, _, (state0, metrics0) = traced_train
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
-    states, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, TINY.hparams())
+    states, metrics = fast_jit(jax.vmap(train, in_axes=(0, None)))(keys, TINY.hparams())
     state1, metrics1 = run(jax.random.key(1), TINY.hparams())
     for i, (s, m) in enumerate(((state0, metrics0), (state1, metrics1))):
         chex.assert_trees_all_close(

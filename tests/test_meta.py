@@ -17,6 +17,23 @@ from metadqn_jax.meta_dqn import MetaConfig
 from metadqn_jax.types import Transition
 
 
+def _fast_compile_options() -> dict:
+    """Cheaper XLA compilation for the test programs (semantics unchanged; every comparison
+    below is between programs built with the same options). Falls back to the defaults
+    where this XLA does not know an option."""
+    opts = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
+            "xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=opts).lower(1.0).compile()
+    except Exception:  # noqa: BLE001 — an unknown option on another XLA version / backend
+        return {}
+    return opts
+
+
+FAST_COMPILE = _fast_compile_options()
+fast_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+
+
 # =============================================================== generic core (meta.py)
 def tiny_params(dtype=jnp.float32):
     k1, k2 = jax.random.split(jax.random.key(0))
@@ -55,7 +72,7 @@ def test_maml_gradient_matches_finite_differences():
             adapted, _ = meta.adapt(p, tiny_loss, support, **kw)
             return tiny_loss(adapted, query)[0]
 
-        grads, metrics = jax.jit(
+        grads, metrics = fast_jit(
             lambda p: meta.meta_gradient("maml", p, tiny_loss, support, query, **kw)
         )(params)
         assert jax.tree.leaves(grads)[0].dtype == jnp.float64
@@ -64,7 +81,7 @@ def test_maml_gradient_matches_finite_differences():
         leaves, treedef = jax.tree.flatten(params)
         eps = 1e-6
         fd = []
-        outer_jit = jax.jit(outer)
+        outer_jit = fast_jit(outer)
         for i, leaf in enumerate(leaves):
             for j in range(leaf.size):
                 bump = jnp.zeros(leaf.size, jnp.float64).at[j].set(eps).reshape(leaf.shape)
@@ -75,7 +92,7 @@ def test_maml_gradient_matches_finite_differences():
                 fd.append((float(f_p) - float(f_m)) / (2 * eps))
         np.testing.assert_allclose(flat(grads), np.array(fd), rtol=1e-5, atol=1e-9)
         # the FOMAML gradient is measurably different: the check above sees 2nd-order terms
-        fo, _ = jax.jit(lambda p: meta.meta_gradient("fomaml", p, tiny_loss, support, query, **kw))(params)
+        fo, _ = fast_jit(lambda p: meta.meta_gradient("fomaml", p, tiny_loss, support, query, **kw))(params)
         assert np.max(np.abs(flat(fo) - np.array(fd))) > 1e-3
 
 
@@ -167,10 +184,10 @@ def test_batched_meta_gradient_is_mean_of_loop(algorithm):
     queries = [tiny_task(jax.random.key(20 + t)) for t in range(T)]
     stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
     kw = dict(inner_opt=optax.sgd(0.2), num_steps=2)
-    grads, metrics = jax.jit(
+    grads, metrics = fast_jit(
         functools.partial(meta.batched_meta_gradient, algorithm, loss_fn=tiny_loss, **kw)
     )(params, supports=stack(tasks), queries=stack(queries))
-    one = jax.jit(lambda s, q: meta.meta_gradient(algorithm, params, tiny_loss, s, q, **kw))
+    one = fast_jit(lambda s, q: meta.meta_gradient(algorithm, params, tiny_loss, s, q, **kw))
     loop = [one(s, q) for s, q in zip(tasks, queries)]
     mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[g for g, _ in loop])
     chex.assert_trees_all_close(grads, mean, rtol=1e-5, atol=1e-7)
@@ -201,10 +218,6 @@ def tiny(**kw) -> MetaConfig:
     return MetaConfig(**{**TINY.__dict__, **kw})
 
 
-# Cheaper XLA:CPU compilation for these test programs (the semantics are unchanged; every
-# comparison below is between programs built with the same options).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-fast_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 CHUNK = 10  # meta-steps per compiled call
 
 
@@ -309,17 +322,23 @@ def test_meta_training_lowers_query_loss(maml):
         q = np.concatenate(q)
         return q[:20].mean(), q[-50:].mean()
 
+    # measured on seeds 0-2: last / first ~ 0.05-0.07 (meta_lr 1e-3 .. 3e-3), ~1.0 for the no-op
     first, last = curve(TINY.hparams(meta_lr=3e-3))
     assert np.isfinite(last)
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.25 * first, (first, last)
     first0, last0 = curve(TINY.hparams(meta_lr=1e-9))
     assert last0 > 0.5 * first0, (first0, last0)
     assert traces == {"train": 1, "step": 1}, traces  # 60 calls, still one compilation
 
 
+# The gradient learners share their adaptation code with MAML (whose program above uses the
+# default query source); run them with queries from the replay buffer to cover that path too.
+BUFFER_QUERY = {"query_source": "buffer"} if "query_source" in MetaConfig.__dataclass_fields__ else {}
+
+
 @pytest.mark.parametrize("algorithm", meta_dqn.ALGORITHMS)
 def test_every_algorithm_runs(algorithm, maml):
-    cfg = tiny(algorithm=algorithm)
+    cfg = tiny(algorithm=algorithm, **(BUFFER_QUERY if algorithm in ("fomaml", "reptile", "pretrained") else {}))
     prog, init, run, _ = maml if algorithm == TINY.algorithm else compiled_program(cfg)
     hp = cfg.hparams()
     state = init(jax.random.key(0), hp)
@@ -342,7 +361,7 @@ def test_cavia_without_inner_steps_is_shared_net_with_zero_context():
     cfg = tiny(algorithm="cavia", inner_steps=0)
     learner = meta_dqn.make_learner(cfg, 4, (2,))
     hp = cfg.hparams()
-    params = learner.init(jax.random.key(0))
+    params = fast_jit(learner.init)(jax.random.key(0))
     target = jax.tree.map(lambda x: x + 0.01, params)
     support = pointnav_support(cfg.support_size, 7)
     tp = fast_jit(learner.adapt)(params, target, support, hp)
@@ -374,7 +393,7 @@ def random_transitions(key, n, obs_dim=2, num_actions=4) -> Transition:
 def encoder():
     cfg = tiny(algorithm="context")
     learner = meta_dqn.make_learner(cfg, 4, (2,))
-    params = learner.init(jax.random.key(0))
+    params = fast_jit(learner.init)(jax.random.key(0))
     enc = meta_dqn.ContextEncoder(cfg.encoder_hidden, cfg.context_dim, 4)
     return JitEncoder(enc), params["enc"], cfg
 
@@ -384,7 +403,7 @@ class JitEncoder:
 
     def __init__(self, module):
         self.module = module
-        self.apply = jax.jit(module.apply)
+        self.apply = fast_jit(module.apply)
 
 
 def test_context_encoder_permutation_invariant(encoder):
@@ -428,7 +447,7 @@ def test_encoder_sums_incremental_equals_batch(encoder):
     tr = random_transitions(jax.random.key(4), n)
     mask = jnp.array([True, True, False, True, True, True, False, True])
     z = enc.apply(enc_params, tr, mask)
-    sums = jax.jit(lambda t, m: meta_dqn.encoder_sums(enc.module, enc_params, t, m))
+    sums = fast_jit(lambda t, m: meta_dqn.encoder_sums(enc.module, enc_params, t, m))
     total = jnp.zeros(cfg.context_dim)
     count = jnp.zeros(())
     for i in range(n):

@@ -101,9 +101,12 @@ def test_maml_meta_gradient_matches_finite_differences():
         support, query = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (support, query))
         inner_opt = optax.sgd(0.01)
 
-        grads, _ = meta.batched_meta_gradient(
-            "maml", params, loss_fn, support, query, inner_opt=inner_opt, num_steps=2
-        )
+        def meta_grad(algorithm, p):
+            return meta.batched_meta_gradient(
+                algorithm, p, loss_fn, support, query, inner_opt=inner_opt, num_steps=2
+            )[0]
+
+        grads = jax.jit(meta_grad, static_argnums=0)("maml", params)
 
         def objective(p):
             def one(s, q):
@@ -114,17 +117,15 @@ def test_maml_meta_gradient_matches_finite_differences():
 
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         assert flat.dtype == jnp.float64
-        f = jax.jit(lambda v: objective(unravel(v)))
+        f = jax.jit(jax.vmap(lambda v: objective(unravel(v))))  # all directions in one call
         eps = 1e-6
-        eye = np.eye(flat.size)
-        fd = np.array([(f(flat + eps * e) - f(flat - eps * e)) / (2 * eps) for e in eye])
+        eye = jnp.eye(flat.size, dtype=jnp.float64)
+        fd = np.asarray((f(flat[None] + eps * eye) - f(flat[None] - eps * eye)) / (2 * eps))
         analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
         np.testing.assert_allclose(analytic, fd, rtol=1e-6, atol=1e-8)
 
         # and it is genuinely second order: FOMAML's gradient differs
-        fo, _ = meta.batched_meta_gradient(
-            "fomaml", params, loss_fn, support, query, inner_opt=inner_opt, num_steps=2
-        )
+        fo = jax.jit(meta_grad, static_argnums=0)("fomaml", params)
         assert not np.allclose(jax.flatten_util.ravel_pytree(fo)[0], analytic, rtol=1e-3)
 
 
@@ -175,11 +176,12 @@ def test_bad_evaluate_and_sampling_args_raise():
 def test_evaluate_shapes_and_ci():
     params = make_regressor().init(jax.random.key(0), jnp.zeros((1, 1)))
     tasks = FAMILY.eval_tasks(seed=0, n=64)
-    out = evaluate(params, tasks, jax.random.key(1), shots=(5, 10), steps=(0, 1, 3))
-    assert set(out) == {5, 10} and set(out[5]) == {0, 1, 3}
+    out = evaluate(params, tasks, jax.random.key(1), shots=(5, 10), steps=(0, 1))
+    assert set(out) == {5, 10} and set(out[5]) == {0, 1}
     for k in out:
         for s, stat in out[k].items():
             assert stat["ci95"] == pytest.approx(1.96 * stat["std"] / 8.0)
-            assert stat["mean"] > 0
+            assert stat["mean"] > 0 and stat["median"] > 0
+            assert stat["n"] == 64 and stat["n_diverged"] == 0
     # 0 steps does not depend on K's support set
     assert out[5][0]["mean"] == pytest.approx(out[10][0]["mean"])

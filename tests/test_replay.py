@@ -253,7 +253,8 @@ def test_vmapped_buffers_equal_loop():
 
 
 def test_jit_with_donation():
-    add_d = jax.jit(replay.add, donate_argnums=0)
+    # a fresh wrapper: jit caches are shared by every jax.jit of the same function object
+    add_d = jax.jit(lambda s, b: replay.add(s, b), donate_argnums=0)
     state = replay.init(example(), capacity=6)
     expected = replay.init(example(), capacity=6)
     for start in range(1, 20, 4):

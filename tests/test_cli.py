@@ -1,0 +1,477 @@
+"""The ``metadqn`` CLI end to end on tiny configs.
+
+Subprocesses (``python -m metadqn_jax`` and the ``metadqn`` script) run every command once:
+``train --quick`` (the reference run), ``train --resume`` of the same run interrupted with
+``--stop-after`` (in-process; its final checkpoints, exported policies, few-shot results, CSV
+and TensorBoard scalars must be bit-identical to the reference), ``evaluate``, ``dqn``,
+``regress`` and ``families``. In-process ``main(argv)`` calls cover the interrupted run
+("logging never triggers a recompile"), the config resolution, the documented error messages
+(exit status 2, one ``error:`` line), ``--help`` and the generated ``docs/CLI.md``.
+
+Compiled programs are shared through a persistent XLA cache (``$METADQN_TEST_COMPILE_CACHE``,
+default ``<tmp>/metadqn_jax_test_xla``), so only the first run of the suite compiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from metadqn_jax import cli
+from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer
+from metadqn_jax.logging_utils import read_csv, read_tb_scalars
+
+CACHE = Path(os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla"))
+METADQN = [sys.executable, "-m", "metadqn_jax"]
+SCRIPT = Path(sys.executable).with_name("metadqn")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(METADQN_COMPILE_CACHE=str(CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PLATFORMS="cpu", COLUMNS="100", PYTHONWARNINGS="ignore")
+    env.pop("METADQN_DEBUG", None)
+    return env
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str]):
+        self.name, self.argv = name, argv
+        self.t0 = time.perf_counter()
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        self.rc = self.out = self.err = None
+
+    def wait(self) -> Proc:
+        self.out, self.err = self.p.communicate(timeout=600)
+        self.rc, self.wall = self.p.returncode, time.perf_counter() - self.t0
+        return self
+
+    def check(self) -> Proc:
+        assert self.rc == 0, f"{self.name} failed ({self.rc}):\n{self.err[-3000:]}"
+        return self
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_cache():
+    """In-process runs share the persistent cache too (reset when the module is done)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    cc.reset_cache()  # (re)initialised with this directory on the next compilation
+    jax.config.update("jax_compilation_cache_dir", str(CACHE))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    cc.reset_cache()
+    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)
+
+
+def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
+    """``cli.main(argv)`` in-process, counting the tracing / compilation events that happen inside
+    each per-chunk callback of train_meta (logging, checkpoints)."""
+    import jax
+
+    import metadqn_jax.train as train_mod
+
+    events: list[str] = []
+
+    def listener(name, *args, **kwargs):
+        events.append(name)
+
+    per_callback: list[int] = []
+    original = train_mod.train_meta
+
+    def wrapped(*args, callback=None, **kwargs):
+        def cb(*a):
+            n = len(events)
+            try:
+                callback(*a)
+            finally:
+                per_callback.append(len([e for e in events[n:] if "compile" in e or "trace" in e]))
+
+        return original(*args, callback=cb, **kwargs)
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as m, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        m.setattr(train_mod, "train_meta", wrapped)
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            rc = cli.main(argv)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+    return rc, per_callback, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Every CLI command once; the subprocesses of a phase run concurrently.
+
+    Phase 1: the reference ``train --quick`` run, ``dqn``, ``regress`` and ``families`` as
+    subprocesses while the same training, interrupted with ``--stop-after 15``, runs in-process
+    (instrumented for recompilations). Phase 2: ``train --resume`` of the interrupted run and
+    ``evaluate`` of the reference run, as subprocesses.
+    """
+    root = tmp_path_factory.getbasetemp() / "cli_runs"
+    root.mkdir(exist_ok=True)
+    out = ["--out", str(root), "--no-progress"]
+    train = ["train", "--quick"]
+    script = [str(SCRIPT)] if SCRIPT.exists() else METADQN
+    procs = {"full": Proc("train", [*METADQN, *train, "--name", "full", *out]),
+             "dqn": Proc("dqn", [*METADQN, "dqn", "--quick", "--seeds", "2", "--out", str(root), "--name", "dqn"]),
+             "regress": Proc("regress", [*METADQN, "regress", "--quick", "--name", "regress", *out]),
+             "families": Proc("families", [*script, "families"])}
+    stop = _instrumented_main([*train, "--name", "split", "--stop-after", "15", "--out", str(root),
+                               "--compile-cache", str(CACHE)])  # with the progress bar
+    after_stop = {a: Checkpointer(root / "split" / "checkpoints" / a).steps() for a in ("context", "pretrained")}
+    for p in procs.values():
+        p.wait()
+    procs["full"].check()
+    procs["resume"] = Proc("resume", [*METADQN, "train", "--resume", str(root / "split"), "--no-progress"])
+    procs["evaluate"] = Proc("evaluate", [*script, "evaluate", str(root / "full"), "--tag", "eval",
+                                          "--baselines", "scratch"])
+    for name in ("resume", "evaluate"):
+        procs[name].wait()
+    return {"root": root, "procs": procs, "after_stop": after_stop, "stop": stop}
+
+
+# ----------------------------------------------------------------------------- train
+def _csv_rows(run: Path) -> list[dict]:
+    return read_csv(run / "metrics.csv")
+
+
+def test_train_end_to_end(runs):
+    p = runs["procs"]["full"]
+    run = runs["root"] / "full"
+    assert "| init | 0 steps | 10 steps | train time |" in p.out
+    for init in ("context", "pretrained", "scratch"):
+        assert f"| {init} |" in p.out
+    assert "context vs. pretrained, scratch: higher mean return at" in p.out
+    assert "meta-train" not in p.out  # progress and notes go to stderr
+    # run folder
+    for f in ("config.yaml", "metrics.csv", "few_shot.md", "few_shot.png", "few_shot.json"):
+        assert (run / f).is_file(), f
+    assert (run / "few_shot.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["command"] == "train" and cfg["meta"]["num_meta_steps"] == 20 and cfg["meta"]["hidden"] == [16, 16]
+    assert set(cfg) == {"command", "meta", "hparams", "few_shot", "validation", "run"}
+    assert "inner_lr" in cfg["hparams"] and "inner_lr" not in cfg["meta"]  # static apart from traced
+    data = json.loads((run / "few_shot.json").read_text())
+    assert data["results"]["budgets"] == [0, 10] and set(data["returns"]) == {"context", "pretrained", "scratch"}
+    assert (run / "few_shot.md").read_text().startswith("**pointnav-goal")
+    # checkpoints (every 10 meta-steps, keep 2) and exported policies
+    for algo in ("context", "pretrained"):
+        assert Checkpointer(run / "checkpoints" / algo).steps() == [10, 20]
+        assert Checkpointer(run / "policy" / algo, kind=FORMAT_POLICY).steps() == [20]
+    # metrics.csv: one row per chunk (5 meta-steps) and algorithm, validation every 10
+    rows = _csv_rows(run)
+    assert list(rows[0]) == ["algorithm", "meta_step", "env_steps", "query_loss", "pre_adapt_loss",
+                             "post_adapt_loss", "train_return", "grad_norm", "val_return", "wall_s"]
+    for algo in ("context", "pretrained"):
+        mine = [r for r in rows if r["algorithm"] == algo]
+        assert [int(r["meta_step"]) for r in mine] == [5, 10, 15, 20]
+        assert [bool(r["val_return"]) for r in mine] == [False, True, False, True]
+        assert all(np.isfinite(float(r["query_loss"])) for r in mine)
+    # TensorBoard: the same scalars
+    tb = read_tb_scalars(run / "tb")
+    ctx = [r for r in rows if r["algorithm"] == "context"]
+    assert [s for s, _ in tb["context/train/query_loss"]] == [5, 10, 15, 20]
+    np.testing.assert_allclose([v for _, v in tb["context/train/query_loss"]],
+                               [float(r["query_loss"]) for r in ctx], rtol=1e-6)
+    assert [s for s, _ in tb["context/validation/return"]] == [10, 20]
+    assert {"pretrained/train/grad_norm", "pretrained/progress/env_steps"} <= set(tb)
+    assert [s for s, _ in tb["few_shot/few_shot/context"]] == [0, 10]
+    np.testing.assert_allclose([v for _, v in tb["few_shot/few_shot/scratch"]], data["results"]["scratch"]["mean"],
+                               rtol=1e-6)
+
+
+def test_resume_is_bit_identical(runs):
+    """20 meta-steps uninterrupted == 15, stop, --resume (parameters, optimiser state, replay
+    buffers, env states, key, early stopping of both trained algorithms; then the exported
+    policies, the few-shot results, metrics.csv and the TensorBoard scalars)."""
+    full, split = runs["root"] / "full", runs["root"] / "split"
+    resume = runs["procs"]["resume"]
+    rc, _, out, err = runs["stop"]
+    assert rc == 0 and out == "" and "| init |" not in out  # no evaluation after a stop
+    assert "stopped after meta-step 15 of context (--stop-after); checkpoint saved. Continue with: " \
+           f"metadqn train --resume {split}" in err
+    assert "meta-train context" in err and "/20 " in err  # the tqdm bar (stderr)
+    # checkpoints: every 10 meta-steps, and where --stop-after stopped (15); pretrained not started
+    assert runs["after_stop"] == {"context": [10, 15], "pretrained": []}
+    resume.check()
+    assert "context: resuming from the checkpoint at meta-step 15" in resume.err
+    assert "pretrained: no checkpoint yet; training from the start" in resume.err
+    for algo in ("context", "pretrained"):
+        a = Checkpointer(full / "checkpoints" / algo).read_arrays(20)
+        b = Checkpointer(split / "checkpoints" / algo).read_arrays(20)
+        assert a.keys() == b.keys() and len(a) > 40
+        differing = [k for k in a if not (a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]))]
+        assert differing == [], algo
+        pa = Checkpointer(full / "policy" / algo, kind=FORMAT_POLICY).read_arrays()
+        pb = Checkpointer(split / "policy" / algo, kind=FORMAT_POLICY).read_arrays()
+        assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    ja, jb = (json.loads((r / "few_shot.json").read_text()) for r in (full, split))
+    assert ja["results"] == jb["results"] and ja["returns"] == jb["returns"]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+    assert drop(_csv_rows(full)) == drop(_csv_rows(split))
+    ta, tb = read_tb_scalars(full / "tb"), read_tb_scalars(split / "tb")
+    assert ta["context/train/query_loss"] == tb["context/train/query_loss"]
+    assert ta["pretrained/validation/return"] == tb["pretrained/validation/return"]
+
+
+# ------------------------------------------------------------------- other commands
+def test_evaluate_command(runs):
+    p = runs["procs"]["evaluate"].check()
+    run = runs["root"] / "full"
+    assert "| context |" in p.out and "| scratch |" in p.out and "| pretrained |" not in p.out
+    for f in ("eval.md", "eval.png", "eval.json"):
+        assert (run / f).is_file()
+    # the same protocol and keys as at the end of training: the same numbers
+    a = json.loads((run / "few_shot.json").read_text())["results"]
+    b = json.loads((run / "eval.json").read_text())["results"]
+    assert set(b) == {"budgets", "context", "scratch"}
+    assert all(b[k] == a[k] for k in b)
+
+
+def test_evaluate_falls_back_to_checkpoints(runs, capsys, tmp_path):
+    run = _copy_run(runs, tmp_path)
+    shutil.rmtree(run / "policy")  # e.g. a run stopped before its end
+    rc, out, err = run_main(capsys, ["evaluate", str(run), "--tag", "ck", "--baselines", "pretrained"])  # no scratch
+    assert rc == 0, err
+    assert "note: no exported policy for context (unfinished run?); evaluating the best parameters of its " \
+           "latest checkpoint (meta-step 20)" in err
+    a = json.loads((runs["root"] / "full" / "few_shot.json").read_text())["results"]
+    b = json.loads((run / "ck.json").read_text())["results"]
+    assert set(b) == {"budgets", "context", "pretrained"}
+    assert b["context"] == a["context"] and b["pretrained"] == a["pretrained"]
+    rc, _, err = run_main(capsys, ["evaluate", str(run), "--budgets", "0,5", "--set", "meta.hidden=[8]"])
+    assert rc == 2 and err.startswith("error: evaluate: meta.hidden is [16, 16] in the run's config.yaml and "
+                                      "cannot change")
+
+
+def test_dqn_command(runs):
+    p = runs["procs"]["dqn"].check()
+    run = runs["root"] / "dqn"
+    assert "DQN on CartPole-v1" in p.out and "| env steps | eval return |" in p.out
+    for f in ("config.yaml", "metrics.csv", "dqn.md", "dqn.json", "returns.png"):
+        assert (run / f).is_file(), f
+    rows = _csv_rows(run)
+    assert [(int(r["seed"]), int(r["env_steps"])) for r in rows] == [(0, 200), (0, 400), (1, 200), (1, 400)]
+    tb = read_tb_scalars(run / "tb")
+    assert [s for s, _ in tb["seed_1/eval/return"]] == [200, 400]
+    assert [v for _, v in tb["seed_1/eval/return"]] == [float(r["eval_return"]) for r in rows[2:]]
+    assert yaml.safe_load((run / "config.yaml").read_text())["dqn"]["total_steps"] == 400
+
+
+def test_regress_command(runs):
+    p = runs["procs"]["regress"].check()
+    run = runs["root"] / "regress"
+    assert "| maml | 5 |" in p.out and "| pretrained | 5 |" in p.out
+    for f in ("config.yaml", "metrics.csv", "regress.md", "regress.json", "regress.png"):
+        assert (run / f).is_file(), f
+    rows = _csv_rows(run)
+    assert [(r["algorithm"], int(r["iteration"])) for r in rows] == [
+        ("maml", 10), ("maml", 20), ("pretrained", 10), ("pretrained", 20)]
+    assert set(read_tb_scalars(run / "tb")) >= {"maml/train/query_loss", "pretrained/train/pre_adapt_loss"}
+
+
+def test_families_command(runs):
+    from metadqn_jax import tasks
+
+    p = runs["procs"]["families"].check()
+    lines = p.out.strip().splitlines()
+    assert lines == [tasks.get_family(n).describe() for n in tasks.list_families()]
+    assert any("pointnav-goal: PointNav-v0; goal = 0.7*(cos a, sin a)" in line for line in lines)
+    assert cli.main(["families", "--json"]) == 0
+
+
+# ---------------------------------------------------------------- in-process: config
+def run_main(capsys, argv):
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_print_config_precedence(capsys, tmp_path):
+    rc, out, err = run_main(capsys, ["train", "--print-config"])
+    assert rc == 0 and err == ""
+    default = yaml.safe_load(out)
+    assert default["meta"]["family"] == "pointnav-goal" and default["run"]["algorithms"] == ["context"]
+    assert default["few_shot"]["budgets"] == [0, 25, 50, 100, 250, 500]
+    # file < flags < --set; derived few_shot.support_size follows meta.support_size
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("meta:\n  num_meta_steps: 7\n  support_size: 50\nhparams:\n  inner_lr: 0.2\n")
+    rc, out, _ = run_main(capsys, ["train", "--config", str(cfg_file), "--inner-lr", "0.3", "--set",
+                                   "hparams.meta_lr=0.01", "--set", "tau=0.9", "--algorithm", "maml,context",
+                                   "--algorithm", "cavia", "--baselines", "none", "--oracle", "--print-config"])
+    c = yaml.safe_load(out)
+    assert rc == 0 and c["meta"]["num_meta_steps"] == 7 and c["hparams"]["inner_lr"] == 0.3
+    assert c["hparams"]["meta_lr"] == 0.01 and c["hparams"]["tau"] == 0.9
+    assert c["few_shot"]["support_size"] == 50 and c["run"]["algorithms"] == ["maml", "context", "cavia"]
+    assert c["run"]["baselines"] == ["oracle"]
+    # the printed config is itself a valid --config file (round trip)
+    cfg_file.write_text(out)
+    rc, out2, _ = run_main(capsys, ["train", "--config", str(cfg_file), "--print-config"])
+    assert rc == 0 and out2 == out
+    rc, out, _ = run_main(capsys, ["dqn", "--family", "pointnav-goal", "--task", "3", "--print-config"])
+    assert rc == 0 and yaml.safe_load(out)["dqn"]["env_id"] == "PointNav-v0"
+    rc, out, _ = run_main(capsys, ["regress", "--quick", "--eval-shots", "5,10", "--print-config"])
+    assert rc == 0 and yaml.safe_load(out)["eval"]["shots"] == [5, 10]
+
+
+BAD_VALUES = [
+    (["train", "--num-tasks", "0"], "error: meta.num_tasks must be a positive integer, got 0"),
+    (["train", "--meta-steps", "-5"], "error: meta.num_meta_steps must be a positive integer, got -5"),
+    (["train", "--inner-lr", "-1"], "error: hparams.inner_lr must be in (0.0, inf), got -1.0"),
+    (["train", "--gamma", "1.5"], "error: hparams.gamma must be in [0.0, 1.0], got 1.5"),
+    (["train", "--family", "nope"], "error: meta.family: unknown task family 'nope'; known families: "),
+    (["train", "--algorithm", "dqn"], "error: run.algorithms must be a non-empty list of ("),
+    (["train", "--baselines", "random"], "error: run.baselines must be a list of ('pretrained', 'scratch', 'oracle')"),
+    (["train", "--budgets=-1,5"], "error: few_shot.budgets must be a non-empty list of env-step counts >= 0"),
+    (["train", "--set", "meta.hidden=[0]"], "error: meta.hidden must be a non-empty list of positive layer widths"),
+    (["train", "--set", "meta.hidden=abc"], "error: meta.hidden must be an integer, got 'abc'"),
+    (["train", "--set", "meta.nope=1"], "error: meta.nope: unknown field"),
+    (["train", "--set", "metaa.hidden=[8]"], "error: metaa: unknown section for 'metadqn train'; did you mean 'meta'?"),
+    (["train", "--set", "support_size=5"], "error: --set support_size: qualify the field as section.support_size"),
+    (["train", "--set", "novalue"], "error: --set expects section.field=value, got 'novalue'"),
+    (["train", "--set", "meta.buffer_size=5"], "error: meta.buffer_size must be >= envs_per_task * rollout_steps"),
+    (["train", "--val-every", "-1"], "error: validation.every must be an integer >= 0, got -1"),
+    (["train", "--keep", "0"], "error: run.keep must be a positive integer, got 0"),
+    (["train", "--meta-steps", "abc"], "error: argument --meta-steps: invalid int value: 'abc' (see 'metadqn train --help')"),
+    (["train", "--bogus"], "error: unrecognized arguments: --bogus"),
+    (["dqn", "--steps", "0"], "error: dqn.total_steps must be a positive integer, got 0"),
+    (["dqn", "--lr", "0"], "error: hparams.lr must be in (0.0, inf), got 0.0"),
+    (["dqn", "--family", "pointnav-goal", "--task", "100000"], "error: run.task must be < 128"),
+    (["regress", "--iterations", "0"], "error: regression.num_iterations must be a positive int"),
+    (["regress", "--algorithm", "cavia"], "error: run.algorithms must be a non-empty list of ("),
+    (["regress", "--eval-tasks", "1"], "error: eval.num_tasks must be an integer >= 2, got 1"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_bad_config_values(capsys, argv, message):
+    rc, out, err = run_main(capsys, [*argv, "--print-config"] if "--bogus" not in argv else argv)
+    assert rc == 2 and out == ""
+    assert err.startswith(message), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_config_files(capsys, tmp_path):
+    rc, _, err = run_main(capsys, ["train", "--config", str(tmp_path / "missing.yaml"), "--print-config"])
+    assert rc == 2 and err.startswith("error: config file ") and "missing.yaml' does not exist" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta: [unclosed\n")
+    rc, _, err = run_main(capsys, ["train", "--config", str(bad), "--print-config"])
+    assert rc == 2 and "is not valid YAML" in err and err.count("\n") == 1
+    bad.write_text("meta:\n  num_tasks: many\n")
+    rc, _, err = run_main(capsys, ["train", "--config", str(bad), "--print-config"])
+    assert rc == 2 and err == "error: meta.num_tasks must be an integer, got 'many'\n"
+    bad.write_text("command: dqn\ndqn:\n  total_steps: 10\n")
+    rc, _, err = run_main(capsys, ["train", "--config", str(bad), "--print-config"])
+    assert rc == 2 and err == "error: command: this configuration is for 'metadqn dqn', not 'metadqn train'\n"
+
+
+# ------------------------------------------------------- in-process: bad run folders
+def _copy_run(runs, tmp_path, name="copy") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(runs["root"] / "full", dst)
+    return dst
+
+
+def test_bad_run_folders_and_checkpoints(runs, capsys, tmp_path):
+    rc, _, err = run_main(capsys, ["evaluate", str(tmp_path / "nope")])
+    assert rc == 2 and err == f"error: run directory '{tmp_path / 'nope'}' does not exist\n"
+    (tmp_path / "plain").mkdir()
+    rc, _, err = run_main(capsys, ["train", "--resume", str(tmp_path / "plain")])
+    assert rc == 2 and err == f"error: '{tmp_path / 'plain'}' is not a metadqn run directory (no config.yaml)\n"
+    rc, _, err = run_main(capsys, ["evaluate", str(runs["root"] / "dqn")])
+    assert rc == 2 and "is a 'metadqn dqn' run, not a 'metadqn train' run" in err
+    # an existing run is never silently reused
+    rc, _, err = run_main(capsys, ["train", "--quick", "--out", str(runs["root"]), "--name", "full"])
+    assert rc == 2 and "already exists; continue it with 'metadqn train --resume" in err
+    # --resume keeps the run's training settings
+    run = _copy_run(runs, tmp_path)
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--num-tasks", "8"])
+    assert rc == 2 and err.startswith("error: --resume: meta.num_tasks is 4 in the run's config.yaml and cannot "
+                                      "change (requested 8); only meta.num_meta_steps, few_shot.*")
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--quick"])
+    assert rc == 2 and err == "error: --quick cannot be combined with --resume (the run's config.yaml is used)\n"
+
+
+def _resume(capsys, run: Path):
+    return run_main(capsys, ["train", "--resume", str(run), "--no-progress", "--meta-steps", "30"])
+
+
+def test_corrupt_foreign_and_mismatched_checkpoints(runs, capsys, tmp_path):
+    # corrupt: garbage array data in the latest context checkpoint
+    run = _copy_run(runs, tmp_path, "corrupt")
+    for f in (run / "checkpoints" / "context" / "20" / "state").rglob("*"):
+        if f.is_file() and f.name != "commit_success.txt":
+            f.write_bytes(b"\x00garbage")
+    rc, _, err = _resume(capsys, run)
+    assert rc == 2 and err.startswith(f"error: checkpoint {run.absolute()}/checkpoints/context/20 is corrupt or "
+                                      "unreadable"), err
+    assert err.count("\n") == 1
+    # foreign: somebody else's files where the checkpoints should be
+    run = _copy_run(runs, tmp_path, "foreign")
+    shutil.rmtree(run / "checkpoints" / "context")
+    (run / "checkpoints" / "context" / "model").mkdir(parents=True)
+    (run / "checkpoints" / "context" / "model" / "weights.h5").write_bytes(b"HDF")
+    rc, _, err = _resume(capsys, run)
+    assert rc == 2 and err == (f"error: {run.absolute()}/checkpoints/context is not a metadqn_jax checkpoint "
+                               "directory (no <step>/meta and <step>/state checkpoints in it)\n")
+    # the config does not match the checkpoint (edited config.yaml: other layer widths)
+    run = _copy_run(runs, tmp_path, "mismatch")
+    text = (run / "config.yaml").read_text().replace("hidden: [16, 16]", "hidden: [32, 32]")
+    (run / "config.yaml").write_text(text)
+    rc, _, err = _resume(capsys, run)
+    assert rc == 2 and err == (f"error: checkpoint {run.absolute()}/checkpoints/context/20 does not match the "
+                               "config: meta.hidden is [16, 16] in the checkpoint but [32, 32] in the config\n")
+
+
+# ------------------------------------------------------------------ in-process: misc
+def test_logging_never_recompiles(runs, capsys):
+    """Nothing the per-chunk callback does (CSV, TensorBoard, checkpoints) traces or compiles
+    anything after the first chunk (in-process run of the fixture: chunks at 5, 10, 15)."""
+    per_callback = runs["stop"][1]
+    assert len(per_callback) == 3 and per_callback[1:] == [0, 0], per_callback
+
+
+def test_help_is_complete(capsys):
+    parser = cli.build_parser(width=100)
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) == {"train", "evaluate", "dqn", "regress", "families"}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest == "help" or not action.option_strings:
+                continue
+            assert "[default:" in (action.help or ""), (name, action.option_strings)
+    # numeric options name their unit
+    train_help = sub.choices["train"].format_help().split("options:", 1)[1]
+    for flag in ("--meta-steps", "--budgets", "--checkpoint-every", "--test-tasks", "--inner-steps"):
+        block = train_help.split(flag, 1)[1].split("\n  --", 1)[0]
+        assert "unit:" in block, flag
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    assert "usage: metadqn train" in capsys.readouterr().out
+    assert cli.main([]) == 2
+
+
+def test_docs_cli_md_is_in_sync():
+    path = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
+    assert path.is_file(), "docs/CLI.md is missing: python -m metadqn_jax.cli --write-docs"
+    assert path.read_text() == cli.render_cli_docs(), "docs/CLI.md is stale: python -m metadqn_jax.cli --write-docs"

@@ -1,0 +1,266 @@
+"""Sharding the task axis (metadqn_jax.sharding), on 8 fake CPU devices and across 2 processes.
+
+Every check runs in a subprocess whose ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is
+set before jax is imported (the parent pytest process keeps its single device).
+
+* one process, 8 devices: the sharded meta-training chunks (``jit`` with ``NamedSharding``
+  in/out shardings, no ``pmap``) give the same meta-parameters, buffers and metrics as the
+  single-device program (float32 round-off only: the task mean becomes a cross-device
+  all-reduce); the per-task state stays split over the devices, the compiled program has an
+  all-reduce and no all-gather; ``train_meta(num_devices=8)`` agrees with ``train_meta()``;
+  task counts not divisible by the device count raise a clear ``ValueError``;
+* two processes on 127.0.0.1 (``jax.distributed.initialize`` through
+  ``sharding.initialize_distributed``, gloo CPU collectives), 2 devices each: a 4-device global
+  mesh reproduces the single-device parameters too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COMMON = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    CFG_KW = dict(family="cartpole-physics", algorithm="maml", num_tasks=16, envs_per_task=2, rollout_steps=4,
+                  support_size=8, buffer_size=16, query_batch=8, inner_steps=1, hidden=(16, 16),
+                  chunk_size=2, num_meta_steps=4, task_lifetime=2)
+    STEPS = 4
+
+    def leaves(tree):
+        import jax
+        return [np.asarray(x.addressable_data(0) if hasattr(x, "addressable_data") and x.is_fully_replicated else x,
+                           np.float64) for x in jax.tree.leaves(tree)]
+
+    def maxdiff(a, b):
+        return max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(leaves(a), leaves(b)))
+''')
+
+SINGLE_HOST = COMMON + textwrap.dedent('''
+    import jax
+    import jax.numpy as jnp
+    from metadqn_jax import sharding
+    from metadqn_jax.meta_dqn import MetaConfig, make_meta_step, meta_train
+    from metadqn_jax.train import ValidationConfig, train_meta
+
+    assert jax.device_count() == 8, jax.devices()
+    out = {}
+    cfg = MetaConfig(**CFG_KW)
+    program = make_meta_step(cfg)
+    hp = cfg.hparams()
+
+    # single device, jitted exactly as train_meta does (so train_meta below reuses it)
+    run1 = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
+    s = program.init(jax.random.key(0), hp)
+    m1 = []
+    for _ in range(STEPS // cfg.chunk_size):
+        s, m = run1(program.meta_step, s, hp, cfg.chunk_size)
+        m1.append(m)
+    single = s
+    np.savez(sys.argv[1], *leaves(single.params))
+    open(sys.argv[1] + ".done", "w").close()
+
+    # count compilations of the sharded program (jax_log_compiles records)
+    import logging
+    compiled = []
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("Compiling ") and "_sharded_meta_train" in msg:
+                compiled.append(msg[:60])
+
+    logging.getLogger("jax").addHandler(Count(logging.WARNING))
+    jax.config.update("jax_log_compiles", True)
+
+    # 8 devices: the task axis sharded, everything else replicated
+    mesh = sharding.make_mesh()
+    assert sharding.num_shards(mesh) == 8 and mesh.axis_names == ("tasks",)
+    s = sharding.shard_meta_state(program.init(jax.random.key(0), hp), mesh)
+    run8 = sharding.jit_meta_train(mesh)
+    hlo = run8.lower(program.meta_step, s, hp, cfg.chunk_size).compile().as_text()
+    out["all_reduce"] = hlo.count("all-reduce(")
+    out["all_gather"] = hlo.count("all-gather(")
+    m8 = []
+    for _ in range(STEPS // cfg.chunk_size):
+        s, m = run8(program.meta_step, s, hp, cfg.chunk_size)
+        m8.append(m)
+    sharded = s
+    out["sharded_compiles"] = len(compiled)
+    out["params_maxdiff"] = maxdiff(single.params, sharded.params)
+    out["target_maxdiff"] = maxdiff(single.target_params, sharded.target_params)
+    out["opt_maxdiff"] = maxdiff(single.opt_state, sharded.opt_state)
+    out["buffers_maxdiff"] = maxdiff(single.buffers.data, jax.device_get(sharded.buffers.data))
+    out["metrics_maxdiff"] = maxdiff(m1, m8)
+    out["params_scale"] = max(float(np.max(np.abs(x))) for x in leaves(single.params))
+    obs = sharded.buffers.data.obs
+    P = jax.sharding.PartitionSpec
+    out["buffer_spec"] = obs.sharding.spec == P("tasks")
+    out["buffer_shard_rows"] = sorted({sh.data.shape[0] for sh in obs.addressable_shards})
+    out["carry_spec"] = all(x.sharding.spec == P("tasks") for x in jax.tree.leaves(sharded.carry))
+    out["tasks_spec"] = all(x.sharding.spec == P("tasks") for x in jax.tree.leaves(sharded.tasks))
+    out["params_replicated"] = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(sharded.params))
+    out["key_replicated"] = sharded.key.sharding.is_fully_replicated
+    out["metrics_replicated"] = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(m8[-1]))
+
+    # train_meta: num_devices=8 vs the single-device driver (same program: no new compile)
+    kw = dict(validation=ValidationConfig(every=0), progress=False, program=program)
+    r1 = train_meta(cfg, jax.random.key(3), **kw)
+    r8 = train_meta(cfg, jax.random.key(3), num_devices=8, **kw)
+    out["train_meta_maxdiff"] = maxdiff(r1.state.params, r8.state.params)
+    out["train_meta_step"] = int(r8.state.step)
+    out["train_meta_loss_diff"] = max(abs(a["query_loss"] - b["query_loss"]) for a, b in zip(r1.history, r8.history))
+    out["sharded_compiles_after_train_meta"] = len(compiled)
+
+    # a smaller mesh is fine when it divides the tasks
+    s4 = sharding.shard_meta_state(program.init(jax.random.key(0), hp), sharding.make_mesh(4))
+    out["mesh4_rows"] = sorted({sh.data.shape[0] for sh in s4.buffers.data.obs.addressable_shards})
+
+    # errors: task counts not divisible by the device count, too many devices
+    errors = {}
+    bad = MetaConfig(**{**CFG_KW, "num_tasks": 12})
+    bad_program = make_meta_step(bad)
+    try:
+        sharding.shard_meta_state(bad_program.init(jax.random.key(0), bad.hparams()), mesh)
+    except ValueError as e:
+        errors["shard"] = str(e)
+    try:
+        train_meta(bad, num_devices=8, validation=ValidationConfig(every=0), progress=False, program=bad_program)
+    except ValueError as e:
+        errors["train_meta"] = str(e)
+    try:
+        sharding.make_mesh(9)
+    except ValueError as e:
+        errors["mesh"] = str(e)
+    out["errors"] = errors
+    print("RESULT " + json.dumps(out))
+''')
+
+MULTI_HOST = COMMON + textwrap.dedent('''
+    from metadqn_jax.sharding import initialize_distributed  # imports no gymnax: backend not started
+
+    port, pid, ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid, initialization_timeout=60)
+    import jax
+    from metadqn_jax import sharding
+    from metadqn_jax.meta_dqn import MetaConfig, make_meta_step
+
+    assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
+    cfg = MetaConfig(**CFG_KW)
+    program = make_meta_step(cfg)
+    hp = cfg.hparams()
+    mesh = sharding.make_mesh()  # all 4 global devices
+    s = sharding.shard_meta_state(program.init(jax.random.key(0), hp), mesh)
+    run = sharding.jit_meta_train(mesh)
+    for _ in range(STEPS // cfg.chunk_size):
+        s, m = run(program.meta_step, s, hp, cfg.chunk_size)
+    import time
+    deadline = time.time() + 240
+    while not os.path.exists(ref + ".done") and time.time() < deadline:  # written by the 8-device run
+        time.sleep(0.2)
+    expected = np.load(ref)
+    got = leaves(s.params)
+    diff = max(float(np.max(np.abs(expected[f"arr_{i}"] - g))) for i, g in enumerate(got))
+    rows = sorted({sh.data.shape[0] for sh in s.buffers.data.obs.addressable_shards})
+    full = sharding.gather_to_host(s.buffers.data.obs)
+    print("RESULT " + json.dumps({"pid": pid, "params_maxdiff": diff, "local_rows": rows,
+                                  "gathered_shape": list(full.shape), "query_loss": float(np.mean(leaves(m.query_loss)[0]))}))
+''')
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _result(stdout: str, stderr: str) -> dict:
+    for line in stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise AssertionError(f"no result\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-6000:]}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Starts the two multi-host processes, then runs the 8-device process (they overlap: the
+    multi-host ones compile while it runs, and compare with its reference when it is written)."""
+    ref = tmp_path_factory.mktemp("sharding") / "single_device_params.npz"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", MULTI_HOST, str(port), str(pid), str(ref)], env=_env(2),
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in (0, 1)]
+    try:
+        single = subprocess.run([sys.executable, "-c", SINGLE_HOST, str(ref)], env=_env(8), cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        multi = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return single, multi
+
+
+@pytest.fixture(scope="module")
+def single_host(runs):
+    single, _ = runs
+    return _result(single.stdout, single.stderr)
+
+
+def test_sharded_meta_step_matches_single_device(single_host):
+    out = single_host
+    tol = 1e-5 * max(1.0, out["params_scale"])
+    assert out["params_maxdiff"] <= tol, out
+    assert out["target_maxdiff"] <= tol and out["opt_maxdiff"] <= 1e-5, out
+    assert out["buffers_maxdiff"] <= 1e-5 and out["metrics_maxdiff"] <= 1e-4, out
+    assert out["sharded_compiles"] == 1  # lower + compile, then two chunks: one executable
+
+
+def test_state_is_split_over_the_task_axis(single_host):
+    out = single_host
+    assert out["buffer_spec"] and out["carry_spec"] and out["tasks_spec"], out
+    assert out["buffer_shard_rows"] == [2]  # 16 tasks / 8 devices
+    assert out["mesh4_rows"] == [4]
+    assert out["params_replicated"] and out["key_replicated"] and out["metrics_replicated"]
+    # XLA partitioned the task computations: one cross-device mean, no gathering of task state
+    assert out["all_reduce"] >= 1 and out["all_gather"] == 0, out
+
+
+def test_train_meta_num_devices(single_host):
+    out = single_host
+    assert out["train_meta_step"] == 4
+    assert out["sharded_compiles_after_train_meta"] == 1  # train_meta reused the compiled program
+    assert out["train_meta_maxdiff"] <= 1e-5 and out["train_meta_loss_diff"] <= 1e-4, out
+
+
+def test_non_divisible_task_count_is_a_clear_error(single_host):
+    errors = single_host["errors"]
+    for where in ("shard", "train_meta"):
+        msg = errors[where]
+        assert "num_tasks=12 is not divisible by the 8 devices" in msg and "num_tasks=8 or 16" in msg, msg
+        assert "num_devices in [1, 2, 3, 4, 6]" in msg or "[1, 2, 4]" in msg, msg
+    assert "only 8 device(s)" in errors["mesh"]
+
+
+def test_two_processes_on_localhost(runs):
+    """jax.distributed over 127.0.0.1 (gloo CPU collectives): 2 processes × 2 devices."""
+    _, multi = runs
+    results = [_result(stdout, stderr) for stdout, stderr in multi]
+    for r in results:
+        assert r["params_maxdiff"] <= 1e-5, results
+        assert r["local_rows"] == [4]  # 16 tasks over 4 global devices, 2 of them local
+        assert r["gathered_shape"] == [16, 16, 4]
+    assert results[0]["query_loss"] == results[1]["query_loss"]
