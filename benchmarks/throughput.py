@@ -8,19 +8,24 @@ batch 64, one fresh task per slot every meta-step) a *fresh worker process* meas
   env-steps/s, meta-steps/s, cold compile time (wall and CPU seconds, ``lower + compile``),
   the process peak RSS, XLA's own state / temp sizes and FLOP count;
 * **loop** (reference 1) — the *same* per-task computation (``family.sample`` →
-  ``rollout.init_carry`` → ``rollout.rollout`` → ``replay.add/recent/sample`` →
-  ``learner.meta_grad``) jitted once for ONE task and called in a Python loop over tasks, the
-  gradients summed on the host (numpy) and applied by a jitted optax update + Polyak target —
-  what a learn2learn-style implementation does;
-* **torch** (reference 2) — :mod:`torch_maml_dqn` (``torch.func`` + gymnasium), in both
-  variants (``vmap`` over tasks and a Python ``loop`` over tasks); ratios use the faster one;
+  ``rollout.init_carry`` → ``rollout.rollout`` → ``replay.add/recent`` → the query (a rollout
+  of the adapted policy, ``learner.adapt``, or ``replay.sample``) → ``learner.meta_grad``)
+  jitted once for ONE task and called in a Python loop over tasks, the gradients summed on the
+  host (numpy) and applied by a jitted optax update + Polyak target — what a learn2learn-style
+  implementation does;
+* **torch** (reference 2) — :mod:`torch_maml_dqn` (``torch.func`` + gymnasium), ``vmap`` over
+  tasks everywhere, and also a Python ``loop`` over tasks on the rows of ``TORCH_LOOP_ROWS``;
+  ratios use the faster one (torch runs 1 intra-op thread by default, see ``--torch-threads``);
 * **rollout** (reference 3) — the ε-greedy rollout of the same Q-network with the same
   ``tasks × envs`` environments and no learning (``vmap`` over tasks of ``rollout.rollout``,
   transitions discarded), scanned like the meta-step: the acting-only upper bound.
 
 Measurements are interleaved (meta, loop, rollout, torch, meta, loop, ...) for ``--rounds``
 rounds of at least ``--min-time`` seconds each; every ratio is computed within a round and the
-median over rounds is reported (the machine is shared, so absolute numbers are noisy).
+median over rounds is reported (the machine is shared, so absolute numbers are noisy); the
+same is reported in CPU time (``time.process_time``), which other load affects much less.
+Env-steps count every environment step a meta-step simulates: with the library default
+``query_source="adapted"`` that is 2 × tasks × envs × rollout_steps (support and query rollouts).
 
 Usage::
 
@@ -97,11 +102,11 @@ def predicted_memory(cfg, obs_shape, num_params: int, env_state_bytes: int, task
     temp     ≈ T × 4 × (4.5·S·H + 2.4·Q·H + 2.8·(k − 1)·S·H + 2·P) bytes
 
     Peak RSS ≈ R0 (python + jax + gymnax after a first ``init``, ≈ 490 MB here) + state + temp
-    + compiler heap retained after compiling the program (≈ 300–400 MB here).
+    + compiler heap retained after compiling the program (≈ 280–630 MB here).
     """
     obs = math.prod(obs_shape)
     tr = 2 * 4 * obs + 4 + 4 + 2
-    T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
+    T, E = cfg.num_tasks, cfg.envs_per_task
     S, Q = cfg.support_size, cfg.query_batch
     k = max(cfg.inner_steps, 1)
     state = {

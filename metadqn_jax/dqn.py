@@ -23,7 +23,7 @@ import optax
 from metadqn_jax import envs, losses, policies, replay, rollout
 from metadqn_jax.config import DQNConfig, DQNHParams
 from metadqn_jax.networks import make_q_network
-from metadqn_jax.types import EnvCarry, Transition
+from metadqn_jax.types import EnvCarry, Transition, example_transition
 
 
 class DQNState(NamedTuple):
@@ -104,19 +104,11 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
         k_init, k_env, k_loop = jax.random.split(key, 3)
         batched_params = rollout.broadcast_params(task_params, cfg.num_envs)
         params = net.init(k_init, jnp.zeros(obs_shape, jnp.float32))
-        example = Transition(
-            obs=jnp.zeros(obs_shape, jnp.float32),
-            action=jnp.zeros((), jnp.int32),
-            reward=jnp.zeros((), jnp.float32),
-            next_obs=jnp.zeros(obs_shape, jnp.float32),
-            terminated=jnp.zeros((), bool),
-            truncated=jnp.zeros((), bool),
-        )
         state = DQNState(
             params=params,
             target_params=params,
             opt_state=make_optimizer(hp.lr, cfg.max_grad_norm).init(params),
-            buffer=replay.init(example, cfg.buffer_size),
+            buffer=replay.init(example_transition(obs_shape), cfg.buffer_size),
             carry=rollout.init_carry(env, k_env, batched_params),
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),

@@ -72,7 +72,7 @@ from metadqn_jax.config import (
     require,
 )
 from metadqn_jax.networks import MLP, head_mask, make_q_network
-from metadqn_jax.types import EnvCarry, Transition
+from metadqn_jax.types import EnvCarry, Transition, example_transition  # noqa: F401 (re-exported)
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "reptile")
@@ -190,7 +190,10 @@ class MetaConfig:
 
     @property
     def env_steps_per_meta_step(self) -> int:
-        return self.num_tasks * self.envs_per_task * self.rollout_steps
+        """Environment steps simulated per meta-step: the support rollout, plus the query
+        rollout of the adapted policy when ``query_source == "adapted"``."""
+        rollouts = 2 if self.query_source == "adapted" else 1
+        return rollouts * self.num_tasks * self.envs_per_task * self.rollout_steps
 
 
 # ---------------------------------------------------------------------------- learners
@@ -369,18 +372,6 @@ class MetaProgram(NamedTuple):
     obs_shape: tuple[int, ...]
     init: Callable  # (key, hp) -> MetaState
     meta_step: Callable  # (state, hp) -> (state, MetaStepMetrics)
-
-
-def example_transition(obs_shape) -> Transition:
-    """One zero transition (no batch axis) — the replay buffers' item shape."""
-    return Transition(
-        obs=jnp.zeros(obs_shape, jnp.float32),
-        action=jnp.zeros((), jnp.int32),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=jnp.zeros(obs_shape, jnp.float32),
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
 
 
 def make_meta_optimizer(hp: MetaHParams, max_grad_norm: float) -> optax.GradientTransformation:

@@ -175,10 +175,12 @@ def shard_meta_state(state, mesh: Mesh):
 
     check_num_tasks(state_num_tasks(state), mesh)
     shardings = state_shardings(mesh)
-    return MetaState(*(
-        jax.tree.map(lambda x, s=getattr(shardings, f): _place(x, s), getattr(state, f))
-        for f in MetaState._fields
-    ))
+
+    def place_field(field):
+        sharding = getattr(shardings, field)
+        return jax.tree.map(lambda x: _place(x, sharding), getattr(state, field))
+
+    return MetaState(*(place_field(f) for f in MetaState._fields))
 
 
 def constrain_state(state, mesh: Mesh):

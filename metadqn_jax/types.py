@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 Params = Any  # a flax parameter pytree
 PRNGKey = jax.Array
@@ -28,6 +29,18 @@ class Transition(NamedTuple):
     next_obs: jax.Array  # [..., *obs_shape], float32 (pre-reset observation)
     terminated: jax.Array  # [...], bool: a true terminal state, no bootstrap
     truncated: jax.Array  # [...], bool: time limit hit, bootstrap as usual
+
+
+def example_transition(obs_shape: tuple[int, ...]) -> Transition:
+    """One all-zero transition (no batch axis): the item shape of a replay buffer."""
+    return Transition(
+        obs=jnp.zeros(obs_shape, jnp.float32),
+        action=jnp.zeros((), jnp.int32),
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=jnp.zeros(obs_shape, jnp.float32),
+        terminated=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+    )
 
 
 class EnvCarry(NamedTuple):
