@@ -171,7 +171,7 @@ def test_train_end_to_end(runs):
     assert "inner_lr" in cfg["hparams"] and "inner_lr" not in cfg["meta"]  # static apart from traced
     data = json.loads((run / "few_shot.json").read_text())
     assert data["results"]["budgets"] == [0, 10] and set(data["returns"]) == {"context", "pretrained", "scratch"}
-    assert (run / "few_shot.md").read_text().startswith("**pointnav-goal")
+    assert (run / "few_shot.md").read_text().startswith("**pointnav-rotated")
     # checkpoints (every 10 meta-steps, keep 2) and exported policies
     for algo in ("context", "pretrained"):
         assert Checkpointer(run / "checkpoints" / algo).steps() == [10, 20]
@@ -309,7 +309,7 @@ def test_print_config_precedence(capsys, tmp_path):
     rc, out, err = run_main(capsys, ["train", "--print-config"])
     assert rc == 0 and err == ""
     default = yaml.safe_load(out)
-    assert default["meta"]["family"] == "pointnav-goal" and default["run"]["algorithms"] == ["context"]
+    assert default["meta"]["family"] == "pointnav-rotated" and default["run"]["algorithms"] == ["context"]
     assert default["few_shot"]["budgets"] == [0, 25, 50, 100, 250, 500]
     # file < flags < --set; derived few_shot.support_size follows meta.support_size
     cfg_file = tmp_path / "c.yaml"
