@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import jax
+import pytest
 
 # Implicit rank promotion (e.g. [B] + [B, 1] -> [B, B]) is a classic silent RL bug: raise.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# Persistent XLA cache shared by the CLI, checkpoint and deploy tests (and their subprocesses).
+TEST_COMPILE_CACHE = Path(
+    os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla")
+)
+
+
+@pytest.fixture(scope="module")
+def shared_compile_cache():
+    """In-process compilations of a module use :data:`TEST_COMPILE_CACHE`; reset afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    cc.reset_cache()  # (re)initialised with this directory on the next compilation
+    jax.config.update("jax_compilation_cache_dir", str(TEST_COMPILE_CACHE))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield TEST_COMPILE_CACHE
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    cc.reset_cache()
+    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -19,26 +17,12 @@ from metadqn_jax.configfile import meta_config_dict
 from metadqn_jax.meta_dqn import MetaConfig, make_meta_step
 from metadqn_jax.train import EarlyStop, ValidationConfig, init_early_stop
 
-CACHE = Path(os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla"))
+pytestmark = pytest.mark.usefixtures("shared_compile_cache")
+
 TINY = dict(family="pointnav-goal", algorithm="context", num_tasks=4, envs_per_task=2, rollout_steps=5,
             support_size=10, buffer_size=10, query_batch=16, hidden=(16, 16), encoder_hidden=(16,),
             num_meta_steps=20, chunk_size=5)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache():
-    """Share compiled programs with the CLI tests (persistent XLA cache), reset afterwards."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    cc.reset_cache()  # (re)initialised with this directory on the next compilation
-    jax.config.update("jax_compilation_cache_dir", str(CACHE))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    cc.reset_cache()
-    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)
 
 
 @pytest.fixture(scope="module")

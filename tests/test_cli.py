@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from metadqn_jax import cli
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer
 from metadqn_jax.logging_utils import read_csv, read_tb_scalars
 
-CACHE = Path(os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla"))
+from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("shared_compile_cache")
 METADQN = [sys.executable, "-m", "metadqn_jax"]
 SCRIPT = Path(sys.executable).with_name("metadqn")
 
@@ -62,22 +63,6 @@ class Proc:
         assert self.rc == 0, f"{self.name} failed ({self.rc}):\n{self.err[-3000:]}"
         return self
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache():
-    """In-process runs share the persistent cache too (reset when the module is done)."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    cc.reset_cache()  # (re)initialised with this directory on the next compilation
-    jax.config.update("jax_compilation_cache_dir", str(CACHE))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    cc.reset_cache()
-    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)
 
 
 def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:

@@ -3,10 +3,8 @@ and the documented example."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -17,22 +15,10 @@ import pytest
 from metadqn_jax import ConfigError, adapt_to_task, deploy, load_policy
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
 
-CACHE = Path(os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla"))
+from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("shared_compile_cache")
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache():
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    cc.reset_cache()  # (re)initialised with this directory on the next compilation
-    jax.config.update("jax_compilation_cache_dir", str(CACHE))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    cc.reset_cache()
-    jax.clear_caches()  # later test modules count jit cache entries (e.g. of meta_train)
 
 
 @pytest.fixture(scope="module")
