@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from metadqn_jax import report
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig
+from metadqn_jax.evaluate import FewShotConfig, first_episode_curve, summarize
 from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig
 from metadqn_jax.tasks import list_families
 from metadqn_jax.train import ValidationConfig
@@ -95,6 +96,19 @@ def main(argv=None) -> int:
         to90 = {k: steps_to_fraction(r, oracle_mean, budgets) for k, r in results.items() if k != "oracle"}
         out["steps_to_90pct_oracle"] = to90
         extra["steps to 90% oracle"] = {k: ("-" if v is None else str(v)) for k, v in to90.items()}
+    # the zero-shot setting: return during the very first episode on each test task (greedy;
+    # the context learner acts on its online context, the others with their unadapted params)
+    first = {}
+    for algo in algorithms:
+        res = cmp.trained[algo]
+        first[algo] = first_episode_curve(cmp.configs[algo], res.early_stop.best_params, fs,
+                                          jax.random.fold_in(jax.random.key(args.seed), 7))
+    out["first_episode"] = {
+        "steps": list(first[algorithms[0]].budgets) if first else [],
+        **{k: {"online": cmp.configs[k].algorithm == "context", "mean": [float(x) for x in r.mean],
+               "ci95": [float(x) for x in r.ci95]} for k, r in first.items()},
+    }
+    extra["first episode"] = {k: f"{r.mean[-1]:.2f} ± {r.ci95[-1]:.2f}" for k, r in first.items()}
     table = report.markdown_table(results, title=f"{args.family}: greedy return after N env steps on held-out tasks "
                                   f"({fs.num_tasks} tasks x {fs.seeds} seeds, 95% CI)", extra=extra)
     print(table)
@@ -103,6 +117,15 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(out, indent=2))
     report.plot(results, args.out.with_suffix(".png"), title=f"few-shot adaptation: {args.family}")
     args.out.with_suffix(".md").write_text(table + "\n")
+    if first:
+        curves = dict(first)
+        if "oracle" in results:  # the oracle's greedy episode return, as a reference level
+            steps = first[algorithms[0]].budgets
+            curves["oracle"] = summarize(steps, np.repeat(results["oracle"].returns[:, :1], len(steps), axis=1))
+        report.plot(curves, args.out.with_name(args.out.stem + "_first_episode.png"), log_x=False,
+                    title=f"first episode on a new task: {args.family} (context: online inference)",
+                    xlabel="step of the first episode on the new task",
+                    ylabel="cumulative return (mean, 95% CI)")
     return 0
 
 

@@ -8,8 +8,9 @@ batch 64, one fresh task per slot every meta-step) a *fresh worker process* meas
   env-steps/s, meta-steps/s, cold compile time (wall and CPU seconds, ``lower + compile``),
   the process peak RSS, XLA's own state / temp sizes and FLOP count;
 * **loop** (reference 1) — the *same* per-task computation (``family.sample`` →
-  ``rollout.init_carry`` → ``rollout.rollout`` → ``replay.add/recent`` → the query (a rollout
-  of the adapted policy, ``learner.adapt``, or ``replay.sample``) → ``learner.meta_grad``)
+  ``rollout.init_carry`` → ``rollout.rollout`` → ``replay.add/recent`` → ``learner.meta_grad``
+  with the query (a rollout of the adapted policy, passed as a function of the adapted
+  parameters, or ``replay.sample``))
   jitted once for ONE task and called in a Python loop over tasks, the gradients summed on the
   host (numpy) and applied by a jitted optax update + Polyak target — what a learn2learn-style
   implementation does;
@@ -199,17 +200,18 @@ def make_loop_reference(program, hp):
         buffer = replay.add(replay.clear(buffer), trans)
         support = replay.recent(buffer, cfg.support_size)
         if getattr(cfg, "query_source", "buffer") == "buffer":
-            query_tr = replay.sample(buffer, k_query, cfg.query_batch)
+            query = (replay.sample(buffer, k_query, cfg.query_batch), jnp.ones((cfg.query_batch,), bool))
         else:  # the adapted policy's rollout on fresh episodes, as make_meta_step's query_rollout
-            tp = jax.lax.stop_gradient(learner.adapt(params, target, support, hp))
-            q_policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
-            k_reset2, k_roll2, k_pick = jax.random.split(k_query, 3)
-            q_carry = rollout.init_carry(env, k_reset2, env_params)
-            _, q_tr = rollout.rollout(env, q_policy, q_carry, k_roll2, env_params, L)
-            q_tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), q_tr)
-            idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
-            query_tr = jax.tree.map(lambda x: x[idx], q_tr)
-        query = (query_tr, jnp.ones((cfg.query_batch,), bool))
+
+            def query(tp):  # the learner calls it on its (shared) adapted parameters
+                q_policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
+                k_reset2, k_roll2, k_pick = jax.random.split(k_query, 3)
+                q_carry = rollout.init_carry(env, k_reset2, env_params)
+                _, q_tr = rollout.rollout(env, q_policy, q_carry, k_roll2, env_params, L)
+                q_tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), q_tr)
+                idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
+                return jax.tree.map(lambda x: x[idx], q_tr), jnp.ones((cfg.query_batch,), bool)
+
         grads, m = learner.meta_grad(params, target, support, query, hp)
         return grads, m.query_loss, buffer
 

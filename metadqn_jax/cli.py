@@ -111,6 +111,8 @@ TRAIN_OPTS: tuple[Opt, ...] = (
     Opt(("--patience",), "validation.patience", "validations without improvement before early stopping "
         "(0: never stop)", "validations", int, "N"),
     Opt(("--seed",), "run.seed", "seed of meta-training, evaluation and the scratch init", None, int, "S"),
+    Opt(("--num-devices",), "run.num_devices", "devices the task axis is sharded over (default: all local "
+        "devices; 1: no sharding); meta.num_tasks must be divisible by it", "devices", int, "N"),
     Opt(("--budgets",), "few_shot.budgets", "comma list of adaptation budgets on each test task",
         "env steps", _int_list, "LIST"),
     Opt(("--test-tasks",), "few_shot.num_tasks", "held-out test tasks", "tasks", int, "N"),
@@ -518,7 +520,8 @@ class _Trainer:
 
         try:
             res = train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
-                             callback=callback, progress=self.progress, program=program)
+                             callback=callback, progress=self.progress, program=program,
+                             num_devices=self.cfg.run.num_devices)
         finally:
             tb.close()
             ck.close()
@@ -650,6 +653,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = _run_dir(args, "train", cfg.meta.family)
     _configure_jax(args)
     from metadqn_jax.compare import compare
+    from metadqn_jax.sharding import task_mesh
+
+    task_mesh(cfg.meta.num_tasks, cfg.run.num_devices)  # device count / divisibility: fail before compute
 
     trainer = _Trainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
                        progress=not args.no_progress)

@@ -38,8 +38,14 @@ ALGORITHM_OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 def config_for(base: MetaConfig, algorithm: str) -> MetaConfig:
-    """``base`` with ``algorithm`` and its documented overrides (:data:`ALGORITHM_OVERRIDES`)."""
-    return dataclasses.replace(base, algorithm=algorithm, **ALGORITHM_OVERRIDES.get(algorithm, {}))
+    """``base`` with ``algorithm`` and its documented overrides (:data:`ALGORITHM_OVERRIDES`).
+
+    An override only replaces a field that ``base`` leaves at the :class:`MetaConfig` default:
+    a value the user chose (e.g. ``--meta-lr``) wins."""
+    fields = MetaConfig.__dataclass_fields__
+    overrides = {k: v for k, v in ALGORITHM_OVERRIDES.get(algorithm, {}).items()
+                 if getattr(base, k) == fields[k].default}
+    return dataclasses.replace(base, algorithm=algorithm, **overrides)
 
 
 class Comparison(NamedTuple):

@@ -79,6 +79,7 @@ class TrainSettings:
     seed: int = 0  # seeds meta-training, evaluation and the scratch init (compare.compare)
     checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
     keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
+    num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
 
     def __post_init__(self):
         algos = _unique(self.algorithms)
@@ -92,6 +93,8 @@ class TrainSettings:
         nonneg_int("run.seed", self.seed)
         nonneg_int("run.checkpoint_every", self.checkpoint_every)
         positive_int("run.keep", self.keep)
+        if self.num_devices is not None:
+            positive_int("run.num_devices", self.num_devices)
 
     @property
     def trained(self) -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 The protocol, identical for every initialisation (meta-learned, pretrained, scratch):
 
 1. On a held-out task, with a fresh replay buffer, act ε-greedily (``support_epsilon``, the
-   meta-training ε) with the *unadapted* parameters for ``support_size`` steps.
+   meta-training ε) with the *unadapted* parameters for ``support_size`` steps (a context
+   learner trained with ``online_context`` (the default) acts, as it was trained to, on the context
+   inferred online from the transitions seen so far).
 2. Adapt once with the learner's own rule (MAML-style inner TD steps for the gradient
    learners, pretrained and scratch; context inference for ``context``; context-vector steps
    for ``cavia``) on those transitions — exactly what meta-training optimised.
@@ -28,7 +30,14 @@ import numpy as np
 
 from metadqn_jax import dqn, envs, policies, replay, rollout
 from metadqn_jax.config import DQNConfig, DQNHParams, as_hparams, in_range, positive_int, require
-from metadqn_jax.meta_dqn import Learner, MetaConfig, MetaHParams, example_transition, make_learner
+from metadqn_jax.meta_dqn import (
+    Learner,
+    MetaConfig,
+    MetaHParams,
+    example_transition,
+    make_learner,
+    online_step,
+)
 from metadqn_jax.tasks import TaskFamily
 
 
@@ -126,12 +135,23 @@ def make_few_shot(
             act = lambda obs: jnp.argmax(learner.q_values(params, obs), axis=-1)
             return rollout.greedy_returns(env, act, k, eval_params, max_steps).mean()
 
+        online = meta_cfg.online_context and learner.online is not None
+
+        # online: the context of the transitions so far (stats [1]), updated in O(1) per step
+        stats = None
+        if online:
+            stats = jax.tree.map(lambda x: x[None], learner.online.start(meta_params, replay.recent(buffer, S)))
+
         def collect_step(c, k):
-            carry, buf = c
-            k_act, k_env = jax.random.split(k)
-            a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), fs.support_epsilon)
-            carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
-            return (carry, replay.add(buf, tr)), None
+            carry, buf, stats = c
+            if online:
+                (carry, stats), tr = online_step(env, learner, meta_params, (carry, stats), k, env_params,
+                                                 fs.support_epsilon)
+            else:
+                k_act, k_env = jax.random.split(k)
+                a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), fs.support_epsilon)
+                carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            return (carry, replay.add(buf, tr), stats), None
 
         def finetune_step(c, xs):
             carry, buf, tp, target, opt_state = c
@@ -157,7 +177,9 @@ def make_few_shot(
             key, k_seg, k_eval = jax.random.split(key, 3)
             if n > 0:
                 if not adapted:
-                    (carry, buffer), _ = jax.lax.scan(collect_step, (carry, buffer), jax.random.split(k_seg, n))
+                    (carry, buffer, stats), _ = jax.lax.scan(
+                        collect_step, (carry, buffer, stats), jax.random.split(k_seg, n)
+                    )
                 else:
                     ts = jnp.arange(done - S, point - S)
                     (carry, buffer, tp, target, opt_state), _ = jax.lax.scan(
@@ -208,6 +230,67 @@ def evaluate_few_shot(
     task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
     returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
     return summarize(fs.budgets, np.asarray(returns))
+
+
+def first_episode_curve(
+    meta_cfg: MetaConfig,
+    meta_params,
+    fs: FewShotConfig,
+    key: jax.Array,
+    *,
+    epsilon: float = 0.0,
+    online: bool | None = None,
+    learner: Learner | None = None,
+) -> FewShotResult:
+    """The zero-shot setting: the return *during the very first episode* on a held-out task.
+
+    Each of the ``fs.num_tasks × fs.seeds`` runs starts one environment from reset with no
+    data and acts ε-greedily (``epsilon``, default greedy) for one episode, either on the
+    context inferred *online* from the episode's transitions so far (``online``; default:
+    whenever the learner has an online form, i.e. ``context``) or with the unadapted
+    parameters. Returns the cumulative return after ``t = 1 … episode_length`` steps as a
+    :class:`FewShotResult` whose ``budgets`` are those step counts (rewards after the first
+    ``done`` are not counted).
+    """
+    in_range("epsilon", epsilon, 0.0, 1.0)
+    family = meta_cfg.task_family
+    env, base_params = family.env()
+    learner = learner or make_learner(meta_cfg, envs.num_actions(env, base_params),
+                                      envs.obs_shape(env, base_params))
+    online = learner.online is not None if online is None else online
+    require(not online or learner.online is not None, "online",
+            f"false for algorithm {meta_cfg.algorithm!r} (only 'context' has an online form)", online)
+    steps = family.episode_length
+    obs_shape = envs.obs_shape(env, base_params)
+
+    def one_run(task, key):
+        env_params = rollout.broadcast_params(task, 1)
+        k_reset, k_roll = jax.random.split(key)
+        carry = rollout.init_carry(env, k_reset, env_params)
+        tp0 = learner.unadapted(meta_params)
+        stats = None
+        if online:
+            empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
+            stats = jax.tree.map(lambda x: x[None], learner.online.start(meta_params, empty))
+
+        def step(c, k):
+            carry, stats, alive = c
+            if online:
+                (carry, stats), tr = online_step(env, learner, meta_params, (carry, stats), k, env_params, epsilon)
+            else:
+                k_act, k_env = jax.random.split(k)
+                a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), epsilon)
+                carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            reward = jnp.where(alive, tr.reward[0], 0.0)
+            alive = alive & ~(tr.terminated[0] | tr.truncated[0])
+            return (carry, stats, alive), reward
+
+        _, rewards = jax.lax.scan(step, (carry, stats, jnp.ones((), bool)), jax.random.split(k_roll, steps))
+        return jnp.cumsum(rewards)
+
+    task_params, keys = few_shot_tasks(family, fs, key)
+    curves = jax.jit(jax.vmap(one_run))(task_params, keys)
+    return summarize(tuple(range(1, steps + 1)), np.asarray(curves))
 
 
 def scratch_params(meta_cfg: MetaConfig, key: jax.Array):

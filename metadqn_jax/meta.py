@@ -122,7 +122,11 @@ def meta_gradient(
       algorithm: ``"maml"``, ``"fomaml"`` or ``"reptile"``.
       params: meta-parameters θ.
       loss_fn: inner (support) loss.
-      support, query: the task's support and query batches.
+      support, query: the task's support and query batches. ``query`` may also be a function
+        ``query(adapted_params) -> batch`` (called on ``stop_gradient`` of the adapted
+        parameters, e.g. a rollout of the adapted policy): the adaptation is then computed
+        once and shared by the query and the meta-gradient. Reptile adapts on
+        ``reptile_batch``, so with a callable query it adapts on ``support`` first for it.
       inner_opt, num_steps, mask: see :func:`adapt`.
       query_loss_fn: outer loss (defaults to ``loss_fn``).
       reptile_batch: the data Reptile adapts on (defaults to ``support``; pass the union
@@ -135,20 +139,23 @@ def meta_gradient(
         raise ValueError(f"unknown meta algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     query_loss_fn = query_loss_fn or loss_fn
     kw = dict(inner_opt=inner_opt, num_steps=num_steps, mask=mask)
+    get_query = query if callable(query) else (lambda _: query)
 
     if algorithm == "maml":
 
         def outer(p):
             adapted, losses = adapt(p, loss_fn, support, **kw)
-            q_loss, _ = query_loss_fn(adapted, query)
+            q_loss, _ = query_loss_fn(adapted, get_query(jax.lax.stop_gradient(adapted)))
             return q_loss, losses
 
         (q_loss, losses), grads = jax.value_and_grad(outer, has_aux=True)(params)
     elif algorithm == "fomaml":
         adapted, losses = adapt(params, loss_fn, support, first_order=True, **kw)
         adapted = jax.lax.stop_gradient(adapted)
-        (q_loss, _), grads = jax.value_and_grad(query_loss_fn, has_aux=True)(adapted, query)
+        (q_loss, _), grads = jax.value_and_grad(query_loss_fn, has_aux=True)(adapted, get_query(adapted))
     else:  # reptile
+        if callable(query):
+            query = query(jax.lax.stop_gradient(adapt(params, loss_fn, support, first_order=True, **kw)[0]))
         batch = support if reptile_batch is None else reptile_batch
         adapted, losses = adapt(params, loss_fn, batch, first_order=True, **kw)
         adapted = jax.lax.stop_gradient(adapted)

@@ -124,14 +124,19 @@ class MetaConfig:
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
     context_dim: int = 8  # CAVIA context / context-encoder output width
-    encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP
+    encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
+    encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
     random_support: bool = False  # train on random support prefixes (robust to small budgets)
+    online_context: bool = True  # context only (ignored otherwise): collect the support acting
+    #                              on the context inferred online from each env's transitions so far
     cavia_first_order: bool = False
     hidden: tuple[int, ...] = (64, 64)
     dueling: bool = False
     double: bool = True
     huber: bool = True
     max_grad_norm: float = 10.0  # meta-gradient global-norm clip (inf: off)
+    task_micro_batch: int = 0  # 0: one vmap over all tasks; n: per-task meta-gradients n tasks
+    #                            at a time (lax.map), a smaller working set (see BENCHMARKS.md)
     num_meta_steps: int = 2_000
     chunk_size: int = 100  # meta-steps per compiled call (logging granularity)
     # defaults of the traced hyper-parameters (gamma: None = the family's recommendation)
@@ -152,10 +157,12 @@ class MetaConfig:
                      "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim"):
             positive_int(name, getattr(self, name))
         nonneg_int("inner_steps", self.inner_steps)
-        for name in ("hidden", "encoder_hidden"):
+        nonneg_int("task_micro_batch", self.task_micro_batch)
+        for name in ("hidden", "encoder_hidden", "encoder_post"):
             value = tuple(int(h) for h in getattr(self, name))
-            require(len(value) > 0 and all(h > 0 for h in value), name,
-                    "a non-empty list of positive layer widths", getattr(self, name))
+            require((len(value) > 0 or name == "encoder_post") and all(h > 0 for h in value), name,
+                    "a non-empty list of positive layer widths" if name != "encoder_post"
+                    else "a list of positive layer widths", getattr(self, name))
             object.__setattr__(self, name, value)
         per_step = self.envs_per_task * self.rollout_steps
         require(per_step <= self.buffer_size, "buffer_size",
@@ -197,6 +204,19 @@ class MetaConfig:
 
 
 # ---------------------------------------------------------------------------- learners
+class OnlineContext(NamedTuple):
+    """The O(1)-per-step form of a context learner, for acting *while* inferring the task.
+
+    ``stats = (sum of embeddings [..., embed_dim], count [...])`` for any batch shape
+    ``[...]`` (e.g. one entry per environment); ``z = ContextEncoder.readout(*stats)`` equals
+    the batch encoder on the same transitions (:func:`encoder_sums`).
+    """
+
+    start: Callable  # (meta_params, support) -> stats [] of the task's transitions so far
+    update: Callable  # (meta_params, stats, Transition [...]) -> stats, one more transition each
+    task_params: Callable  # (meta_params, stats) -> TaskParams with ctx [..., context_dim]
+
+
 class Learner(NamedTuple):
     """The pure functions that define one meta-learning algorithm.
 
@@ -209,18 +229,24 @@ class Learner(NamedTuple):
     adapt: Callable  # (meta_params, target_params, support, hp) -> TaskParams
     q_values: Callable  # (TaskParams, obs [..., *obs_shape]) -> [..., num_actions]
     meta_grad: Callable  # (meta_params, target_params, support, query, hp) -> (grads, MetaMetrics)
+    #   query: (Transition [Q], mask [Q]) or a function of the adapted TaskParams returning one
+    #   (called on their stop_gradient; the adaptation is then shared with the meta-gradient)
     td_loss: Callable  # (task_params, target_net, (Transition, mask), hp) -> (loss, aux)
+    online: OnlineContext | None = None  # the context learner's online form (else None)
 
 
 class ContextEncoder(nn.Module):
-    """Permutation-invariant set encoder: masked mean of a per-transition MLP.
+    """Permutation-invariant set encoder (DeepSets): ``z = ρ(masked mean of φ(transition))``.
 
-    ``(transitions [S, ...], mask [S]) -> z [context_dim]``; an empty set gives ``z = 0``.
+    ``(transitions [S, ...], mask [S]) -> z [context_dim]``. ``φ`` is an MLP with layers
+    ``hidden``; ``ρ`` an MLP with layers ``post`` (``post = ()``: ``ρ`` is the identity and
+    ``φ`` outputs ``context_dim`` directly). An empty set gives ``z = 0``.
     """
 
     hidden: tuple[int, ...]
     context_dim: int
     num_actions: int
+    post: tuple[int, ...] = ()
 
     def features(self, tr: Transition) -> jax.Array:
         obs = tr.obs.reshape(tr.obs.shape[:1] + (-1,))
@@ -230,23 +256,35 @@ class ContextEncoder(nn.Module):
             [obs, act, tr.reward[:, None], nxt, tr.terminated[:, None].astype(jnp.float32)], -1
         )
 
+    @property
+    def embed_dim(self) -> int:
+        """Width of ``φ``'s output (what :func:`encoder_sums` sums)."""
+        return self.hidden[-1] if self.post else self.context_dim
+
     def setup(self):
-        self.phi = MLP(tuple(self.hidden) + (self.context_dim,))
+        self.phi = MLP(tuple(self.hidden) + (self.embed_dim,))
+        self.rho = MLP(tuple(self.post) + (self.context_dim,)) if self.post else None
 
     def embed(self, tr: Transition) -> jax.Array:
-        """Per-transition embeddings ``[S, context_dim]``."""
+        """Per-transition embeddings ``φ [S, embed_dim]``."""
         return self.phi(self.features(tr))
 
+    def readout(self, total: jax.Array, count: jax.Array) -> jax.Array:
+        """``z [..., context_dim]`` from embedding sums ``[..., embed_dim]`` and counts ``[...]``."""
+        mean = total / jnp.maximum(count, 1.0)[..., None]
+        if self.rho is None:
+            return mean
+        return jnp.where(count[..., None] > 0, self.rho(mean), 0.0)
+
     def __call__(self, tr: Transition, mask: jax.Array) -> jax.Array:
-        h = self.embed(tr)
-        w = mask.astype(jnp.float32)[:, None]
-        return (h * w).sum(0) / jnp.maximum(w.sum(), 1.0)
+        w = mask.astype(jnp.float32)
+        return self.readout((self.embed(tr) * w[:, None]).sum(0), w.sum())
 
 
 def encoder_sums(enc: ContextEncoder, enc_params, tr: Transition, mask: jax.Array):
-    """``(sum of embeddings [context_dim], count)`` — the O(1)-updatable form of the encoder.
+    """``(sum of embeddings [embed_dim], count)`` — the O(1)-updatable form of the encoder.
 
-    ``z = sum / max(count, 1)``; adding one transition adds its embedding and 1 to the count.
+    ``z = enc.readout(sum, count)``; adding one transition adds its embedding and 1 to the count.
     """
     h = enc.apply(enc_params, tr, method=ContextEncoder.embed)
     w = mask.astype(jnp.float32)
@@ -257,7 +295,7 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
     """Builds the :class:`Learner` of ``cfg.algorithm``."""
     ctx_dim = cfg.context_dim if cfg.uses_context else 0
     net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=ctx_dim)
-    enc = ContextEncoder(cfg.encoder_hidden, ctx_dim, num_actions)
+    enc = ContextEncoder(cfg.encoder_hidden, ctx_dim, num_actions, cfg.encoder_post)
     zeros_ctx = jnp.zeros((ctx_dim,), jnp.float32)
 
     def q_values(tp, obs):
@@ -279,7 +317,8 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
         return params
 
     def unadapted(params):
-        return {"net": params["net"], "ctx": zeros_ctx}
+        # the context takes the network's dtype (float64 networks stay float64, e.g. in tests)
+        return {"net": params["net"], "ctx": zeros_ctx.astype(jax.tree.leaves(params["net"])[0].dtype)}
 
     if cfg.inner_optimizer == "sgd":
         inner_opt_fn = lambda lr: optax.sgd(lr)
@@ -308,13 +347,26 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
         def meta_grad(params, target_params, support, query, hp):
             def outer(p):
                 tp = context_adapt(p, target_params, support, hp)
-                return td(tp, target_params["net"], query, hp)[0]
+                q = query(jax.lax.stop_gradient(tp)) if callable(query) else query
+                return td(tp, target_params["net"], q, hp)[0]
 
             loss, grads = jax.value_and_grad(outer)(params)
             m = meta.MetaMetrics(loss, loss, loss)
             return grads, m
 
-        return Learner(init, unadapted, context_adapt, q_values, meta_grad, td)
+        def online_start(params, support):
+            return encoder_sums(enc, params["enc"], *support)
+
+        def online_update(params, stats, tr):
+            flat_tr = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[stats[1].ndim:]), tr)
+            h = enc.apply(params["enc"], flat_tr, method=ContextEncoder.embed)
+            return stats[0] + h.reshape(stats[0].shape), stats[1] + 1.0
+
+        def online_task_params(params, stats):
+            return {"net": params["net"], "ctx": enc.apply(params["enc"], *stats, method=ContextEncoder.readout)}
+
+        online = OnlineContext(online_start, online_update, online_task_params)
+        return Learner(init, unadapted, context_adapt, q_values, meta_grad, td, online)
 
     def meta_grad(params, target_params, support, query, hp):
         tp = unadapted(params)
@@ -325,6 +377,9 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
             algo, steps = ("fomaml" if cfg.cavia_first_order else "maml"), cfg.inner_steps
         else:
             algo, steps = cfg.algorithm, cfg.inner_steps
+        if callable(query) and (algo == "reptile" or cfg.algorithm == "pretrained"):
+            # these adapt on (or score) something other than the query's policy: materialise it
+            query = query(jax.lax.stop_gradient(gradient_adapt(params, target_params, support, hp)))
         reptile_batch = None
         if algo == "reptile":  # adapt on support ∪ query, as in the Reptile paper
             reptile_batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), support, query)
@@ -335,6 +390,18 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
         return {"net": grads["net"]}, m
 
     return Learner(init, unadapted, gradient_adapt, q_values, meta_grad, td)
+
+
+def online_step(env, learner: Learner, params, state, key: jax.Array, env_params, epsilon):
+    """One ε-greedy step of every environment acting on its *online* context, then the O(1)
+    context update with the new transition. ``state = (EnvCarry [E], stats [E])`` (see
+    :class:`OnlineContext`); returns ``(state, Transition [E])``. Scan it for an episode."""
+    carry, stats = state
+    k_act, k_env = jax.random.split(key)
+    tp = learner.online.task_params(params, stats)
+    actions = policies.epsilon_greedy(k_act, learner.q_values(tp, carry.obs), epsilon)
+    carry, tr = rollout.env_step(env, k_env, carry, actions, env_params)
+    return (carry, learner.online.update(params, stats, tr)), tr
 
 
 # -------------------------------------------------------------------------- meta-state
@@ -438,18 +505,17 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             key=k_state,
         )
 
-    def query_rollout(params, target_params, support, task, key, env_params, hp):
-        """``query_batch`` transitions of the ε-greedy *adapted* policy on fresh episodes
-        (``E`` envs from reset): the meta-objective is the TD loss where the adapted policy
-        goes, which is what its greedy return depends on."""
-        tp = jax.lax.stop_gradient(learner.adapt(params, target_params, support, hp))
+    def query_rollout(tp, key, env_params):
+        """``query_batch`` transitions of the ε-greedy *adapted* policy ``tp`` on fresh episodes
+        (``E`` envs from reset) and their all-true mask: the meta-objective is the TD loss
+        where the adapted policy goes, which is what its greedy return depends on."""
         policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
         k_reset, k_roll, k_pick = jax.random.split(key, 3)
         carry = rollout.init_carry(env, k_reset, env_params)
         _, tr = rollout.rollout(env, policy, carry, k_roll, env_params, L)
         tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), tr)
         idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
-        return jax.tree.map(lambda x: x[idx], tr)
+        return jax.tree.map(lambda x: x[idx], tr), jnp.ones((cfg.query_batch,), bool)
 
     def meta_step(state: MetaState, hp: MetaHParams):
         key, k_slots, k_roll, k_query, k_support = jax.random.split(state.key, 5)
@@ -464,13 +530,25 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             task_params = pick(new_tasks, state.tasks)
             carry = pick(new_carry, state.carry)
             buffers = pick(replay.clear(state.buffers), state.buffers)
-        # 2. act with the ε-greedy unadapted meta-policy, write each task's buffer
-        act_tp = learner.unadapted(state.params)
-        policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(act_tp, obs), hp.epsilon)
+        # 2. act with the ε-greedy unadapted meta-policy (online_context: acting on the context
+        #    inferred so far from the task's buffer plus each env's new transitions), write
+        #    each task's buffer
         env_params = tasks_per_env(task_params, E)
-        carry, trans = jax.vmap(lambda c, k, p: rollout.rollout(env, policy, c, k, p, L))(
-            carry, jax.random.split(k_roll, T), env_params
-        )
+        if cfg.online_context and learner.online is not None:
+            def act(c, k, p, buf):
+                s0, n0 = learner.online.start(state.params, replay.recent(buf, cfg.support_size))
+                stats = (jnp.broadcast_to(s0, (E,) + s0.shape), jnp.broadcast_to(n0, (E,)))
+                step = lambda st, kk: online_step(env, learner, state.params, st, kk, p, hp.epsilon)
+                (c, _), tr = jax.lax.scan(step, (c, stats), jax.random.split(k, L))
+                return c, tr
+
+            carry, trans = jax.vmap(act)(carry, jax.random.split(k_roll, T), env_params, buffers)
+        else:
+            act_tp = learner.unadapted(state.params)
+            policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(act_tp, obs), hp.epsilon)
+            carry, trans = jax.vmap(lambda c, k, p: rollout.rollout(env, policy, c, k, p, L))(
+                carry, jax.random.split(k_roll, T), env_params
+            )
         trans = jax.tree.map(lambda x: x.reshape((T, L * E) + x.shape[3:]), trans)
         buffers = jax.vmap(replay.add)(buffers, trans)
         # 3. support: most recent transitions; query: uniform from the task's buffer
@@ -478,20 +556,26 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         mask = jax.vmap(support_mask, in_axes=(0, 0, None))(
             jax.random.split(k_support, T), mask, cfg.random_support
         )
+        # 4. meta-gradient (mean over tasks), meta-update, Polyak meta-target
         if cfg.query_source == "buffer":
             query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
                 buffers, jax.random.split(k_query, T), cfg.query_batch
             )
+            queries = (query_tr, jnp.ones(query_tr.reward.shape, bool))
         else:  # a rollout of the adapted policy on fresh episodes of the same task
-            query_tr = jax.vmap(query_rollout, in_axes=(None, None, 0, 0, 0, 0, None))(
-                state.params, state.target_params, (support_tr, mask), task_params,
-                jax.random.split(k_query, T), env_params, hp,
-            )
-        query_mask = jnp.ones(query_tr.reward.shape, bool)
-        # 4. meta-gradient (mean over tasks), meta-update, Polyak meta-target
-        grads, m = jax.vmap(learner.meta_grad, in_axes=(None, None, 0, 0, None))(
-            state.params, state.target_params, (support_tr, mask), (query_tr, query_mask), hp
-        )
+            queries = (jax.random.split(k_query, T), env_params)
+
+        def task_meta_grad(support, query):
+            if cfg.query_source == "adapted":  # the learner adapts once, for both uses
+                k, p = query
+                query = lambda tp: query_rollout(tp, k, p)
+            return learner.meta_grad(state.params, state.target_params, support, query, hp)
+
+        if cfg.task_micro_batch and cfg.task_micro_batch < T:  # keeps the working set in cache
+            grads, m = jax.lax.map(lambda a: task_meta_grad(*a), ((support_tr, mask), queries),
+                                   batch_size=cfg.task_micro_batch)
+        else:
+            grads, m = jax.vmap(task_meta_grad)((support_tr, mask), queries)
         grads = jax.tree.map(lambda g: g.mean(0), grads)
         opt = make_meta_optimizer(hp, cfg.max_grad_norm)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)

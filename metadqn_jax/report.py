@@ -47,8 +47,17 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def plot(results: Mapping[str, FewShotResult], path: str | Path, *, title: str = "") -> Path:
-    """Return vs. environment steps with 95 % CI bands (symlog x-axis so 0 is shown)."""
+def plot(
+    results: Mapping[str, FewShotResult],
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str = "environment steps on the new task (adaptation budget)",
+    ylabel: str = "greedy return (mean, 95% CI)",
+    log_x: bool = True,
+) -> Path:
+    """Return vs. environment steps with 95 % CI bands (``log_x``: symlog x-axis so 0 is
+    shown). An entry named ``"oracle"`` is drawn as a dashed reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,10 +71,11 @@ def plot(results: Mapping[str, FewShotResult], path: str | Path, *, title: str =
         ax.plot(x, r.mean, label=name, **style)
         if name != "oracle":
             ax.fill_between(x, r.mean - r.ci95, r.mean + r.ci95, alpha=0.2)
-    positive = [b for b in next(iter(results.values())).budgets if b > 0]
-    ax.set_xscale("symlog", linthresh=float(min(positive)) if positive else 1.0)
-    ax.set_xlabel("environment steps on the new task (adaptation budget)")
-    ax.set_ylabel("greedy return (mean, 95% CI)")
+    if log_x:
+        positive = [b for b in next(iter(results.values())).budgets if b > 0]
+        ax.set_xscale("symlog", linthresh=float(min(positive)) if positive else 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -94,6 +94,24 @@ def num_shards(mesh: Mesh) -> int:
     return int(mesh.shape[TASK_AXIS])
 
 
+def task_mesh(num_tasks: int, num_devices: int | None = None) -> Mesh | None:
+    """The mesh meta-training uses, validated before any compute.
+
+    ``num_devices=None`` means every device (``jax.devices()``). Returns ``None`` — the plain
+    single-device program — when that is one device; otherwise a :func:`make_mesh` mesh.
+
+    Raises:
+      ValueError: ``num_devices`` is not positive, exceeds the devices available, or does not
+        divide ``num_tasks`` (the message names the valid choices).
+    """
+    n = jax.device_count() if num_devices is None else num_devices
+    if n == 1 and num_devices in (None, 1):
+        return None
+    mesh = make_mesh(num_devices)
+    check_num_tasks(num_tasks, mesh)
+    return mesh
+
+
 def check_num_tasks(num_tasks: int, mesh: Mesh) -> None:
     """Raises a clear ``ValueError`` unless ``num_tasks`` is divisible by the mesh's task axis.
 

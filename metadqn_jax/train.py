@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax import sharding
 from metadqn_jax.evaluate import FewShotConfig, few_shot_tasks, make_few_shot
 from metadqn_jax.meta_dqn import MetaConfig, MetaHParams, MetaProgram, MetaState, make_meta_step, meta_train
 
@@ -106,7 +107,8 @@ def train_meta(
       progress: show a tqdm progress bar (meta-step, loss, validation return, ETA).
       mesh, num_devices: shard the task axis over devices (:mod:`metadqn_jax.sharding`):
         a 1-D ``jax.sharding.Mesh`` with axis ``"tasks"``, or the number of devices to build
-        one over (``num_devices=-1``: all devices). Both ``None`` (default): one device, as before.
+        one over. Default (both ``None``): all devices (``jax.devices()``); with a single
+        device, or ``num_devices=1``, the program is the plain single-device ``jit``.
 
     Returns:
       :class:`TrainResult`. Validation uses keys derived from the meta-step number only, so a
@@ -114,17 +116,18 @@ def train_meta(
     """
     validation = validation or ValidationConfig()
     hp = cfg.hparams() if hp is None else hp
+    if mesh is None:  # validated before any compute; None: a single device
+        mesh = sharding.task_mesh(cfg.num_tasks, num_devices)
+    if mesh is not None and cfg.task_micro_batch:
+        raise ValueError(
+            f"task_micro_batch={cfg.task_micro_batch} is a single-device (CPU) option: with the task axis "
+            f"sharded over {sharding.num_shards(mesh)} devices set task_micro_batch=0, or num_devices=1"
+        )
     program = program or make_meta_step(cfg)
     if state is None:
         key = jax.random.key(0) if key is None else key
         state = program.init(key, hp)
-    if mesh is None and num_devices is not None:
-        from metadqn_jax import sharding
-
-        mesh = sharding.make_mesh(None if num_devices == -1 else num_devices)
     if mesh is not None:
-        from metadqn_jax import sharding
-
         state = sharding.shard_meta_state(state, mesh)
         run = sharding.jit_meta_train(mesh)
     else:

@@ -18,7 +18,7 @@ def _run(script, argv, monkeypatch):
 
 def test_few_shot_quick(tmp_path, monkeypatch):
     out = tmp_path / "fs.json"
-    rc = _run("few_shot.py", ["--quick", "--no-oracle", "--algorithms", "maml",
+    rc = _run("few_shot.py", ["--quick", "--no-oracle", "--algorithms", "maml,context",
                               "--out", str(out)], monkeypatch)
     assert rc == 0
     data = json.loads(out.read_text())
@@ -28,3 +28,11 @@ def test_few_shot_quick(tmp_path, monkeypatch):
         assert all(np.isfinite(v) for v in data[name]["mean"])
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| init |" in out.with_suffix(".md").read_text()
+    # first-episode curves: cumulative return per step of a PointNav episode (25 steps)
+    first = data["first_episode"]
+    assert first["steps"] == list(range(1, 26))
+    assert first["context"]["online"] and not first["maml"]["online"]
+    for name in ("maml", "context"):
+        mean = np.asarray(first[name]["mean"])
+        assert mean.shape == (25,) and np.all(np.diff(mean) <= 0)  # PointNav rewards are <= 0
+    assert (tmp_path / "fs_first_episode.png").stat().st_size > 10_000

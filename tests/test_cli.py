@@ -335,6 +335,7 @@ BAD_VALUES = [
     (["train", "--set", "meta.buffer_size=5"], "error: meta.buffer_size must be >= envs_per_task * rollout_steps"),
     (["train", "--val-every", "-1"], "error: validation.every must be an integer >= 0, got -1"),
     (["train", "--keep", "0"], "error: run.keep must be a positive integer, got 0"),
+    (["train", "--num-devices", "0"], "error: run.num_devices must be a positive integer, got 0"),
     (["train", "--meta-steps", "abc"], "error: argument --meta-steps: invalid int value: 'abc' (see 'metadqn train --help')"),
     (["train", "--bogus"], "error: unrecognized arguments: --bogus"),
     (["dqn", "--steps", "0"], "error: dqn.total_steps must be a positive integer, got 0"),
@@ -460,3 +461,17 @@ def test_docs_cli_md_is_in_sync():
     path = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
     assert path.is_file(), "docs/CLI.md is missing: python -m metadqn_jax.cli --write-docs"
     assert path.read_text() == cli.render_cli_docs(), "docs/CLI.md is stale: python -m metadqn_jax.cli --write-docs"
+
+
+def test_num_devices_checked_before_any_work(capsys, tmp_path):
+    """Asking for more devices than exist is one clear error, raised before a run folder or
+    any program exists (this machine and CI have a single CPU device)."""
+    import jax
+
+    n = jax.device_count() + 1
+    rc, out, err = run_main(capsys, ["train", "--quick", "--num-devices", str(n), "--out", str(tmp_path),
+                                     "--name", "devices", "--no-progress"])
+    assert rc == 2 and out == ""
+    assert err.startswith(f"error: num_devices={n} but only {n - 1} device(s) are available"), err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "devices").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -286,6 +287,19 @@ def test_vmapped_meta_grad_equals_python_loop(maml):
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(v_mean)) > 0
 
 
+def test_task_micro_batches_equal_one_vmap(maml):
+    """``task_micro_batch=2`` (per-task meta-gradients two tasks at a time) is the same
+    computation as one vmap over the 4 tasks: same parameters after a chunk of meta-steps."""
+    _, init, run, _ = maml
+    _, init2, run2, _ = compiled_program(tiny(task_micro_batch=2))
+    hp = TINY.hparams()
+    s1, m1 = run(init(jax.random.key(0), hp), hp)
+    s2, m2 = run2(init2(jax.random.key(0), hp), hp)
+    chex.assert_trees_all_close(s2.params, s1.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m2.query_loss, m1.query_loss, rtol=1e-5)
+    assert max_abs_diff(s1.params, init(jax.random.key(0), hp).params) > 0
+
+
 def test_meta_step_traced_once_across_calls_and_hparams(maml):
     prog, init, run, traces = maml
     state = init(jax.random.key(0), TINY.hparams())
@@ -376,6 +390,73 @@ def test_cavia_without_inner_steps_is_shared_net_with_zero_context():
     assert float(jnp.max(jnp.abs(tp2["ctx"]))) > 0
 
 
+def _f64(tree):
+    return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def test_cavia_meta_gradient_matches_finite_differences():
+    """CAVIA's second-order meta-gradient w.r.t. the shared network, through 2 inner steps on
+    the context vector, equals central finite differences (float64). γ = 0 makes the TD target
+    the reward: the semi-gradient TD loss stops gradients through its bootstrap target, a path
+    finite differences would see but autodiff by design does not. First-order CAVIA misses
+    the second-order terms, and the same check sees that."""
+    with jax.enable_x64(True):
+        cfg = tiny(algorithm="cavia", inner_steps=2, hidden=(5,), context_dim=2, huber=False)
+        learner = meta_dqn.make_learner(cfg, 4, (2,))
+        params = _f64(fast_jit(learner.init)(jax.random.key(0)))
+        target = jax.tree.map(lambda x: x * 0.9, params)
+        support = _f64(pointnav_support(10, 7))
+        query = _f64((random_transitions(jax.random.key(6), 12), jnp.ones(12, bool)))
+        hp = meta_dqn.MetaHParams(*[jnp.float64(x) for x in cfg.hparams(inner_lr=1.0, gamma=0.0)])
+
+        grads, m = fast_jit(learner.meta_grad)(params, target, support, query, hp)
+        assert set(grads) == {"net"} and jax.tree.leaves(grads)[0].dtype == jnp.float64
+
+        def outer(net):
+            tp = learner.adapt({"net": net}, target, support, hp)
+            return learner.td_loss(tp, target["net"], query, hp)[0]
+
+        outer_jit = fast_jit(outer)
+        np.testing.assert_allclose(m.query_loss, outer_jit(params["net"]), rtol=1e-10)
+        adapted = fast_jit(learner.adapt)(params, target, support, hp)
+        assert float(jnp.max(jnp.abs(adapted["ctx"]))) > 1e-3  # the inner steps do move φ
+
+        leaves, treedef = jax.tree.flatten(params["net"])
+        eps, fd = 1e-6, []
+        for i, leaf in enumerate(leaves):
+            for j in range(leaf.size):
+                bump = jnp.zeros(leaf.size, jnp.float64).at[j].set(eps).reshape(leaf.shape)
+                plus = jax.tree.unflatten(treedef, [l + bump if k == i else l for k, l in enumerate(leaves)])
+                minus = jax.tree.unflatten(treedef, [l - bump if k == i else l for k, l in enumerate(leaves)])
+                fd.append((float(outer_jit(plus)) - float(outer_jit(minus))) / (2 * eps))
+        fd = np.array(fd)
+        np.testing.assert_allclose(flat(grads["net"]), fd, rtol=1e-5, atol=1e-9)
+        fo_learner = meta_dqn.make_learner(dataclasses.replace(cfg, cavia_first_order=True), 4, (2,))
+        fo, _ = fast_jit(fo_learner.meta_grad)(params, target, support, query, hp)
+        assert np.max(np.abs(flat(fo["net"]) - fd)) > 1e-4
+
+
+def test_cavia_vmapped_meta_grad_equals_loop_over_tasks():
+    cfg = tiny(algorithm="cavia", inner_steps=2)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    params = fast_jit(learner.init)(jax.random.key(0))
+    target = jax.tree.map(lambda x: x * 0.9, params)
+    hp = cfg.hparams(inner_lr=1.0)
+    T, S, Q = 3, cfg.support_size, 8
+    support = (jax.vmap(lambda k: random_transitions(k, S))(jax.random.split(jax.random.key(1), T)),
+               jnp.arange(S)[None] >= jnp.array([0, 3, 8])[:, None])  # 10, 7 and 2 valid
+    query = (jax.vmap(lambda k: random_transitions(k, Q))(jax.random.split(jax.random.key(2), T)),
+             jnp.ones((T, Q), bool))
+    vmapped, metrics = fast_jit(jax.vmap(learner.meta_grad, in_axes=(None, None, 0, 0, None)))(
+        params, target, support, query, hp)
+    grad_fn = fast_jit(learner.meta_grad)
+    for t in range(T):
+        g, m = grad_fn(params, target, jax.tree.map(lambda x: x[t], support), jax.tree.map(lambda x: x[t], query), hp)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[t], vmapped), g, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(metrics.query_loss[t], m.query_loss, rtol=1e-5)
+    assert np.ptp(np.asarray(metrics.query_loss)) > 1e-4  # the tasks differ
+
+
 # ---------------------------------------------------------------- context encoder
 def random_transitions(key, n, obs_dim=2, num_actions=4) -> Transition:
     ks = jax.random.split(key, 5)
@@ -389,12 +470,13 @@ def random_transitions(key, n, obs_dim=2, num_actions=4) -> Transition:
     )
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    cfg = tiny(algorithm="context")
+@pytest.fixture(scope="module", params=[(), (8,)], ids=["mean", "deepsets"])
+def encoder(request):
+    """The encoder as a plain masked mean (``encoder_post = ()``) and with a ρ MLP after pooling."""
+    cfg = tiny(algorithm="context", encoder_post=request.param)
     learner = meta_dqn.make_learner(cfg, 4, (2,))
     params = fast_jit(learner.init)(jax.random.key(0))
-    enc = meta_dqn.ContextEncoder(cfg.encoder_hidden, cfg.context_dim, 4)
+    enc = meta_dqn.ContextEncoder(cfg.encoder_hidden, cfg.context_dim, 4, cfg.encoder_post)
     return JitEncoder(enc), params["enc"], cfg
 
 
@@ -448,16 +530,62 @@ def test_encoder_sums_incremental_equals_batch(encoder):
     mask = jnp.array([True, True, False, True, True, True, False, True])
     z = enc.apply(enc_params, tr, mask)
     sums = fast_jit(lambda t, m: meta_dqn.encoder_sums(enc.module, enc_params, t, m))
-    total = jnp.zeros(cfg.context_dim)
+    total = jnp.zeros(enc.module.embed_dim)
     count = jnp.zeros(())
     for i in range(n):
         s, c = sums(jax.tree.map(lambda x: x[i : i + 1], tr), mask[i : i + 1])
         total, count = total + s, count + c
     assert float(count) == float(mask.sum())
-    np.testing.assert_allclose(total / count, z, rtol=1e-5, atol=1e-6)
+    z_inc = enc.module.apply(enc_params, total, count, method=meta_dqn.ContextEncoder.readout)
+    np.testing.assert_allclose(z_inc, z, rtol=1e-5, atol=1e-6)
     s_all, c_all = sums(tr, mask)
     np.testing.assert_allclose(s_all, total, rtol=1e-5, atol=1e-6)
     assert float(c_all) == 6.0
+
+
+def test_online_context_acting_equals_batch_encoder_step_by_step(encoder):
+    """Acting online (:func:`meta_dqn.online_step`): at every step each env acts greedily on
+    the batch encoder's ``z`` of *its own* transitions so far (``z = 0`` at the first step),
+    and the running sums end equal to :func:`encoder_sums` of each env's transitions."""
+    _, _, cfg = encoder
+    prog = meta_dqn.make_meta_step(cfg)
+    learner = prog.learner
+    params = fast_jit(learner.init)(jax.random.key(0))
+    E, n = 2, 6
+    task = cfg.task_family.sample(jax.random.key(3), 1, "train")
+    env_params = meta_dqn.tasks_per_env(task, E)
+    env_params = jax.tree.map(lambda x: x[0], env_params)
+    from metadqn_jax import rollout
+
+    def run(key):
+        carry = rollout.init_carry(prog.env, key, env_params)
+        empty = replay.recent(replay.init(meta_dqn.example_transition(prog.obs_shape), 4), 4)
+        stats = jax.tree.map(lambda x: jnp.broadcast_to(x, (E,) + x.shape), learner.online.start(params, empty))
+        step = lambda st, k: meta_dqn.online_step(prog.env, learner, params, st, k, env_params, 0.0)
+        (_, stats), tr = jax.lax.scan(step, (carry, stats), jax.random.split(jax.random.key(1), n))
+        return stats, tr  # tr leaves [n, E, ...]
+
+    stats, tr = fast_jit(run)(jax.random.key(2))
+    np.testing.assert_array_equal(stats[1], np.full(E, n, np.float32))
+    enc_sums = fast_jit(lambda t, m: meta_dqn.encoder_sums(encoder[0].module, params["enc"], t, m))
+    q_fn = fast_jit(learner.q_values)
+    for e in range(E):
+        env_tr = jax.tree.map(lambda x: x[:, e], tr)
+        s, c = enc_sums(env_tr, jnp.ones(n, bool))
+        np.testing.assert_allclose(stats[0][e], s, rtol=1e-5, atol=1e-6)
+        for t in range(n):
+            z = encoder[0].apply(params["enc"], env_tr, jnp.arange(n) < t)  # transitions before t
+            q = q_fn({"net": params["net"], "ctx": z}, env_tr.obs[t])
+            assert int(env_tr.action[t]) == int(jnp.argmax(q)), (e, t)
+    # the context really changes what the agent does (otherwise the check above is vacuous)
+    z_end = stats[0] / stats[1][:, None]
+    assert float(jnp.max(jnp.abs(z_end))) > 1e-3
+
+
+def test_only_the_context_learner_has_an_online_form():
+    assert meta_dqn.make_learner(tiny(algorithm="context"), 4, (2,)).online is not None
+    for algorithm in ("maml", "cavia", "pretrained"):
+        assert meta_dqn.make_learner(tiny(algorithm=algorithm), 4, (2,)).online is None
 
 
 # --------------------------------------------------------------------- validation
@@ -482,3 +610,14 @@ def test_meta_config_errors_name_the_field(kwargs, pattern):
 def test_meta_hparams_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=rf"MetaHParams\.{field} must be"):
         TINY.hparams(**{field: value})
+
+
+def test_algorithm_overrides_never_replace_a_chosen_value():
+    from metadqn_jax.compare import ALGORITHM_OVERRIDES, config_for
+
+    base = MetaConfig(family="pointnav-goal")
+    assert config_for(base, "context").meta_lr == ALGORITHM_OVERRIDES["context"]["meta_lr"] != base.meta_lr
+    assert config_for(base, "maml").meta_lr == base.meta_lr
+    chosen = dataclasses.replace(base, meta_lr=1e-2, inner_lr=0.5)
+    assert config_for(chosen, "context").meta_lr == 1e-2
+    assert config_for(chosen, "cavia").inner_lr == 0.5 and config_for(chosen, "cavia").algorithm == "cavia"

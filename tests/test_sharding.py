@@ -141,6 +141,11 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
         sharding.make_mesh(9)
     except ValueError as e:
         errors["mesh"] = str(e)
+    try:  # the default is every device (8 here): task_micro_batch is single-device only
+        micro = MetaConfig(**{**CFG_KW, "task_micro_batch": 2})
+        train_meta(micro, validation=ValidationConfig(every=0), progress=False)
+    except ValueError as e:
+        errors["micro"] = str(e)
     out["errors"] = errors
     print("RESULT " + json.dumps(out))
 ''')
@@ -253,6 +258,8 @@ def test_non_divisible_task_count_is_a_clear_error(single_host):
         assert "num_tasks=12 is not divisible by the 8 devices" in msg and "num_tasks=8 or 16" in msg, msg
         assert "num_devices in [1, 2, 3, 4, 6]" in msg or "[1, 2, 4]" in msg, msg
     assert "only 8 device(s)" in errors["mesh"]
+    assert errors["micro"].startswith("task_micro_batch=2 is a single-device (CPU) option"), errors["micro"]
+    assert "sharded over 8 devices" in errors["micro"]
 
 
 def test_two_processes_on_localhost(runs):
