@@ -23,7 +23,7 @@ import numpy as np
 
 from metadqn_jax import report
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig, first_episode_curve, summarize
+from metadqn_jax.evaluate import FewShotConfig, FewShotResult, first_episode_curve
 from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig
 from metadqn_jax.tasks import list_families
 from metadqn_jax.train import ValidationConfig
@@ -42,6 +42,27 @@ def steps_to_fraction(result, oracle_mean: float, budgets, fraction: float = 0.9
     return None
 
 
+def write_plots(out: dict, path: Path) -> None:
+    """The two figures, from the JSON dict: return vs. budget (``path.png``) and the first-episode
+    curves (``path_first_episode.png``, with the oracle's episode return as a reference point)."""
+    def result(budgets, d):
+        return FewShotResult(tuple(budgets), None, np.asarray(d["mean"]), np.asarray(d["ci95"]))
+
+    names = [k for k in out if isinstance(out[k], dict) and "mean" in out[k]]
+    results = {k: result(out["budgets"], out[k]) for k in names}
+    report.plot(results, path.with_suffix(".png"), title=f"few-shot adaptation: {out['family']}")
+    first = out.get("first_episode") or {}
+    curves = {k: result(first["steps"], v) for k, v in first.items() if k != "steps"}
+    if curves:
+        points = {}
+        if "oracle" in results:
+            points["oracle DQN: episode return"] = (first["steps"][-1], float(results["oracle"].mean[0]))
+        report.plot(curves, path.with_name(path.stem + "_first_episode.png"), log_x=False, points=points,
+                    title=f"first episode on a new task: {out['family']} (context: online inference)",
+                    xlabel="step of the first episode on the new task",
+                    ylabel="cumulative return (mean, 95% CI)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=list_families(), default="pointnav-goal",
@@ -57,7 +78,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="master seed (default: %(default)s)")
     p.add_argument("--no-oracle", action="store_true", help="skip the per-task DQN oracle")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    p.add_argument("--plot-only", action="store_true", help="only redraw the figures from an existing --out JSON")
     args = p.parse_args(argv)
+    if args.plot_only:
+        write_plots(json.loads(args.out.read_text()), args.out)
+        return 0
 
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [a for a in algorithms if a not in ALGORITHMS]
@@ -115,17 +140,8 @@ def main(argv=None) -> int:
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    report.plot(results, args.out.with_suffix(".png"), title=f"few-shot adaptation: {args.family}")
     args.out.with_suffix(".md").write_text(table + "\n")
-    if first:
-        curves = dict(first)
-        if "oracle" in results:  # the oracle's greedy episode return, as a reference level
-            steps = first[algorithms[0]].budgets
-            curves["oracle"] = summarize(steps, np.repeat(results["oracle"].returns[:, :1], len(steps), axis=1))
-        report.plot(curves, args.out.with_name(args.out.stem + "_first_episode.png"), log_x=False,
-                    title=f"first episode on a new task: {args.family} (context: online inference)",
-                    xlabel="step of the first episode on the new task",
-                    ylabel="cumulative return (mean, 95% CI)")
+    write_plots(out, args.out)
     return 0
 
 

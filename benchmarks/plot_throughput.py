@@ -17,8 +17,10 @@ def plot(result: dict, png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["rows"] if r.get("kind", "throughput") == "throughput" and r["inner_steps"] == 1
-            and r.get("query_source", "adapted") == "adapted"]
+    all_rows = [r for r in result["rows"] if r.get("kind", "throughput") == "throughput" and r["inner_steps"] == 1
+                and r.get("query_source", "adapted") == "adapted"]
+    rows = [r for r in all_rows if not r.get("task_micro_batch")]
+    micro = [r for r in all_rows if r.get("task_micro_batch")]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     styles = {1: "-", 8: "--"}
     for E in sorted({r["envs_per_task"] for r in rows}):
@@ -39,6 +41,14 @@ def plot(result: dict, png: str) -> None:
             pts = [(t, 1e3 * r["env_steps_per_meta_step"] / r[key] / t) for t, r in zip(T, rs) if r.get(key)]
             if pts:
                 ax2.plot(*zip(*pts), ls, marker="o", color=color, label=f"{label}, {E} env/task")
+        ms = sorted((r for r in micro if r["envs_per_task"] == E), key=lambda r: r["tasks"])
+        if ms:
+            ax1.plot([r["tasks"] for r in ms], [r["env_steps_per_s"] for r in ms], ls, marker="s", color="C4",
+                     label=f"JAX meta-step, task_micro_batch {ms[0]['task_micro_batch']}, {E} env/task")
+            ax2.plot([r["tasks"] for r in ms],
+                     [1e3 * r["env_steps_per_meta_step"] / r["env_steps_per_s"] / r["tasks"] for r in ms], ls,
+                     marker="s", color="C4", label=f"JAX meta-step, task_micro_batch {ms[0]['task_micro_batch']}, "
+                                                   f"{E} env/task")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -69,6 +69,10 @@ def full_rows() -> list[dict]:
     rows += [dict(tasks=64, envs_per_task=1, inner_steps=1, query_source="buffer")]
     for r in rows:
         r.update(loop=True, rollout=True, torch=r["tasks"] <= 256 and r["inner_steps"] != 2)
+    # task_micro_batch = 8 (per-task meta-gradients 8 tasks at a time): the library alone,
+    # to compare with the same row above
+    rows += [dict(tasks=t, envs_per_task=e, inner_steps=1, task_micro_batch=8, loop=False, rollout=False,
+                  torch=False) for t, e in ((64, 1), (256, 1), (1024, 1), (256, 8))]
     return rows
 
 
@@ -160,6 +164,7 @@ def make_config(spec: dict):
         envs_per_task=E, rollout_steps=L, support_size=E * L, buffer_size=spec.get("buffer_size", E * L),
         query_batch=QUERY_BATCH, task_lifetime=1, inner_steps=spec["inner_steps"], hidden=HIDDEN,
         chunk_size=spec["chunk"], **({"query_source": spec["query_source"]} if "query_source" in spec else {}),
+        **({"task_micro_batch": spec["task_micro_batch"]} if spec.get("task_micro_batch") else {}),
     )
 
 
@@ -308,6 +313,7 @@ def worker(spec: dict) -> dict:
     row.update(kind=spec.get("kind", "throughput"), algorithm=cfg.algorithm, family=cfg.family,
                rollout_steps=cfg.rollout_steps, support_size=cfg.support_size, buffer_size=cfg.buffer_size,
                query_batch=cfg.query_batch, query_source=getattr(cfg, "query_source", "buffer"),
+               task_micro_batch=getattr(cfg, "task_micro_batch", 0),
                hidden=list(cfg.hidden), chunk=K, env_steps_per_meta_step=epm,
                setup_s=time.perf_counter() - t_import)
 
@@ -479,7 +485,7 @@ def fmt(x, spec=".3g"):
 
 
 def print_table(rows: list[dict]) -> str:
-    head = ("tasks", "envs", "inner", "query", "env-steps/s", "meta-steps/s", "ms/task", "compile s (cpu s)",
+    head = ("tasks", "envs", "inner", "query", "micro", "env-steps/s", "meta-steps/s", "ms/task", "compile s (cpu s)",
             "peak RSS MB", "vs loop", "vs torch", "of rollout", "loop env-steps/s", "torch env-steps/s",
             "rollout env-steps/s", "GPU")
     lines = ["Wall-clock (median of interleaved rounds):", "",
@@ -488,13 +494,13 @@ def print_table(rows: list[dict]) -> str:
     for r in tput:
         lines.append("| " + " | ".join([
             str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), r.get("query_source", "?"),
-            fmt(r["env_steps_per_s"], ",.0f"), fmt(r["meta_steps_per_s"], ".3g"),
+            str(r.get("task_micro_batch") or "-"), fmt(r["env_steps_per_s"], ",.0f"), fmt(r["meta_steps_per_s"], ".3g"),
             fmt(r["ms_per_task_per_meta_step"], ".3f"), f"{r['compile_s']:.1f} ({r['compile_cpu_s']:.1f})",
             fmt(r["peak_rss_mb"], ".0f"), fmt(r["speedup_vs_loop"], ".2f"), fmt(r["speedup_vs_torch"], ".2f"),
             fmt(r["fraction_of_rollout_limit"], ".3f"), fmt(r.get("loop_env_steps_per_s"), ",.0f"),
             fmt(r.get("torch_env_steps_per_s"), ",.0f"), fmt(r.get("rollout_env_steps_per_s"), ",.0f"),
             r["gpu_env_steps_per_s"]]) + " |")
-    head2 = ("tasks", "envs", "inner", "query", "env-steps/CPU-s", "loop", "torch vmap", "torch loop", "rollout",
+    head2 = ("tasks", "envs", "inner", "query", "micro", "env-steps/CPU-s", "loop", "torch vmap", "torch loop", "rollout",
              "vs loop", "vs torch", "of rollout", "XLA GFLOP/meta-step", "GFLOP/s")
     lines += ["", "CPU time (process_time; robust to other load on the machine):", "",
               "| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
@@ -502,7 +508,7 @@ def print_table(rows: list[dict]) -> str:
         flops = r.get("xla_flops_per_meta_step")
         lines.append("| " + " | ".join([
             str(r["tasks"]), str(r["envs_per_task"]), str(r["inner_steps"]), r.get("query_source", "?"),
-            fmt(r.get("env_steps_per_cpu_s"), ",.0f"), fmt(r.get("loop_env_steps_per_cpu_s"), ",.0f"),
+            str(r.get("task_micro_batch") or "-"), fmt(r.get("env_steps_per_cpu_s"), ",.0f"), fmt(r.get("loop_env_steps_per_cpu_s"), ",.0f"),
             fmt(r.get("torch_vmap_env_steps_per_cpu_s"), ",.0f"), fmt(r.get("torch_loop_env_steps_per_cpu_s"), ",.0f"),
             fmt(r.get("rollout_env_steps_per_cpu_s"), ",.0f"), fmt(r.get("speedup_vs_loop_cpu"), ".2f"),
             fmt(r.get("speedup_vs_torch_cpu"), ".2f"), fmt(r.get("fraction_of_rollout_limit_cpu"), ".3f"),

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import dqn, envs, policies, replay, rollout
-from metadqn_jax.config import DQNConfig, DQNHParams, as_hparams, in_range, positive_int, require
+from metadqn_jax.config import DQNConfig, DQNHParams, in_range, positive_int, require
 from metadqn_jax.meta_dqn import (
     Learner,
     MetaConfig,
@@ -93,6 +93,24 @@ def summarize(budgets, returns) -> FewShotResult:
     return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
 
 
+def _no_data_stats(learner: Learner, meta_params, obs_shape):
+    """The online context's statistics of an empty support set, for one environment ([1])."""
+    empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
+    return jax.tree.map(lambda x: x[None], learner.online.start(meta_params, empty))
+
+
+def _explore_step(env, learner: Learner, meta_params, state, key, env_params, epsilon):
+    """One ε-greedy step before adaptation: on the online context when ``state = (carry,
+    stats)`` has statistics, else with the unadapted parameters (``stats = None``)."""
+    carry, stats = state
+    if stats is not None:
+        return online_step(env, learner, meta_params, state, key, env_params, epsilon)
+    k_act, k_env = jax.random.split(key)
+    a = policies.epsilon_greedy(k_act, learner.q_values(learner.unadapted(meta_params), carry.obs), epsilon)
+    carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+    return (carry, None), tr
+
+
 def make_few_shot(
     meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None, *, return_params: bool = False
 ):
@@ -136,21 +154,12 @@ def make_few_shot(
             return rollout.greedy_returns(env, act, k, eval_params, max_steps).mean()
 
         online = meta_cfg.online_context and learner.online is not None
-
-        # online: the context of the transitions so far (stats [1]), updated in O(1) per step
-        stats = None
-        if online:
-            stats = jax.tree.map(lambda x: x[None], learner.online.start(meta_params, replay.recent(buffer, S)))
+        stats = _no_data_stats(learner, meta_params, obs_shape) if online else None
 
         def collect_step(c, k):
             carry, buf, stats = c
-            if online:
-                (carry, stats), tr = online_step(env, learner, meta_params, (carry, stats), k, env_params,
-                                                 fs.support_epsilon)
-            else:
-                k_act, k_env = jax.random.split(k)
-                a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), fs.support_epsilon)
-                carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            (carry, stats), tr = _explore_step(env, learner, meta_params, (carry, stats), k, env_params,
+                                               fs.support_epsilon)
             return (carry, replay.add(buf, tr), stats), None
 
         def finetune_step(c, xs):
@@ -267,20 +276,11 @@ def first_episode_curve(
         env_params = rollout.broadcast_params(task, 1)
         k_reset, k_roll = jax.random.split(key)
         carry = rollout.init_carry(env, k_reset, env_params)
-        tp0 = learner.unadapted(meta_params)
-        stats = None
-        if online:
-            empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
-            stats = jax.tree.map(lambda x: x[None], learner.online.start(meta_params, empty))
+        stats = _no_data_stats(learner, meta_params, obs_shape) if online else None
 
         def step(c, k):
             carry, stats, alive = c
-            if online:
-                (carry, stats), tr = online_step(env, learner, meta_params, (carry, stats), k, env_params, epsilon)
-            else:
-                k_act, k_env = jax.random.split(k)
-                a = policies.epsilon_greedy(k_act, learner.q_values(tp0, carry.obs), epsilon)
-                carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
+            (carry, stats), tr = _explore_step(env, learner, meta_params, (carry, stats), k, env_params, epsilon)
             reward = jnp.where(alive, tr.reward[0], 0.0)
             alive = alive & ~(tr.terminated[0] | tr.truncated[0])
             return (carry, stats, alive), reward

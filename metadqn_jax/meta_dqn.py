@@ -5,7 +5,9 @@ One meta-step (all of it one XLA program, vmapped over the task axis ``T``):
 1. every ``task_lifetime`` meta-steps each task slot draws a new *training* task from the
    family, resets its ``envs_per_task`` environments and empties its replay buffer;
 2. each task acts ``rollout_steps`` steps in each of its environments with the ε-greedy
-   *unadapted* meta-policy and writes the transitions into its own replay buffer;
+   *unadapted* meta-policy (the ``context`` learner with ``online_context``: on the context
+   inferred online from the transitions so far, O(1) per step) and writes the transitions
+   into its own replay buffer;
 3. support set = the task's ``support_size`` most recent transitions (masked where the
    buffer holds fewer); query batch = ``query_batch`` transitions of a rollout of the
    *adapted* policy (ε = ``query_epsilon``) on fresh episodes of the same task
@@ -530,9 +532,8 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             task_params = pick(new_tasks, state.tasks)
             carry = pick(new_carry, state.carry)
             buffers = pick(replay.clear(state.buffers), state.buffers)
-        # 2. act with the ε-greedy unadapted meta-policy (online_context: acting on the context
-        #    inferred so far from the task's buffer plus each env's new transitions), write
-        #    each task's buffer
+        # 2. act with the ε-greedy unadapted meta-policy (online_context: on the context of the
+        #    task's buffer so far plus each env's own new transitions), write each task's buffer
         env_params = tasks_per_env(task_params, E)
         if cfg.online_context and learner.online is not None:
             def act(c, k, p, buf):
@@ -551,12 +552,14 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             )
         trans = jax.tree.map(lambda x: x.reshape((T, L * E) + x.shape[3:]), trans)
         buffers = jax.vmap(replay.add)(buffers, trans)
-        # 3. support: most recent transitions; query: uniform from the task's buffer
+        # 3. support: the most recent transitions (optionally a random prefix of them)
         support_tr, mask = jax.vmap(replay.recent, in_axes=(0, None))(buffers, cfg.support_size)
         mask = jax.vmap(support_mask, in_axes=(0, 0, None))(
             jax.random.split(k_support, T), mask, cfg.random_support
         )
-        # 4. meta-gradient (mean over tasks), meta-update, Polyak meta-target
+        # 4. query: uniform from the task's buffer, or (built inside the learner's meta-gradient,
+        #    from its adapted parameters) a rollout of the adapted policy; meta-gradient (mean
+        #    over tasks), meta-update, Polyak meta-target
         if cfg.query_source == "buffer":
             query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
                 buffers, jax.random.split(k_query, T), cfg.query_batch

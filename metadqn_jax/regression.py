@@ -506,7 +506,6 @@ def evaluate(
     model = model or regressor_from_params(params)
     grid = family.grid(grid_points)
     program = _predict_program(model, steps, float(inner_lr))
-    n = int(tasks[0].shape[0])
     out: dict[int, dict[int, dict[str, float]]] = {}
     for k in shot_list:
         support = family.sample_data(jax.random.fold_in(key, k), tasks, k)

@@ -55,9 +55,11 @@ def plot(
     xlabel: str = "environment steps on the new task (adaptation budget)",
     ylabel: str = "greedy return (mean, 95% CI)",
     log_x: bool = True,
+    points: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Return vs. environment steps with 95 % CI bands (``log_x``: symlog x-axis so 0 is
-    shown). An entry named ``"oracle"`` is drawn as a dashed reference line."""
+    shown). An entry named ``"oracle"`` is drawn as a dashed reference line; ``points`` adds
+    labelled reference points ``{label: (x, y)}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,6 +73,8 @@ def plot(
         ax.plot(x, r.mean, label=name, **style)
         if name != "oracle":
             ax.fill_between(x, r.mean - r.ci95, r.mean + r.ci95, alpha=0.2)
+    for label, (x, y) in (points or {}).items():
+        ax.plot([x], [y], marker="*", ms=12, color="black", ls="none", label=label)
     if log_x:
         positive = [b for b in next(iter(results.values())).budgets if b > 0]
         ax.set_xscale("symlog", linthresh=float(min(positive)) if positive else 1.0)

@@ -36,3 +36,16 @@ def test_few_shot_quick(tmp_path, monkeypatch):
         mean = np.asarray(first[name]["mean"])
         assert mean.shape == (25,) and np.all(np.diff(mean) <= 0)  # PointNav rewards are <= 0
     assert (tmp_path / "fs_first_episode.png").stat().st_size > 10_000
+    # --plot-only redraws both figures from the JSON alone
+    for png in (out.with_suffix(".png"), tmp_path / "fs_first_episode.png"):
+        png.unlink()
+    assert _run("few_shot.py", ["--out", str(out), "--plot-only"], monkeypatch) == 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert (tmp_path / "fs_first_episode.png").stat().st_size > 10_000
+
+
+def test_context_variants_quick(monkeypatch, capsys):
+    rc = _run("context_variants.py", ["--quick", "--set", "encoder_post=(8,)"], monkeypatch)
+    assert rc == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("pointnav-goal context {'encoder_post': (8,)}: train ") and "first episode (online)" in line

@@ -7,7 +7,8 @@ set before jax is imported (the parent pytest process keeps its single device).
   in/out shardings, no ``pmap``) give the same meta-parameters, buffers and metrics as the
   single-device program (float32 round-off only: the task mean becomes a cross-device
   all-reduce); the per-task state stays split over the devices, the compiled program has an
-  all-reduce and no all-gather; ``train_meta(num_devices=8)`` agrees with ``train_meta()``;
+  all-reduce and no all-gather; ``train_meta()`` (every device by default) agrees with
+  ``train_meta(num_devices=1)``, for MAML, the context learner and CAVIA;
   task counts not divisible by the device count raise a clear ``ValueError``;
 * two processes on 127.0.0.1 (``jax.distributed.initialize`` through
   ``sharding.initialize_distributed``, gloo CPU collectives), 2 devices each: a 4-device global
@@ -114,12 +115,21 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
 
     # train_meta: num_devices=8 vs the single-device driver (same program: no new compile)
     kw = dict(validation=ValidationConfig(every=0), progress=False, program=program)
-    r1 = train_meta(cfg, jax.random.key(3), **kw)
-    r8 = train_meta(cfg, jax.random.key(3), num_devices=8, **kw)
+    r1 = train_meta(cfg, jax.random.key(3), num_devices=1, **kw)
+    r8 = train_meta(cfg, jax.random.key(3), **kw)  # default: every device (8 here)
     out["train_meta_maxdiff"] = maxdiff(r1.state.params, r8.state.params)
     out["train_meta_step"] = int(r8.state.step)
     out["train_meta_loss_diff"] = max(abs(a["query_loss"] - b["query_loss"]) for a, b in zip(r1.history, r8.history))
     out["sharded_compiles_after_train_meta"] = len(compiled)
+
+    # the inference-based learners under the same sharding (context acting on its online context)
+    for algo in ("context", "cavia"):
+        c = MetaConfig(**{**CFG_KW, "algorithm": algo})
+        kw = dict(validation=ValidationConfig(every=0), progress=False, program=make_meta_step(c))
+        a1 = train_meta(c, jax.random.key(5), num_devices=1, **kw)
+        a8 = train_meta(c, jax.random.key(5), num_devices=8, **kw)
+        out[algo + "_maxdiff"] = maxdiff(a1.state.params, a8.state.params)
+        out[algo + "_moved"] = maxdiff(a1.state.params, make_meta_step(c).init(jax.random.key(5), hp).params)
 
     # a smaller mesh is fine when it divides the tasks
     s4 = sharding.shard_meta_state(program.init(jax.random.key(0), hp), sharding.make_mesh(4))
@@ -249,6 +259,13 @@ def test_train_meta_num_devices(single_host):
     assert out["train_meta_step"] == 4
     assert out["sharded_compiles_after_train_meta"] == 1  # train_meta reused the compiled program
     assert out["train_meta_maxdiff"] <= 1e-5 and out["train_meta_loss_diff"] <= 1e-4, out
+
+
+def test_context_and_cavia_sharded_equal_single_device(single_host):
+    out = single_host
+    for algo in ("context", "cavia"):
+        assert out[algo + "_moved"] > 1e-4, out  # the comparison is not vacuous
+        assert out[algo + "_maxdiff"] <= 1e-5, out
 
 
 def test_non_divisible_task_count_is_a_clear_error(single_host):

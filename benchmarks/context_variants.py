@@ -1,0 +1,74 @@
+"""One context-learner variant on one family: few-shot returns and the first-episode return.
+
+    python benchmarks/context_variants.py --family pointnav-goal --meta-steps 5000 \
+        --set online_context=False --set envs_per_task=1 --set rollout_steps=100
+
+Meta-trains ``context`` (with :func:`metadqn_jax.compare.config_for`'s overrides, then the
+``--set`` fields of :class:`~metadqn_jax.meta_dqn.MetaConfig`, values as Python literals),
+evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
+meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
+first-episode return with the online context. BENCHMARKS.md §1 lists the variants it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import sys
+import time
+
+import jax
+import numpy as np
+
+from metadqn_jax.compare import compare
+from metadqn_jax.evaluate import FewShotConfig, first_episode_curve
+from metadqn_jax.meta_dqn import MetaConfig
+from metadqn_jax.tasks import list_families
+from metadqn_jax.train import ValidationConfig
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", choices=list_families(), default="pointnav-goal")
+    p.add_argument("--meta-steps", type=int, default=2000)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a MetaConfig field (Python literal), e.g. encoder_post=(64,)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    args = p.parse_args(argv)
+    fields = MetaConfig.__dataclass_fields__
+    sets = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            p.error(f"--set expects a MetaConfig field=value, got {item!r}")
+        try:
+            sets[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            p.error(f"--set {name}: {value!r} is not a Python literal")
+    base = MetaConfig(family=args.family, algorithm="context", num_meta_steps=args.meta_steps, chunk_size=250)
+    fs = FewShotConfig(budgets=(0, 25, 100, 250), num_tasks=20, seeds=5, support_size=base.support_size)
+    validation = ValidationConfig(every=500, num_tasks=32)
+    if args.quick:
+        base = dataclasses.replace(base, num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20,
+                                   buffer_size=20, query_batch=16, hidden=(16, 16), num_meta_steps=20,
+                                   chunk_size=10)
+        fs = FewShotConfig(budgets=(0, 10, 30), num_tasks=2, seeds=2, support_size=20, eval_episodes=1)
+        validation = ValidationConfig(every=10, num_tasks=2)
+    base = dataclasses.replace(base, **sets)
+    fs = dataclasses.replace(fs, support_epsilon=base.epsilon, support_size=base.support_size)
+    t0 = time.perf_counter()
+    cmp = compare(base, ["context"], fs, validation=validation, scratch=False, oracle=False, progress=False,
+                  log=lambda s: None)
+    r = cmp.results["context"]
+    first = first_episode_curve(cmp.configs["context"], cmp.trained["context"].early_stop.best_params, fs,
+                                jax.random.key(1))
+    cells = "  ".join(f"{b}: {m:.2f} ± {c:.2f}" for b, m, c in zip(r.budgets, r.mean, r.ci95))
+    print(f"{args.family} context {sets or '(defaults)'}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
+          f"first episode (online) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
+    assert np.all(np.isfinite(r.mean))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
