@@ -655,7 +655,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metadqn_jax.compare import compare
     from metadqn_jax.sharding import task_mesh
 
-    task_mesh(cfg.meta.num_tasks, cfg.run.num_devices)  # device count / divisibility: fail before compute
+    # device count, divisibility, micro-batching: fail before any compute or folder
+    task_mesh(cfg.meta.num_tasks, cfg.run.num_devices, cfg.meta.task_micro_batch)
 
     trainer = _Trainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
                        progress=not args.no_progress)

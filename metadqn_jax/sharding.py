@@ -94,7 +94,7 @@ def num_shards(mesh: Mesh) -> int:
     return int(mesh.shape[TASK_AXIS])
 
 
-def task_mesh(num_tasks: int, num_devices: int | None = None) -> Mesh | None:
+def task_mesh(num_tasks: int, num_devices: int | None = None, task_micro_batch: int = 0) -> Mesh | None:
     """The mesh meta-training uses, validated before any compute.
 
     ``num_devices=None`` means every device (``jax.devices()``). Returns ``None`` — the plain
@@ -102,14 +102,25 @@ def task_mesh(num_tasks: int, num_devices: int | None = None) -> Mesh | None:
 
     Raises:
       ValueError: ``num_devices`` is not positive, exceeds the devices available, or does not
-        divide ``num_tasks`` (the message names the valid choices).
+        divide ``num_tasks`` (the message names the valid choices); or ``task_micro_batch``
+        is set while the task axis is sharded (:func:`check_micro_batch`).
     """
-    n = jax.device_count() if num_devices is None else num_devices
-    if n == 1 and num_devices in (None, 1):
+    if (jax.device_count() if num_devices is None else num_devices) == 1:
         return None
     mesh = make_mesh(num_devices)
     check_num_tasks(num_tasks, mesh)
+    check_micro_batch(task_micro_batch, mesh)
     return mesh
+
+
+def check_micro_batch(task_micro_batch: int, mesh: Mesh) -> None:
+    """``MetaConfig.task_micro_batch`` (a ``lax.map`` over the task axis) is a single-device
+    option: over a sharded task axis it would scan across devices. Raises a clear ``ValueError``."""
+    if task_micro_batch:
+        raise ValueError(
+            f"task_micro_batch={task_micro_batch} is a single-device (CPU) option: with the task axis "
+            f"sharded over {num_shards(mesh)} devices set task_micro_batch=0, or num_devices=1"
+        )
 
 
 def check_num_tasks(num_tasks: int, mesh: Mesh) -> None:

@@ -117,12 +117,9 @@ def train_meta(
     validation = validation or ValidationConfig()
     hp = cfg.hparams() if hp is None else hp
     if mesh is None:  # validated before any compute; None: a single device
-        mesh = sharding.task_mesh(cfg.num_tasks, num_devices)
-    if mesh is not None and cfg.task_micro_batch:
-        raise ValueError(
-            f"task_micro_batch={cfg.task_micro_batch} is a single-device (CPU) option: with the task axis "
-            f"sharded over {sharding.num_shards(mesh)} devices set task_micro_batch=0, or num_devices=1"
-        )
+        mesh = sharding.task_mesh(cfg.num_tasks, num_devices, cfg.task_micro_batch)
+    else:
+        sharding.check_micro_batch(cfg.task_micro_batch, mesh)
     program = program or make_meta_step(cfg)
     if state is None:
         key = jax.random.key(0) if key is None else key
