@@ -339,6 +339,7 @@ BAD_VALUES = [
     (["train", "--meta-steps", "abc"], "error: argument --meta-steps: invalid int value: 'abc' (see 'metadqn train --help')"),
     (["train", "--bogus"], "error: unrecognized arguments: --bogus"),
     (["dqn", "--steps", "0"], "error: dqn.total_steps must be a positive integer, got 0"),
+    (["dqn", "--set", "dqn.env_id=Nope-v0"], "error: dqn.env_id: unknown environment 'Nope-v0'; known environments: "),
     (["dqn", "--lr", "0"], "error: hparams.lr must be in (0.0, inf), got 0.0"),
     (["dqn", "--family", "pointnav-goal", "--task", "100000"], "error: run.task must be < 128"),
     (["regress", "--iterations", "0"], "error: regression.num_iterations must be a positive int"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,20 +13,7 @@ from metadqn_jax.config import ConfigError, DQNConfig
 from metadqn_jax.networks import make_q_network
 from metadqn_jax.types import Transition
 
-def _fast_compile_options() -> dict:
-    """Cheaper XLA compilation for the test programs (semantics unchanged; every comparison
-    below is between programs built with the same options). Falls back to the defaults
-    where this XLA does not know an option."""
-    opts = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
-            "xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=opts).lower(1.0).compile()
-    except Exception:  # noqa: BLE001 — an unknown option on another XLA version / backend
-        return {}
-    return opts
-
-
-fast_jit = functools.partial(jax.jit, compiler_options=_fast_compile_options())
+from _compile import fast_jit  # tests/_compile.py
 
 TINY = DQNConfig(
     env_id="CartPole-v1",
@@ -178,9 +163,9 @@ def test_config_error_is_value_error():
 
 
 def test_unknown_env_id_raises_naming_it():
-    cfg = DQNConfig(**{**TINY.__dict__, "env_id": "NoSuchEnv-v9"})
-    with pytest.raises(ValueError, match="NoSuchEnv-v9"):
-        dqn.make_train(cfg)
+    """Rejected when the config is built, before any program or run folder exists."""
+    with pytest.raises(ConfigError, match=r"^env_id: unknown environment 'NoSuchEnv-v9'; known environments: .*CartPole-v1"):
+        DQNConfig(**{**TINY.__dict__, "env_id": "NoSuchEnv-v9"})
 
 
 # ------------------------------------------------------------- env_step bootstrapping
