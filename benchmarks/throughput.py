@@ -187,7 +187,7 @@ def make_loop_reference(program, hp):
     import optax
 
     from metadqn_jax import policies, replay, rollout
-    from metadqn_jax.meta_dqn import example_transition, make_meta_optimizer, tasks_per_env
+    from metadqn_jax.meta_dqn import adapted_query, example_transition, make_meta_optimizer, tasks_per_env
 
     cfg, env, family, learner = program.cfg, program.env, program.family, program.learner
     T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
@@ -206,17 +206,8 @@ def make_loop_reference(program, hp):
         support = replay.recent(buffer, cfg.support_size)
         if getattr(cfg, "query_source", "buffer") == "buffer":
             query = (replay.sample(buffer, k_query, cfg.query_batch), jnp.ones((cfg.query_batch,), bool))
-        else:  # the adapted policy's rollout on fresh episodes, as make_meta_step's query_rollout
-
-            def query(tp):  # the learner calls it on its (shared) adapted parameters
-                q_policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
-                k_reset2, k_roll2, k_pick = jax.random.split(k_query, 3)
-                q_carry = rollout.init_carry(env, k_reset2, env_params)
-                _, q_tr = rollout.rollout(env, q_policy, q_carry, k_roll2, env_params, L)
-                q_tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), q_tr)
-                idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
-                return jax.tree.map(lambda x: x[idx], q_tr), jnp.ones((cfg.query_batch,), bool)
-
+        else:  # the adapted policy's rollout on fresh episodes, exactly as make_meta_step builds it
+            query = lambda tp: adapted_query(env, learner, cfg, tp, k_query, env_params)
         grads, m = learner.meta_grad(params, target, support, query, hp)
         return grads, m.query_loss, buffer
 

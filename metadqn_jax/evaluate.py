@@ -36,6 +36,7 @@ from metadqn_jax.meta_dqn import (
     MetaHParams,
     example_transition,
     make_learner,
+    online_no_data_stats,
     online_step,
 )
 from metadqn_jax.tasks import TaskFamily
@@ -93,12 +94,6 @@ def summarize(budgets, returns) -> FewShotResult:
     return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
 
 
-def _no_data_stats(learner: Learner, meta_params, obs_shape):
-    """The online context's statistics of an empty support set, for one environment ([1])."""
-    empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
-    return jax.tree.map(lambda x: x[None], learner.online.start(meta_params, empty))
-
-
 def _explore_step(env, learner: Learner, meta_params, state, key, env_params, epsilon):
     """One ε-greedy step before adaptation: on the online context when ``state = (carry,
     stats)`` has statistics, else with the unadapted parameters (``stats = None``)."""
@@ -154,7 +149,7 @@ def make_few_shot(
             return rollout.greedy_returns(env, act, k, eval_params, max_steps).mean()
 
         online = meta_cfg.online_context and learner.online is not None
-        stats = _no_data_stats(learner, meta_params, obs_shape) if online else None
+        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if online else None
 
         def collect_step(c, k):
             carry, buf, stats = c
@@ -264,19 +259,18 @@ def first_episode_curve(
     in_range("epsilon", epsilon, 0.0, 1.0)
     family = meta_cfg.task_family
     env, base_params = family.env()
-    learner = learner or make_learner(meta_cfg, envs.num_actions(env, base_params),
-                                      envs.obs_shape(env, base_params))
+    obs_shape = envs.obs_shape(env, base_params)
+    learner = learner or make_learner(meta_cfg, envs.num_actions(env, base_params), obs_shape)
     online = learner.online is not None if online is None else online
     require(not online or learner.online is not None, "online",
             f"false for algorithm {meta_cfg.algorithm!r} (only 'context' has an online form)", online)
     steps = family.episode_length
-    obs_shape = envs.obs_shape(env, base_params)
 
     def one_run(task, key):
         env_params = rollout.broadcast_params(task, 1)
         k_reset, k_roll = jax.random.split(key)
         carry = rollout.init_carry(env, k_reset, env_params)
-        stats = _no_data_stats(learner, meta_params, obs_shape) if online else None
+        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if online else None
 
         def step(c, k):
             carry, stats, alive = c

@@ -406,6 +406,28 @@ def online_step(env, learner: Learner, params, state, key: jax.Array, env_params
     return (carry, learner.online.update(params, stats, tr)), tr
 
 
+def adapted_query(env, learner: Learner, cfg: MetaConfig, tp, key: jax.Array, env_params):
+    """``(Transition [query_batch], all-true mask)``: a rollout of the ε-greedy (``query_epsilon``)
+    *adapted* policy ``tp`` on fresh episodes of one task (``envs_per_task`` envs from reset,
+    ``env_params`` leaves ``[E]``, ``rollout_steps`` steps). The meta-objective is the TD loss
+    where the adapted policy goes, which is what its greedy return depends on."""
+    L, E = cfg.rollout_steps, cfg.envs_per_task
+    policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
+    k_reset, k_roll, k_pick = jax.random.split(key, 3)
+    carry = rollout.init_carry(env, k_reset, env_params)
+    _, tr = rollout.rollout(env, policy, carry, k_roll, env_params, L)
+    tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), tr)
+    idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
+    return jax.tree.map(lambda x: x[idx], tr), jnp.ones((cfg.query_batch,), bool)
+
+
+def online_no_data_stats(learner: Learner, meta_params, obs_shape: tuple[int, ...], batch_shape=()):
+    """The online context's statistics before any transition (``z = 0``), leaves ``[*batch_shape, ...]``."""
+    empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
+    stats = learner.online.start(meta_params, empty)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, tuple(batch_shape) + x.shape), stats)
+
+
 # -------------------------------------------------------------------------- meta-state
 class MetaState(NamedTuple):
     """Everything meta-training carries (a pytree; a checkpoint holds exactly this)."""
@@ -507,18 +529,6 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             key=k_state,
         )
 
-    def query_rollout(tp, key, env_params):
-        """``query_batch`` transitions of the ε-greedy *adapted* policy ``tp`` on fresh episodes
-        (``E`` envs from reset) and their all-true mask: the meta-objective is the TD loss
-        where the adapted policy goes, which is what its greedy return depends on."""
-        policy = lambda k, obs: policies.epsilon_greedy(k, learner.q_values(tp, obs), cfg.query_epsilon)
-        k_reset, k_roll, k_pick = jax.random.split(key, 3)
-        carry = rollout.init_carry(env, k_reset, env_params)
-        _, tr = rollout.rollout(env, policy, carry, k_roll, env_params, L)
-        tr = jax.tree.map(lambda x: x.reshape((L * E,) + x.shape[2:]), tr)
-        idx = jax.random.randint(k_pick, (cfg.query_batch,), 0, L * E)
-        return jax.tree.map(lambda x: x[idx], tr), jnp.ones((cfg.query_batch,), bool)
-
     def meta_step(state: MetaState, hp: MetaHParams):
         key, k_slots, k_roll, k_query, k_support = jax.random.split(state.key, 5)
         # 1. new tasks every task_lifetime meta-steps (fresh envs and empty buffers)
@@ -537,8 +547,11 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         env_params = tasks_per_env(task_params, E)
         if cfg.online_context and learner.online is not None:
             def act(c, k, p, buf):
-                s0, n0 = learner.online.start(state.params, replay.recent(buf, cfg.support_size))
-                stats = (jnp.broadcast_to(s0, (E,) + s0.shape), jnp.broadcast_to(n0, (E,)))
+                if cfg.task_lifetime == 1:  # the buffer was just emptied: nothing to encode
+                    stats = online_no_data_stats(learner, state.params, obs_shape, (E,))
+                else:
+                    s0, n0 = learner.online.start(state.params, replay.recent(buf, cfg.support_size))
+                    stats = (jnp.broadcast_to(s0, (E,) + s0.shape), jnp.broadcast_to(n0, (E,)))
                 step = lambda st, kk: online_step(env, learner, state.params, st, kk, p, hp.epsilon)
                 (c, _), tr = jax.lax.scan(step, (c, stats), jax.random.split(k, L))
                 return c, tr
@@ -571,7 +584,7 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         def task_meta_grad(support, query):
             if cfg.query_source == "adapted":  # the learner adapts once, for both uses
                 k, p = query
-                query = lambda tp: query_rollout(tp, k, p)
+                query = lambda tp: adapted_query(env, learner, cfg, tp, k, p)
             return learner.meta_grad(state.params, state.target_params, support, query, hp)
 
         if cfg.task_micro_batch and cfg.task_micro_batch < T:  # keeps the working set in cache
