@@ -42,7 +42,10 @@ Learners (``MetaConfig.algorithm``):
   (``cavia_first_order=True``: first-order).
 * ``context`` — a permutation-invariant encoder of the support transitions produces ``z``
   (masked mean of a per-transition MLP); ``Q(s, a, z)`` is trained end to end; no inner
-  gradient steps.
+  gradient steps. ``context_decoder > 0`` adds a VariBAD-style auxiliary loss: a decoder
+  ``(obs, action, z) -> (reward, next_obs - obs)`` scored on the query transitions, whose
+  gradient reaches only the encoder and the decoder (denser supervision of ``z`` than the TD
+  loss; BENCHMARKS.md §1 has where it helps and where it hurts).
 * ``pretrained`` — the multi-task baseline: one DQN on the pooled training tasks with the
   same data and environment-step budget (the query loss at the unadapted parameters). At
   test time it adapts with the same inner rule (``inner_steps`` at ``inner_lr``) as MAML.
@@ -131,6 +134,8 @@ class MetaConfig:
     random_support: bool = False  # train on random support prefixes (robust to small budgets)
     online_context: bool = True  # context only (ignored otherwise): collect the support acting
     #                              on the context inferred online from each env's transitions so far
+    context_decoder: float = 0.0  # context only: weight of an auxiliary loss that trains z to predict
+    #                               the query's rewards and state changes (VariBAD-style decoder); 0: off
     cavia_first_order: bool = False
     hidden: tuple[int, ...] = (64, 64)
     dueling: bool = False
@@ -177,6 +182,7 @@ class MetaConfig:
                 self.query_source)
         in_range("query_epsilon", self.query_epsilon, 0.0, 1.0)
         in_range("max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True)
+        in_range("context_decoder", self.context_decoder, 0.0, math.inf)
         check_hparams(self.hparams(), META_HPARAM_RULES)
 
     @property
@@ -298,6 +304,9 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
     ctx_dim = cfg.context_dim if cfg.uses_context else 0
     net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=ctx_dim)
     enc = ContextEncoder(cfg.encoder_hidden, ctx_dim, num_actions, cfg.encoder_post)
+    use_decoder = cfg.algorithm == "context" and cfg.context_decoder > 0
+    obs_dim = math.prod(obs_shape)
+    dec = MLP(tuple(cfg.hidden) + (1 + obs_dim,))  # (obs, one-hot action, z) -> (reward, Δobs)
     zeros_ctx = jnp.zeros((ctx_dim,), jnp.float32)
 
     def q_values(tp, obs):
@@ -316,6 +325,8 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
             dummy = Transition(jnp.zeros((1,) + obs_shape), jnp.zeros((1,), jnp.int32), jnp.zeros((1,)),
                                jnp.zeros((1,) + obs_shape), jnp.zeros((1,), bool), jnp.zeros((1,), bool))
             params["enc"] = enc.init(k_enc, dummy, jnp.ones((1,), bool))
+        if use_decoder:
+            params["dec"] = dec.init(jax.random.fold_in(k_enc, 1), jnp.zeros((obs_dim + num_actions + ctx_dim,)))
         return params
 
     def unadapted(params):
@@ -346,14 +357,28 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
 
     if cfg.algorithm == "context":
 
+        def decoder_loss(dec_params, z, batch):
+            # predict each query transition's reward and state change from (obs, action, z)
+            tr, mask = batch
+            obs = tr.obs.reshape(tr.obs.shape[:1] + (-1,))
+            x = jnp.concatenate([obs, jax.nn.one_hot(tr.action, num_actions, dtype=obs.dtype),
+                                 jnp.broadcast_to(z, obs.shape[:1] + z.shape)], -1)
+            target = jnp.concatenate([tr.reward[:, None], tr.next_obs.reshape(obs.shape) - obs], -1)
+            err = ((dec.apply(dec_params, x) - target) ** 2).sum(-1)
+            w = mask.astype(err.dtype)
+            return (err * w).sum() / jnp.maximum(w.sum(), 1.0)
+
         def meta_grad(params, target_params, support, query, hp):
             def outer(p):
                 tp = context_adapt(p, target_params, support, hp)
                 q = query(jax.lax.stop_gradient(tp)) if callable(query) else query
-                return td(tp, target_params["net"], q, hp)[0]
+                td_loss = td(tp, target_params["net"], q, hp)[0]
+                if not use_decoder:
+                    return td_loss, td_loss
+                return td_loss + cfg.context_decoder * decoder_loss(p["dec"], tp["ctx"], q), td_loss
 
-            loss, grads = jax.value_and_grad(outer)(params)
-            m = meta.MetaMetrics(loss, loss, loss)
+            (_, loss), grads = jax.value_and_grad(outer, has_aux=True)(params)
+            m = meta.MetaMetrics(loss, loss, loss)  # the TD loss (the decoder's term is not in it)
             return grads, m
 
         def online_start(params, support):

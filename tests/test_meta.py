@@ -567,6 +567,29 @@ def test_only_the_context_learner_has_an_online_form():
         assert meta_dqn.make_learner(tiny(algorithm=algorithm), 4, (2,)).online is None
 
 
+
+def test_context_decoder_trains_the_encoder_only_and_respects_the_query_mask():
+    """The decoder's reward / state-change loss adds gradient to the encoder (and the decoder),
+    never to the Q-network, is left out of the reported TD loss and skips masked queries."""
+    plain, with_dec = tiny(algorithm="context"), tiny(algorithm="context", context_decoder=2.0)
+    l0, l1 = (meta_dqn.make_learner(c, 4, (2,)) for c in (plain, with_dec))
+    p0, p1 = l0.init(jax.random.key(1)), l1.init(jax.random.key(1))
+    assert "dec" in p1 and "dec" not in p0
+    assert max_abs_diff({k: p1[k] for k in p0}, p0) == 0.0  # same Q-network and encoder
+    support = pointnav_support(10, 7)
+    query_tr = random_transitions(jax.random.key(6), 16, obs_dim=2, num_actions=4)
+    hp = plain.hparams()
+    for mask, encoder_moves in ((jnp.ones(16, bool), True), (jnp.zeros(16, bool), False)):
+        g0, m0 = l0.meta_grad(p0, p0, support, (query_tr, mask), hp)
+        g1, m1 = l1.meta_grad(p1, p1, support, (query_tr, mask), hp)
+        np.testing.assert_array_equal(np.asarray(m0.query_loss), np.asarray(m1.query_loss))
+        assert max_abs_diff(g0["net"], g1["net"]) == 0.0
+        assert (max_abs_diff(g0["enc"], g1["enc"]) > 1e-6) == encoder_moves
+        assert (float(np.abs(flat(g1["dec"])).max()) > 0) == encoder_moves
+    with pytest.raises(ValueError, match="^context_decoder must be"):
+        tiny(algorithm="context", context_decoder=-1.0)
+
+
 # --------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "kwargs,pattern",
