@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "get_family": "metadqn_jax.tasks",
     "list_families": "metadqn_jax.tasks",
     "register_family": "metadqn_jax.tasks",
+    "register_env": "metadqn_jax.envs",
     # checkpoints and deployment
     "Checkpointer": "metadqn_jax.checkpoint",
     "CheckpointError": "metadqn_jax.checkpoint",

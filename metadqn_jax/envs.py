@@ -133,6 +133,26 @@ _CUSTOM: dict[str, Callable[[], environment.Environment]] = {
 }
 
 
+def register_env(env_id: str, factory: Callable[[], environment.Environment], *, overwrite: bool = False) -> None:
+    """Makes a user-defined gymnax environment available to :func:`make_env` (and so to task
+    families, ``DQNConfig.env_id`` and the CLI) under ``env_id``.
+
+    ``factory()`` must return a gymnax ``Environment`` (1.0 API: ``reset(key, params)``,
+    ``step(...)`` with six outputs); its ``default_params`` are the base task.
+
+    Raises:
+      ValueError: ``env_id`` is already known (gymnax's or registered; ``overwrite=True``
+        replaces a registered one) or ``factory`` is not callable.
+    """
+    if not callable(factory):
+        raise ValueError(f"register_env({env_id!r}): factory must be a callable returning an environment, "
+                         f"got {type(factory).__name__}")
+    if env_id in gymnax.registered_envs or (env_id in _CUSTOM and not overwrite):
+        raise ValueError(f"environment {env_id!r} is already registered (pass overwrite=True to replace "
+                         "one registered with register_env)")
+    _CUSTOM[env_id] = factory
+
+
 def available_envs() -> list[str]:
     """All environment ids :func:`make_env` accepts."""
     return sorted(_CUSTOM) + list(gymnax.registered_envs)

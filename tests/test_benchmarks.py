@@ -49,3 +49,12 @@ def test_context_variants_quick(monkeypatch, capsys):
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("pointnav-goal context {'encoder_post': (8,)}: train ") and "first episode (online)" in line
+
+
+def test_goal_inference_quick(monkeypatch, capsys):
+    assert _run("goal_inference.py", ["--quick"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| 0")]
+    returns = {float(d): float(r) for d, r in rows}
+    assert returns[0.0] > returns[0.1] > returns[0.3]  # a worse goal estimate costs return
+    assert "pointnav-goal-observed: multi-task DQN" in out

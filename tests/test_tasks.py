@@ -310,6 +310,30 @@ def test_user_family_custom_sampler_and_derive():
     np.testing.assert_allclose(np.asarray(p.step_size), np.asarray(p.bound) / 10, rtol=1e-6)
 
 
+
+def test_register_env_makes_a_user_environment_usable_by_families():
+    from metadqn_jax import envs
+
+    class FarNav(envs.PointNav):  # a user's own gymnax environment
+        @property
+        def default_params(self):
+            return envs.PointNavParams(goal_x=0.0, goal_y=0.9)
+
+    envs.register_env("FarNav-test-v0", FarNav, overwrite=True)
+    assert "FarNav-test-v0" in envs.available_envs()
+    env, params = envs.make_env("FarNav-test-v0")
+    assert isinstance(env, FarNav) and float(params.goal_y) == pytest.approx(0.9)
+    family = TaskFamily("far-nav-test", "FarNav-test-v0", ranges={"goal_x": (-0.5, 0.5)},
+                        num_train=8, num_val=4, num_test=4)
+    p = family.sample(jax.random.key(0), 3, "test")
+    assert np.all(np.abs(np.asarray(p.goal_x)) <= 0.5) and np.allclose(np.asarray(p.goal_y), 0.9)
+    with pytest.raises(ValueError, match="'FarNav-test-v0' is already registered"):
+        envs.register_env("FarNav-test-v0", FarNav)
+    with pytest.raises(ValueError, match="'CartPole-v1' is already registered"):
+        envs.register_env("CartPole-v1", FarNav, overwrite=True)  # gymnax's ids are never replaced
+    with pytest.raises(ValueError, match="factory must be a callable"):
+        envs.register_env("Broken-v0", FarNav())
+
 # ------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "kwargs, match",
