@@ -13,10 +13,10 @@ first-episode return with the online context. BENCHMARKS.md §1 lists the varian
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -27,6 +27,9 @@ from metadqn_jax.meta_dqn import MetaConfig
 from metadqn_jax.tasks import list_families
 from metadqn_jax.train import ValidationConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from few_shot import parse_sets, quick_settings  # noqa: E402  (the sibling benchmark)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,25 +39,12 @@ def main(argv=None) -> int:
                    help="a MetaConfig field (Python literal), e.g. encoder_post=(64,)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
-    fields = MetaConfig.__dataclass_fields__
-    sets = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in fields or not value:
-            p.error(f"--set expects a MetaConfig field=value, got {item!r}")
-        try:
-            sets[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            p.error(f"--set {name}: {value!r} is not a Python literal")
+    sets = parse_sets(p, args.set)
     base = MetaConfig(family=args.family, algorithm="context", num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=(0, 25, 100, 250), num_tasks=20, seeds=5, support_size=base.support_size)
     validation = ValidationConfig(every=500, num_tasks=32)
     if args.quick:
-        base = dataclasses.replace(base, num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20,
-                                   buffer_size=20, query_batch=16, hidden=(16, 16), num_meta_steps=20,
-                                   chunk_size=10)
-        fs = FewShotConfig(budgets=(0, 10, 30), num_tasks=2, seeds=2, support_size=20, eval_episodes=1)
-        validation = ValidationConfig(every=10, num_tasks=2)
+        base, fs, validation = quick_settings(base, inner_steps=None)
     base = dataclasses.replace(base, **sets)
     fs = dataclasses.replace(fs, support_epsilon=base.epsilon, support_size=base.support_size)
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ markdown table and a PNG of return vs. environment steps with 95 % CI bands.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import sys
@@ -40,6 +41,31 @@ def steps_to_fraction(result, oracle_mean: float, budgets, fraction: float = 0.9
         if m >= oracle_mean - (1.0 - fraction) * abs(oracle_mean):
             return int(b)
     return None
+
+
+def quick_settings(base: MetaConfig, inner_steps: int | None = 1):
+    """The tiny ``--quick`` (smoke-test) versions of ``base``, the few-shot and validation configs."""
+    base = dataclasses.replace(base, num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20,
+                               buffer_size=20, query_batch=16, hidden=(16, 16), num_meta_steps=20,
+                               chunk_size=10, **({} if inner_steps is None else {"inner_steps": inner_steps}))
+    fs = FewShotConfig(budgets=(0, 10, 30), num_tasks=2, seeds=2, support_size=20, eval_episodes=1)
+    return base, fs, ValidationConfig(every=10, num_tasks=2)
+
+
+def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
+    """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
+    literals); a bad item is a ``parser.error`` naming it."""
+    fields = MetaConfig.__dataclass_fields__
+    sets = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            parser.error(f"--set expects a MetaConfig field=value, got {item!r}")
+        try:
+            sets[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parser.error(f"--set {name}: {value!r} is not a Python literal")
+    return sets
 
 
 def write_plots(out: dict, path: Path) -> None:
@@ -76,6 +102,9 @@ def main(argv=None) -> int:
     p.add_argument("--test-tasks", type=int, default=20, help="held-out test tasks (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="adaptation runs per test task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a MetaConfig field for every algorithm (Python literal), e.g. task_lifetime=20; "
+                        "applied after --quick")
     p.add_argument("--no-oracle", action="store_true", help="skip the per-task DQN oracle")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     p.add_argument("--plot-only", action="store_true", help="only redraw the figures from an existing --out JSON")
@@ -93,12 +122,11 @@ def main(argv=None) -> int:
     fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
                        support_size=base.support_size)
     validation = ValidationConfig(every=500, num_tasks=32)
+    sets = parse_sets(p, args.set)
     if args.quick:
-        base = dataclasses.replace(base, num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20,
-                                   buffer_size=20, query_batch=16, hidden=(16, 16), num_meta_steps=20,
-                                   chunk_size=10, inner_steps=1)
-        fs = FewShotConfig(budgets=(0, 10, 30), num_tasks=2, seeds=2, support_size=20, eval_episodes=1)
-        validation = ValidationConfig(every=10, num_tasks=2)
+        base, fs, validation = quick_settings(base)
+    base = dataclasses.replace(base, **sets)
+    fs = dataclasses.replace(fs, support_size=base.support_size)
     t0 = time.perf_counter()
     cmp = compare(base, algorithms, fs, seed=args.seed, validation=validation, oracle=not args.no_oracle,
                   progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -108,6 +136,7 @@ def main(argv=None) -> int:
     out.update(
         family=args.family,
         meta_steps=base.num_meta_steps,
+        meta_config_set=sets,
         env_steps_per_init=base.num_meta_steps * base.env_steps_per_meta_step,
         test_tasks=fs.num_tasks,
         seeds=fs.seeds,

@@ -52,6 +52,11 @@ def test_context_variants_quick(monkeypatch, capsys):
 
 
 def test_goal_inference_quick(monkeypatch, capsys):
+    from metadqn_jax import envs, tasks
+
+    # the script registers an environment and a family: keep them out of the other tests
+    monkeypatch.setattr(envs, "_CUSTOM", dict(envs._CUSTOM))
+    monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
     assert _run("goal_inference.py", ["--quick"], monkeypatch) == 0
     out = capsys.readouterr().out
     rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| 0")]

@@ -311,8 +311,10 @@ def test_user_family_custom_sampler_and_derive():
 
 
 
-def test_register_env_makes_a_user_environment_usable_by_families():
+def test_register_env_makes_a_user_environment_usable_by_families(monkeypatch):
     from metadqn_jax import envs
+
+    monkeypatch.setattr(envs, "_CUSTOM", dict(envs._CUSTOM))  # the registration ends with the test
 
     class FarNav(envs.PointNav):  # a user's own gymnax environment
         @property
