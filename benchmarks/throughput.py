@@ -163,7 +163,7 @@ def make_config(spec: dict):
         family="cartpole-physics", algorithm=spec.get("algorithm", "maml"), num_tasks=spec["tasks"],
         envs_per_task=E, rollout_steps=L, support_size=E * L, buffer_size=spec.get("buffer_size", E * L),
         query_batch=QUERY_BATCH, task_lifetime=1, inner_steps=spec["inner_steps"], hidden=HIDDEN,
-        chunk_size=spec["chunk"], **({"query_source": spec["query_source"]} if "query_source" in spec else {}),
+        chunk_size=spec["chunk"], query_source=spec.get("query_source", "adapted"),
         **({"task_micro_batch": spec["task_micro_batch"]} if spec.get("task_micro_batch") else {}),
     )
 

@@ -105,12 +105,23 @@ META_HPARAM_RULES = {
 }
 
 
+# What MetaConfig's family-dependent fields (None = "the family's") become when the family
+# recommends nothing (tasks.TaskFamily.meta_defaults; the keys are tasks.FAMILY_META_FIELDS).
+LIBRARY_DEFAULTS: dict[str, Any] = {"task_lifetime": 1, "query_source": "adapted", "buffer_size": 100}
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
     """Static meta-training settings plus defaults for the traced :class:`MetaHParams`.
 
     Sizes: per meta-step ``num_tasks × envs_per_task × rollout_steps`` environment steps;
     per-task replay memory ``num_tasks × buffer_size`` transitions (see :func:`memory_bytes`).
+
+    ``task_lifetime``, ``query_source`` and ``buffer_size`` left at ``None`` are resolved when the
+    config is built: the family's recommendation (:attr:`TaskFamily.meta_defaults
+    <metadqn_jax.tasks.TaskFamily>`), else :data:`LIBRARY_DEFAULTS`. The built config holds
+    the concrete values (``dataclasses.replace(cfg, family=...)`` keeps them: pass ``None``
+    again to re-resolve).
     """
 
     family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks)
@@ -119,12 +130,13 @@ class MetaConfig:
     envs_per_task: int = 4  # environments per task
     rollout_steps: int = 25  # steps of every environment per meta-step
     support_size: int = 100  # most recent transitions forming the support set
-    buffer_size: int = 100  # replay capacity per task, transitions
+    buffer_size: int | None = None  # replay capacity per task, transitions (None: the family's, else 100)
     query_batch: int = 128  # query transitions per task per meta-step
-    query_source: str = "adapted"  # "adapted": query from a rollout of the adapted policy
+    query_source: str | None = None  # "adapted": query from a rollout of the adapted policy
     #                                 "buffer": query sampled from the task's replay buffer
+    #                                 (None: the family's recommendation, else "adapted")
     query_epsilon: float = 0.3  # ε of the adapted policy's query rollout
-    task_lifetime: int = 1  # meta-steps before a slot draws a new task
+    task_lifetime: int | None = None  # meta-steps before a slot draws a new task (None: the family's, else 1)
     inner_steps: int = 5  # inner TD-gradient steps (k)
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
@@ -157,9 +169,12 @@ class MetaConfig:
     def __post_init__(self):
         require(self.algorithm in ALGORITHMS, "algorithm", f"one of {ALGORITHMS}", self.algorithm)
         try:
-            tasks.get_family(self.family)
+            family = tasks.get_family(self.family)
         except ValueError as e:
             raise ValueError(f"family: {e}") from None
+        for name, fallback in LIBRARY_DEFAULTS.items():  # None: the family's recommendation
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, family.meta_defaults.get(name, fallback))
         for name in ("num_tasks", "envs_per_task", "rollout_steps", "support_size", "buffer_size",
                      "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim"):
             positive_int(name, getattr(self, name))

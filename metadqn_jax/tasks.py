@@ -177,6 +177,11 @@ class TaskFamily:
         applied after sampling (after the automatic CartPole derivation, for CartPole envs).
       description: free text shown by :meth:`describe`.
       gamma: recommended DQN discount for this family.
+      meta_defaults: recommended meta-training settings, ``{field: value}`` for the
+        :class:`~metadqn_jax.meta_dqn.MetaConfig` fields in :data:`FAMILY_META_FIELDS`; a
+        ``MetaConfig`` that leaves such a field at ``None`` takes the family's value (else the
+        library's default). E.g. CartPole's long episodes want long-lived tasks and queries
+        from the task's buffer (BENCHMARKS.md §1).
       split_seed: seed of the deterministic task pools.
       num_train, num_val, num_test: pool sizes (distinct tasks per split, all > 0).
       sample_desc: how ``sample_fn`` varies tasks, for :meth:`describe`.
@@ -195,6 +200,7 @@ class TaskFamily:
     derive: Callable[[EnvParams], EnvParams] | None = None
     description: str = ""
     gamma: float = 0.99
+    meta_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     split_seed: int = 0
     num_train: int = 1024
     num_val: int = 128
@@ -205,6 +211,13 @@ class TaskFamily:
     def __post_init__(self) -> None:
         env, default = envs.make_env(self.env_id)  # ValueError naming the unknown id
         set_ = functools.partial(object.__setattr__, self)
+        if not isinstance(self.meta_defaults, Mapping):
+            raise ValueError(f"family {self.name!r}: meta_defaults must be a mapping field -> value")
+        bad = [k for k in self.meta_defaults if k not in FAMILY_META_FIELDS]
+        if bad:
+            raise ValueError(f"family {self.name!r}: meta_defaults field(s) {bad} cannot be set by a family; "
+                             f"allowed: {', '.join(FAMILY_META_FIELDS)}")
+        set_("meta_defaults", dict(self.meta_defaults))
         set_("_env", env)
         base = default if self.base_params is None else self.base_params
         if not isinstance(base, type(default)):
@@ -411,6 +424,8 @@ class TaskFamily:
             f"{self.name}: {self.env_id}; {varying}; gamma {self.gamma:g}, "
             f"{self.episode_length} steps, splits {self.num_train}/{self.num_val}/{self.num_test}"
         )
+        if self.meta_defaults:
+            line += "; meta " + ", ".join(f"{k}={v}" for k, v in self.meta_defaults.items())
         if self.description:
             line += f" - {self.description}"
         return " ".join(line.split())  # one line, whatever the description holds
@@ -558,6 +573,8 @@ def _canonical_split(split: str) -> str:
 
 
 # ------------------------------------------------------------------------- registry
+# MetaConfig fields (default None) a family may recommend values for (TaskFamily.meta_defaults)
+FAMILY_META_FIELDS = ("task_lifetime", "query_source", "buffer_size")
 FAMILIES: dict[str, TaskFamily] = {}
 
 
@@ -582,6 +599,11 @@ def get_family(name: str) -> TaskFamily:
 
 
 POINTNAV_GOAL_RADIUS = 0.7
+# CartPole: episodes of up to 500 steps. Task slots live 20 meta-steps (their environments run
+# 500 steps instead of 25-step fragments) and the query comes from each task's 2,000-transition
+# buffer; measured on cartpole-flipped: context 412 / 452 after 25 / 100 steps against 100 / 92
+# with the PointNav settings (BENCHMARKS.md §1).
+CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000}
 
 register_family(
     TaskFamily(
@@ -594,6 +616,7 @@ register_family(
             "force_mag": (5.0, 15.0),
         },
         gamma=0.99,
+        meta_defaults=CARTPOLE_META_DEFAULTS,
         description="CartPole with varied physics (one policy can serve all tasks)",
     )
 )
@@ -624,6 +647,7 @@ register_family(
         ranges={"length": (0.4, 0.6)},
         choices={"force_sign": (-1.0, 1.0)},
         gamma=0.99,
+        meta_defaults=CARTPOLE_META_DEFAULTS,
         description="conflicting: the action meaning is flipped on half the tasks",
     )
 )

@@ -590,6 +590,31 @@ def test_context_decoder_trains_the_encoder_only_and_respects_the_query_mask():
         tiny(algorithm="context", context_decoder=-1.0)
 
 
+
+def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
+    from metadqn_jax import tasks
+
+    monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
+    assert meta_dqn.LIBRARY_DEFAULTS.keys() == set(tasks.FAMILY_META_FIELDS)
+    c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
+    assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
+    c = MetaConfig(family="cartpole-flipped")
+    assert (c.task_lifetime, c.query_source, c.buffer_size) == (20, "buffer", 2000)
+    # an explicit value wins, even when it equals the library's default
+    c = MetaConfig(family="cartpole-flipped", task_lifetime=1, query_source="adapted", buffer_size=100)
+    assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
+    tasks.register_family(tasks.TaskFamily("nav-lifetime-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+                                           meta_defaults={"task_lifetime": 3}))
+    c = MetaConfig(family="nav-lifetime-test")
+    assert (c.task_lifetime, c.query_source, c.buffer_size) == (3, "adapted", 100)
+    with pytest.raises(ValueError, match=r"meta_defaults field\(s\) \['inner_lr'\] cannot be set by a family"):
+        tasks.TaskFamily("bad-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)}, meta_defaults={"inner_lr": 0.5})
+    tasks.register_family(tasks.TaskFamily("bad-value-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+                                           meta_defaults={"query_source": "nope"}))
+    with pytest.raises(ValueError, match="^query_source must be"):  # checked like a value the user gave
+        MetaConfig(family="bad-value-test")
+
+
 # --------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "kwargs,pattern",

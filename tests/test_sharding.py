@@ -34,7 +34,7 @@ COMMON = textwrap.dedent('''
     import numpy as np
     CFG_KW = dict(family="cartpole-physics", algorithm="maml", num_tasks=16, envs_per_task=2, rollout_steps=4,
                   support_size=8, buffer_size=16, query_batch=8, inner_steps=1, hidden=(16, 16),
-                  chunk_size=2, num_meta_steps=4, task_lifetime=2)
+                  chunk_size=2, num_meta_steps=4, task_lifetime=2, query_source="adapted")
     STEPS = 4
 
     def leaves(tree):
