@@ -3,8 +3,8 @@
     python benchmarks/context_variants.py --family pointnav-goal --meta-steps 5000 \
         --set online_context=False --set envs_per_task=1 --set rollout_steps=100
 
-Meta-trains ``context`` (with :func:`metadqn_jax.compare.config_for`'s overrides, then the
-``--set`` fields of :class:`~metadqn_jax.meta_dqn.MetaConfig`, values as Python literals),
+Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta_dqn.MetaConfig`,
+values as Python literals, over its algorithm defaults ``meta_dqn.ALGORITHM_DEFAULTS``),
 evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
 meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
 first-episode return with the online context. BENCHMARKS.md §1 lists the variants it ran.

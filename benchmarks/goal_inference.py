@@ -165,8 +165,8 @@ def main(argv=None) -> int:
                                     ("mean of φ (128,128)→8", (128, 128), (), 8),
                                     ("DeepSets φ (128,128), ρ (64)→8", (128, 128), (64,), 8),
                                     ("DeepSets φ (128,128), ρ (64)→16", (128, 128), (64,), 16)]:
-        if args.quick and dim == 16:
-            continue
+        if args.quick and (hidden, post) != ((64,), ()):
+            continue  # the smoke test compiles one encoder
         print(f"| {name} | {encoder_rmse(hidden, post, dim, steps):.3f} |", flush=True)
     return 0
 

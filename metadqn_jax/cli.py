@@ -101,9 +101,10 @@ TRAIN_OPTS: tuple[Opt, ...] = (
         "gradient steps", int, "K"),
     Opt(("--chunk-size",), "meta.chunk_size", "meta-steps per compiled call (logging, checkpoint and "
         "progress granularity)", "meta-steps", int, "N"),
-    Opt(("--inner-lr",), "hparams.inner_lr", "inner-loop learning rate (traced)", "step size", float, "LR"),
-    Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser (Adam) learning rate (traced)", "step size",
-        float, "LR"),
+    Opt(("--inner-lr",), "hparams.inner_lr", "inner-loop learning rate (traced; null = the algorithm's: "
+        "cavia 1.0, else 0.1)", "step size", float, "LR"),
+    Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser (Adam) learning rate (traced; null = the "
+        "algorithm's: context and cavia 3e-3, else 1e-3)", "step size", float, "LR"),
     Opt(("--gamma",), "hparams.gamma", "discount factor (traced; null = the family's)", "per env step",
         float, "G"),
     Opt(("--val-every",), "validation.every", "meta-steps between validations (0: no validation)",

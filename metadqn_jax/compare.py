@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 
@@ -25,27 +25,11 @@ from metadqn_jax.evaluate import (
 from metadqn_jax.meta_dqn import MetaConfig
 from metadqn_jax.train import TrainResult, ValidationConfig, train_meta
 
-# Per-algorithm settings that differ from the shared MetaConfig (documented choices):
-# - context: trained on random-length support prefixes, so that it infers the task from
-#   however few transitions a small budget gives (25 steps = one PointNav episode); it has
-#   no inner loop and tolerates a larger meta learning rate (3e-3 measured better than 1e-3).
-# - cavia: the context vector starts at 0 and needs a large inner step (CAVIA's paper uses
-#   inner rates of 1-10 for the context parameters).
-ALGORITHM_OVERRIDES: dict[str, dict[str, Any]] = {
-    "context": {"random_support": True, "meta_lr": 3e-3},
-    "cavia": {"inner_lr": 1.0, "meta_lr": 3e-3},
-}
-
-
 def config_for(base: MetaConfig, algorithm: str) -> MetaConfig:
-    """``base`` with ``algorithm`` and its documented overrides (:data:`ALGORITHM_OVERRIDES`).
-
-    An override only replaces a field that ``base`` leaves at the :class:`MetaConfig` default:
-    a value the user chose (e.g. ``--meta-lr``) wins."""
-    fields = MetaConfig.__dataclass_fields__
-    overrides = {k: v for k, v in ALGORITHM_OVERRIDES.get(algorithm, {}).items()
-                 if getattr(base, k) == fields[k].default}
-    return dataclasses.replace(base, algorithm=algorithm, **overrides)
+    """``base`` re-targeted to ``algorithm``. Fields ``base`` leaves ``None`` take that
+    algorithm's defaults (:data:`metadqn_jax.meta_dqn.ALGORITHM_DEFAULTS`, resolved lazily by
+    :meth:`MetaConfig.setting`); a value the user chose (e.g. ``--meta-lr``) always wins."""
+    return dataclasses.replace(base, algorithm=algorithm)
 
 
 class Comparison(NamedTuple):

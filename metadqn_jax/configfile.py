@@ -47,7 +47,7 @@ import yaml
 
 from metadqn_jax.config import ConfigError, DQNConfig, DQNHParams, nonneg_int, positive_int, require
 from metadqn_jax.evaluate import FewShotConfig
-from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig, MetaHParams
+from metadqn_jax.meta_dqn import ALGORITHM_DEFAULTS, ALGORITHMS, MetaConfig, MetaHParams
 from metadqn_jax.train import ValidationConfig
 
 __all__ = [
@@ -349,6 +349,7 @@ class _Composite:
 # --------------------------------------------------------------------------------- train
 _META_STATIC = _fields(MetaConfig, exclude=MetaHParams._fields)
 _META_HPARAMS = _fields(MetaConfig, only=MetaHParams._fields)
+ALGORITHM_RESOLVED = frozenset(k for d in ALGORITHM_DEFAULTS.values() for k in d)  # MetaConfig.setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,7 +375,7 @@ class TrainConfig(_Composite):
                 "the algorithms are run.algorithms"),
         Section("hparams", "meta", MetaConfig, _META_HPARAMS,
                 "hparams: traced meta-training hyper-parameters (changing one never recompiles; "
-                "gamma null = the family's)"),
+                "gamma null = the family's, inner_lr / meta_lr null = the algorithm's)"),
         Section("few_shot", "few_shot", FewShotConfig, _fields(FewShotConfig),
                 "few_shot: the few-shot evaluation on held-out tasks (budgets in env steps)"),
         Section("validation", "validation", ValidationConfig, _fields(ValidationConfig),
@@ -672,8 +673,11 @@ def merge(*layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
 def meta_config_dict(meta: MetaConfig, validation: ValidationConfig | None = None) -> dict[str, Any]:
     """The settings that determine a meta-training trajectory, as stored in checkpoints:
     ``meta`` (static, without ``num_meta_steps``), ``hparams`` and ``validation``."""
-    static = {name: _plain(getattr(meta, name)) for name in _META_STATIC if name != "num_meta_steps"}
-    out: dict[str, Any] = {"meta": static, "hparams": {name: _plain(getattr(meta, name)) for name in _META_HPARAMS}}
+    # algorithm-dependent fields are stored resolved (MetaConfig.setting): a config that leaves
+    # them unset and one that names the same value train the same thing
+    value = lambda name: _plain(meta.setting(name) if name in ALGORITHM_RESOLVED else getattr(meta, name))
+    static = {name: value(name) for name in _META_STATIC if name != "num_meta_steps"}
+    out: dict[str, Any] = {"meta": static, "hparams": {name: value(name) for name in _META_HPARAMS}}
     if validation is not None:
         out["validation"] = {f: _plain(getattr(validation, f)) for f in _fields(ValidationConfig)}
     return out

@@ -106,8 +106,23 @@ META_HPARAM_RULES = {
 
 
 # What MetaConfig's family-dependent fields (None = "the family's") become when the family
-# recommends nothing (tasks.TaskFamily.meta_defaults; the keys are tasks.FAMILY_META_FIELDS).
-LIBRARY_DEFAULTS: dict[str, Any] = {"task_lifetime": 1, "query_source": "adapted", "buffer_size": 100}
+# recommends nothing (tasks.TaskFamily.meta_defaults; the keys are tasks.FAMILY_META_FIELDS),
+# and its algorithm-dependent fields (None = "the algorithm's") when ALGORITHM_DEFAULTS has none.
+LIBRARY_DEFAULTS: dict[str, Any] = {"task_lifetime": 1, "query_source": "adapted", "buffer_size": 100,
+                                    "random_support": False, "inner_lr": 0.1, "meta_lr": 1e-3}
+FAMILY_RESOLVED = ("task_lifetime", "query_source", "buffer_size")  # resolved when a config is built
+# Per-algorithm defaults of the algorithm-dependent fields (documented choices), used when the
+# config leaves them None; resolved lazily (MetaConfig.setting), so a config keeps "unset" when
+# it is re-targeted to another algorithm (compare.config_for) and an explicit value always wins.
+# - context: trained on random-length support prefixes, so that it infers the task from
+#   however few transitions a small budget gives (25 steps = one PointNav episode); it has
+#   no inner loop and tolerates a larger meta learning rate (3e-3 measured better than 1e-3).
+# - cavia: the context vector starts at 0 and needs a large inner step (CAVIA's paper uses
+#   inner rates of 1-10 for the context parameters).
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "context": {"random_support": True, "meta_lr": 3e-3},
+    "cavia": {"inner_lr": 1.0, "meta_lr": 3e-3},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +158,8 @@ class MetaConfig:
     context_dim: int = 8  # CAVIA context / context-encoder output width
     encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
     encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
-    random_support: bool = False  # train on random support prefixes (robust to small budgets)
+    random_support: bool | None = None  # train on random support prefixes (robust to small
+    #                                     budgets); None: the algorithm's (ALGORITHM_DEFAULTS)
     online_context: bool = True  # context only (ignored otherwise): collect the support acting
     #                              on the context inferred online from each env's transitions so far
     context_decoder: float = 0.0  # context only: weight of an auxiliary loss that trains z to predict
@@ -159,8 +175,9 @@ class MetaConfig:
     num_meta_steps: int = 2_000
     chunk_size: int = 100  # meta-steps per compiled call (logging granularity)
     # defaults of the traced hyper-parameters (gamma: None = the family's recommendation)
-    inner_lr: float = 0.1
-    meta_lr: float = 1e-3
+    # (inner_lr / meta_lr None: the algorithm's default, see ALGORITHM_DEFAULTS)
+    inner_lr: float | None = None
+    meta_lr: float | None = None
     weight_decay: float = 0.0
     gamma: float | None = None
     epsilon: float = 0.5
@@ -172,9 +189,9 @@ class MetaConfig:
             family = tasks.get_family(self.family)
         except ValueError as e:
             raise ValueError(f"family: {e}") from None
-        for name, fallback in LIBRARY_DEFAULTS.items():  # None: the family's recommendation
+        for name in FAMILY_RESOLVED:  # None: the family's recommendation
             if getattr(self, name) is None:
-                object.__setattr__(self, name, family.meta_defaults.get(name, fallback))
+                object.__setattr__(self, name, family.meta_defaults.get(name, LIBRARY_DEFAULTS[name]))
         for name in ("num_tasks", "envs_per_task", "rollout_steps", "support_size", "buffer_size",
                      "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim"):
             positive_int(name, getattr(self, name))
@@ -204,11 +221,22 @@ class MetaConfig:
     def task_family(self) -> tasks.TaskFamily:
         return tasks.get_family(self.family)
 
+    def setting(self, name: str) -> Any:
+        """The value of an algorithm-dependent field (``random_support``, ``inner_lr``,
+        ``meta_lr``): the config's own, or when it is ``None`` the algorithm's default
+        (:data:`ALGORITHM_DEFAULTS`, else :data:`LIBRARY_DEFAULTS`)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return ALGORITHM_DEFAULTS.get(self.algorithm, {}).get(name, LIBRARY_DEFAULTS[name])
+
     def hparams(self, **overrides) -> MetaHParams:
         """Traced hyper-parameters from this config's defaults (``overrides`` validated)."""
         values = {f: getattr(self, f) for f in MetaHParams._fields}
         if values["gamma"] is None:
             values["gamma"] = self.task_family.gamma
+        for name in ("inner_lr", "meta_lr"):
+            values[name] = self.setting(name)
         values.update(overrides)
         hp = as_hparams(MetaHParams, **values)
         check_hparams(hp, META_HPARAM_RULES)
@@ -608,7 +636,7 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         # 3. support: the most recent transitions (optionally a random prefix of them)
         support_tr, mask = jax.vmap(replay.recent, in_axes=(0, None))(buffers, cfg.support_size)
         mask = jax.vmap(support_mask, in_axes=(0, 0, None))(
-            jax.random.split(k_support, T), mask, cfg.random_support
+            jax.random.split(k_support, T), mask, cfg.setting("random_support")
         )
         # 4. query: uniform from the task's buffer, or (built inside the learner's meta-gradient,
         #    from its adapted parameters) a rollout of the adapted policy; meta-gradient (mean

@@ -70,6 +70,7 @@ def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
     each per-chunk callback of train_meta (logging, checkpoints)."""
     import jax
 
+    import metadqn_jax.compare  # noqa: F401  (imported now, it keeps the real train_meta after the patch)
     import metadqn_jax.train as train_mod
 
     events: list[str] = []
@@ -81,6 +82,9 @@ def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
     original = train_mod.train_meta
 
     def wrapped(*args, callback=None, **kwargs):
+        if callback is None:
+            return original(*args, **kwargs)
+
         def cb(*a):
             n = len(events)
             try:

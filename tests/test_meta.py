@@ -595,7 +595,7 @@ def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     from metadqn_jax import tasks
 
     monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
-    assert meta_dqn.LIBRARY_DEFAULTS.keys() == set(tasks.FAMILY_META_FIELDS)
+    assert set(meta_dqn.FAMILY_RESOLVED) == set(tasks.FAMILY_META_FIELDS) <= meta_dqn.LIBRARY_DEFAULTS.keys()
     c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
     c = MetaConfig(family="cartpole-flipped")
@@ -639,12 +639,18 @@ def test_meta_hparams_errors_name_the_field(field, value):
         TINY.hparams(**{field: value})
 
 
-def test_algorithm_overrides_never_replace_a_chosen_value():
-    from metadqn_jax.compare import ALGORITHM_OVERRIDES, config_for
+def test_algorithm_defaults_never_replace_a_chosen_value():
+    from metadqn_jax.compare import config_for
 
     base = MetaConfig(family="pointnav-goal")
-    assert config_for(base, "context").meta_lr == ALGORITHM_OVERRIDES["context"]["meta_lr"] != base.meta_lr
-    assert config_for(base, "maml").meta_lr == base.meta_lr
-    chosen = dataclasses.replace(base, meta_lr=1e-2, inner_lr=0.5)
-    assert config_for(chosen, "context").meta_lr == 1e-2
-    assert config_for(chosen, "cavia").inner_lr == 0.5 and config_for(chosen, "cavia").algorithm == "cavia"
+    assert base.meta_lr is None and base.setting("meta_lr") == 1e-3
+    ctx = config_for(base, "context")
+    assert ctx.setting("meta_lr") == meta_dqn.ALGORITHM_DEFAULTS["context"]["meta_lr"] == ctx.hparams().meta_lr
+    assert ctx.setting("random_support") is True and config_for(ctx, "maml").setting("random_support") is False
+    assert config_for(base, "cavia").hparams().inner_lr == 1.0 and config_for(base, "maml").hparams().inner_lr == 0.1
+    # a chosen value wins, also when it equals another algorithm's default (the library's 0.1 / 1e-3)
+    chosen = dataclasses.replace(base, meta_lr=1e-3, inner_lr=0.1, random_support=False)
+    assert config_for(chosen, "context").hparams().meta_lr == pytest.approx(1e-3)
+    assert config_for(chosen, "context").setting("random_support") is False
+    cavia = config_for(chosen, "cavia")
+    assert cavia.hparams().inner_lr == pytest.approx(0.1) and cavia.algorithm == "cavia"

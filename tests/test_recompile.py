@@ -126,7 +126,7 @@ def test_every_hparam_is_traced(program):
 def test_unused_hparam_detector_catches_float_closure(program):
     """Negative control: a meta-step that bakes ``inner_lr`` in as a Python float is flagged."""
     state = program.init(jax.random.key(0), CFG.hparams())
-    baked = float(CFG.inner_lr)
+    baked = float(CFG.hparams().inner_lr)
 
     def closed_over(s, hp):
         return program.meta_step(s, hp._replace(inner_lr=baked))
