@@ -20,8 +20,10 @@ One meta-step (all of it one XLA program, vmapped over the task axis ``T``):
 
 Why this support set: at test time a new task provides exactly this — a fresh buffer with a
 few recent transitions collected by the (unadapted, ε-greedy) meta-policy — and the
-meta-objective must optimise what test time does. With ``task_lifetime = 1`` (the default)
-every meta-step is a fresh task from reset, which is the test-time situation exactly. Why the query comes from the adapted policy (measured on ``pointnav-goal``, γ = 0.5,
+meta-objective must optimise what test time does. With ``task_lifetime = 1`` (the library
+default) every meta-step is a fresh task from reset, which is the test-time situation exactly;
+families with long episodes (CartPole) recommend longer-lived tasks and queries from the task's
+buffer instead (``TaskFamily.meta_defaults``; measured in BENCHMARKS.md §1). Why the query comes from the adapted policy (measured on ``pointnav-goal``, γ = 0.5,
 2,000 meta-steps, validation return after 100 steps, 32 validation goals): with the query
 sampled from the support buffer, the TD loss fell to 0.002 while the greedy return stayed
 at −11.8 (context) / about −15 (MAML): the loss was low only on the states the *unadapted*
