@@ -165,6 +165,13 @@ def main(argv=None) -> int:
     extra["first episode"] = {k: f"{r.mean[-1]:.2f} ± {r.ci95[-1]:.2f}" for k, r in first.items()}
     table = report.markdown_table(results, title=f"{args.family}: greedy return after N env steps on held-out tasks "
                                   f"({fs.num_tasks} tasks x {fs.seeds} seeds, 95% CI)", extra=extra)
+    if "pretrained" in results and len(results) > 1:  # same tasks and keys for every init: paired
+        paired = report.paired_table(results, "pretrained", title=f"{args.family}: difference to pretrained, "
+                                     "paired by (task, seed), 95% CI (bold: excludes 0)")
+        table += "\n\n" + paired
+        out["paired_vs_pretrained"] = {
+            k: dict(zip(("mean", "ci95"), (v.tolist() for v in report.paired_difference(r, results["pretrained"]))))
+            for k, r in results.items() if k not in ("pretrained", "oracle")}
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,53 @@ from metadqn_jax.evaluate import FewShotResult
 
 
 def to_dict(results: Mapping[str, FewShotResult]) -> dict:
-    """``{name: {"mean": [...], "ci95": [...]}}`` plus ``"budgets"`` (JSON-serialisable)."""
+    """``{name: {"mean": [...], "ci95": [...], "returns": [[...] per run]}}`` plus ``"budgets"``
+    (JSON-serialisable; ``returns`` only where the per-run returns are known)."""
     budgets = next(iter(results.values())).budgets
     out: dict = {"budgets": list(budgets)}
     for name, r in results.items():
         out[name] = {"mean": [float(x) for x in r.mean], "ci95": [float(x) for x in r.ci95]}
+        if r.returns is not None:
+            out[name]["returns"] = np.round(np.asarray(r.returns, np.float64), 4).tolist()
     return out
+
+
+def paired_difference(a: FewShotResult, b: FewShotResult) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95 % CI half-width of ``a − b`` per budget, *paired* by run.
+
+    Valid when both were evaluated on the same tasks with the same keys (as
+    :func:`metadqn_jax.compare.compare` does): the variation between tasks, which both inits
+    share, cancels, so the interval is much tighter than comparing two ``ci95`` bands.
+    Returns ``(mean [B], ci95 [B])``.
+    """
+    if a.returns is None or b.returns is None:
+        raise ValueError("paired_difference needs the per-run returns of both results")
+    ra, rb = np.asarray(a.returns, np.float64), np.asarray(b.returns, np.float64)
+    if ra.shape != rb.shape or tuple(a.budgets) != tuple(b.budgets):
+        raise ValueError(f"paired_difference needs the same runs and budgets, got returns {ra.shape} with "
+                         f"budgets {tuple(a.budgets)} and {rb.shape} with {tuple(b.budgets)}")
+    d = ra - rb
+    n = d.shape[0]
+    ci = 1.96 * d.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(d.shape[1])
+    return d.mean(axis=0), ci
+
+
+def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:
+    """Markdown: every other init (the oracle and ``baseline`` excluded) minus ``baseline``,
+    paired by run (:func:`paired_difference`), ``mean ± ci95`` per budget; bold where the
+    interval excludes 0 (a difference the runs resolve)."""
+    budgets = next(iter(results.values())).budgets
+    lines = [f"**{title}**", ""] if title else []
+    lines.append(f"| init − {baseline} | " + " | ".join(f"{b} steps" for b in budgets) + " |")
+    lines.append("|---" * (len(budgets) + 1) + "|")
+    for name, r in results.items():
+        if name in (baseline, "oracle"):
+            continue
+        mean, ci = paired_difference(r, results[baseline])
+        cells = [f"{m:+.2f} ± {c:.2f}" for m, c in zip(mean, ci)]
+        cells = [f"**{cell}**" if abs(m) > c else cell for cell, m, c in zip(cells, mean, ci)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(

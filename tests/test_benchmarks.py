@@ -18,7 +18,7 @@ def _run(script, argv, monkeypatch):
 
 def test_few_shot_quick(tmp_path, monkeypatch):
     out = tmp_path / "fs.json"
-    rc = _run("few_shot.py", ["--quick", "--no-oracle", "--algorithms", "maml,context",
+    rc = _run("few_shot.py", ["--quick", "--no-oracle", "--algorithms", "maml,context,pretrained",
                               "--out", str(out)], monkeypatch)
     assert rc == 0
     data = json.loads(out.read_text())
@@ -28,6 +28,11 @@ def test_few_shot_quick(tmp_path, monkeypatch):
         assert all(np.isfinite(v) for v in data[name]["mean"])
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| init |" in out.with_suffix(".md").read_text()
+    # paired by (task, seed) against pretrained: every other init but the oracle, every budget
+    paired = data["paired_vs_pretrained"]
+    assert set(paired) == {"maml", "context", "scratch"} and all(len(v["ci95"]) == 3 for v in paired.values())
+    assert np.asarray(data["maml"]["returns"]).shape == (4, 3)  # 2 tasks x 2 seeds, 3 budgets
+    assert "| init − pretrained |" in out.with_suffix(".md").read_text()
     # first-episode curves: cumulative return per step of a PointNav episode (25 steps)
     first = data["first_episode"]
     assert first["steps"] == list(range(1, 26))

@@ -1,0 +1,42 @@
+"""Few-shot result summaries: the paired difference between two inits evaluated on the same runs."""
+
+import numpy as np
+import pytest
+
+from metadqn_jax import report
+from metadqn_jax.evaluate import summarize
+
+
+def _pair(seed=0, n=100, shift=0.1):
+    rng = np.random.default_rng(seed)
+    task = rng.normal(0.0, 2.0, (n, 1)) * np.ones((1, 3))  # shared by both inits: varies a lot
+    a = summarize((0, 25, 100), task + rng.normal(0.0, 0.1, (n, 3)) + shift)
+    b = summarize((0, 25, 100), task + rng.normal(0.0, 0.1, (n, 3)))
+    return a, b
+
+
+def test_paired_difference_cancels_the_shared_task_variation():
+    a, b = _pair(shift=0.1)
+    mean, ci = report.paired_difference(a, b)
+    np.testing.assert_allclose(mean, a.mean - b.mean, rtol=1e-12)
+    assert np.all(np.abs(mean - 0.1) < ci) and np.all(ci < 0.05)  # the shift, tightly resolved
+    assert np.all(a.ci95 > 0.3) and np.all(np.abs(a.mean - b.mean) < a.ci95 + b.ci95)  # unpaired: overlap
+    same, zero = report.paired_difference(a, a)
+    assert np.all(same == 0) and np.all(zero == 0)
+
+
+def test_paired_table_bolds_only_resolved_differences_and_skips_baseline_and_oracle():
+    a, b = _pair(shift=0.1)
+    oracle = summarize((0, 25, 100), np.zeros((100, 3)))
+    text = report.paired_table({"maml": a, "pretrained": b, "oracle": oracle}, "pretrained")
+    rows = [line for line in text.splitlines() if line.startswith("| maml")]
+    assert len(rows) == 1 and rows[0].count("**") == 6  # all three budgets resolved
+    assert "oracle" not in text.split("\n", 2)[-1] and "| pretrained |" not in text
+    data = report.to_dict({"maml": a, "pretrained": b})
+    assert np.asarray(data["maml"]["returns"]).shape == (100, 3)
+
+
+def test_paired_difference_rejects_unpaired_results():
+    a, _ = _pair()
+    with pytest.raises(ValueError, match="same runs and budgets"):
+        report.paired_difference(a, summarize((0, 25, 100), np.zeros((50, 3))))
