@@ -4,8 +4,10 @@
 
 Meta-trains every algorithm with the same environment-step budget, adapts each init on the
 same held-out test tasks × seeds with the same protocol (metadqn_jax.evaluate), and writes
-JSON (``budgets``, per init ``mean`` / ``ci95`` per budget, ``oracle``, wall times), a
-markdown table and a PNG of return vs. environment steps with 95 % CI bands.
+JSON (``budgets``, per init ``mean`` / ``ci95`` per budget and every run's ``returns``,
+``oracle``, wall times, ``paired_vs_pretrained``: each init minus pretrained, paired by
+(task, seed)), markdown tables (the returns; the paired differences) and a PNG of return vs.
+environment steps with 95 % CI bands.
 ``--quick`` runs a small version (used by the test suite).
 """
 
