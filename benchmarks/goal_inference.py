@@ -2,7 +2,7 @@
 
     python benchmarks/goal_inference.py
 
-Two measurements, printed as tables (BENCHMARKS.md §1 quotes them):
+Three measurements, printed as tables (BENCHMARKS.md §1 quotes them):
 
 1. **Precision needed.** The greedy-on-distance oracle policy
    (:func:`metadqn_jax.envs.point_nav_oracle_action`) steered by a goal *estimate* that is
