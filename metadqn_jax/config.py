@@ -127,11 +127,12 @@ class DQNConfig:
 
     def __post_init__(self):
         require(isinstance(self.env_id, str) and bool(self.env_id), "env_id", "a non-empty string", self.env_id)
-        from metadqn_jax.envs import available_envs  # lazily: envs imports gymnax
+        from metadqn_jax.envs import make_env  # lazily: envs imports gymnax
 
-        known = available_envs()
-        if self.env_id not in known:
-            raise ConfigError(f"env_id: unknown environment {self.env_id!r}; known environments: {', '.join(known)}")
+        try:
+            make_env(self.env_id)
+        except ValueError as e:  # names the unknown id and lists the known ones
+            raise ConfigError(f"env_id: {e}") from None
         for name in ("num_envs", "total_steps", "buffer_size", "batch_size", "updates_per_iteration",
                      "target_period", "eval_every", "eval_episodes"):
             positive_int(name, getattr(self, name))

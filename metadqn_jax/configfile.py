@@ -47,7 +47,7 @@ import yaml
 
 from metadqn_jax.config import ConfigError, DQNConfig, DQNHParams, nonneg_int, positive_int, require
 from metadqn_jax.evaluate import FewShotConfig
-from metadqn_jax.meta_dqn import ALGORITHM_DEFAULTS, ALGORITHMS, MetaConfig, MetaHParams
+from metadqn_jax.meta_dqn import ALGORITHM_RESOLVED, ALGORITHMS, MetaConfig, MetaHParams
 from metadqn_jax.train import ValidationConfig
 
 __all__ = [
@@ -349,7 +349,6 @@ class _Composite:
 # --------------------------------------------------------------------------------- train
 _META_STATIC = _fields(MetaConfig, exclude=MetaHParams._fields)
 _META_HPARAMS = _fields(MetaConfig, only=MetaHParams._fields)
-ALGORITHM_RESOLVED = frozenset(k for d in ALGORITHM_DEFAULTS.values() for k in d)  # MetaConfig.setting
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,6 +113,7 @@ META_HPARAM_RULES = {
 LIBRARY_DEFAULTS: dict[str, Any] = {"task_lifetime": 1, "query_source": "adapted", "buffer_size": 100,
                                     "random_support": False, "inner_lr": 0.1, "meta_lr": 1e-3}
 FAMILY_RESOLVED = ("task_lifetime", "query_source", "buffer_size")  # resolved when a config is built
+ALGORITHM_RESOLVED = ("random_support", "inner_lr", "meta_lr")  # resolved on use (MetaConfig.setting)
 # Per-algorithm defaults of the algorithm-dependent fields (documented choices), used when the
 # config leaves them None; resolved lazily (MetaConfig.setting), so a config keeps "unset" when
 # it is re-targeted to another algorithm (compare.config_for) and an explicit value always wins.
@@ -237,8 +238,9 @@ class MetaConfig:
         values = {f: getattr(self, f) for f in MetaHParams._fields}
         if values["gamma"] is None:
             values["gamma"] = self.task_family.gamma
-        for name in ("inner_lr", "meta_lr"):
-            values[name] = self.setting(name)
+        for name in ALGORITHM_RESOLVED:
+            if name in values:
+                values[name] = self.setting(name)
         values.update(overrides)
         hp = as_hparams(MetaHParams, **values)
         check_hparams(hp, META_HPARAM_RULES)
