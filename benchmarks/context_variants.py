@@ -37,24 +37,30 @@ def main(argv=None) -> int:
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a MetaConfig field (Python literal), e.g. encoder_post=(64,)")
+    p.add_argument("--seed", type=int, default=0, help="master seed of training and evaluation (default: %(default)s)")
+    p.add_argument("--val-budgets", default="", metavar="B1,B2",
+                   help="env-step budgets whose returns on the validation tasks select the checkpoint "
+                        "(default: the support size)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
     sets = parse_sets(p, args.set)
     base = MetaConfig(family=args.family, algorithm="context", num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=(0, 25, 100, 250), num_tasks=20, seeds=5, support_size=base.support_size)
-    validation = ValidationConfig(every=500, num_tasks=32)
+    val_budgets = tuple(int(b) for b in args.val_budgets.split(",") if b.strip())
+    validation = ValidationConfig(every=500, num_tasks=32, budgets=val_budgets)
     if args.quick:
         base, fs, validation = quick_settings(base, inner_steps=None)
     base = dataclasses.replace(base, **sets)
     fs = dataclasses.replace(fs, support_epsilon=base.epsilon, support_size=base.support_size)
     t0 = time.perf_counter()
-    cmp = compare(base, ["context"], fs, validation=validation, scratch=False, oracle=False, progress=False,
-                  log=lambda s: None)
+    cmp = compare(base, ["context"], fs, seed=args.seed, validation=validation, scratch=False, oracle=False,
+                  progress=False, log=lambda s: None)
     r = cmp.results["context"]
     first = first_episode_curve(cmp.configs["context"], cmp.trained["context"].early_stop.best_params, fs,
                                 jax.random.key(1))
     cells = "  ".join(f"{b}: {m:.2f} ± {c:.2f}" for b, m, c in zip(r.budgets, r.mean, r.ci95))
-    print(f"{args.family} context {sets or '(defaults)'}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
+    chosen = f" (checkpoint chosen at {list(val_budgets)} steps)" if val_budgets else ""
+    print(f"{args.family} context {sets or '(defaults)'}{chosen}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
           f"first episode (online) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
     assert np.all(np.isfinite(r.mean))
     return 0

@@ -108,6 +108,9 @@ def main(argv=None) -> int:
                    help="a MetaConfig field for every algorithm (Python literal), e.g. task_lifetime=20; "
                         "applied after --quick")
     p.add_argument("--no-oracle", action="store_true", help="skip the per-task DQN oracle")
+    p.add_argument("--val-budgets", default="", metavar="B1,B2",
+                   help="env-step budgets whose returns on the validation tasks select the checkpoint "
+                        "(default: the support size)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     p.add_argument("--plot-only", action="store_true", help="only redraw the figures from an existing --out JSON")
     args = p.parse_args(argv)
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
     base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
                        support_size=base.support_size)
-    validation = ValidationConfig(every=500, num_tasks=32)
+    val_budgets = tuple(int(b) for b in args.val_budgets.split(",") if b.strip())
+    validation = ValidationConfig(every=500, num_tasks=32, budgets=val_budgets)
     sets = parse_sets(p, args.set)
     if args.quick:
         base, fs, validation = quick_settings(base)
@@ -139,6 +143,7 @@ def main(argv=None) -> int:
         family=args.family,
         meta_steps=base.num_meta_steps,
         meta_config_set=sets,
+        validation_budgets=list(validation.budgets),
         env_steps_per_init=base.num_meta_steps * base.env_steps_per_meta_step,
         test_tasks=fs.num_tasks,
         seeds=fs.seeds,

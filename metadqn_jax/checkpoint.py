@@ -332,7 +332,7 @@ class Checkpointer:
         return arrays
 
     def restore(self, like: Any, *, step: int | None = None, config: Mapping[str, Any] | None = None,
-                ignore: Iterable[str] = ()) -> Restored:
+                ignore: Iterable[str] = (), absent: Mapping[str, Any] | None = None) -> Restored:
         """Restores checkpoint ``step`` (default: the latest) into the structure of ``like``.
 
         Args:
@@ -340,6 +340,9 @@ class Checkpointer:
             e.g. from ``jax.eval_shape``).
           config: the expected config (nested mapping); compared with the stored one, except
             the dotted keys in ``ignore``.
+          absent: dotted key -> the value that a key *missing* from the stored config stands
+            for (a setting added after the checkpoint was written, which then behaved as its
+            default: a config that keeps that default still matches).
 
         Raises:
           CheckpointError: missing, foreign, corrupt or mismatched checkpoint (one message).
@@ -350,7 +353,7 @@ class Checkpointer:
         where = self.directory / str(step)
         info = self.read_info(step)
         if config is not None:
-            self._check_config(info.get("config"), config, set(ignore), where)
+            self._check_config(info.get("config"), config, set(ignore), where, absent or {})
         expected = leaf_specs(like)
         stored = info.get("leaves") or {}
         self._check_leaves(stored, expected, where)
@@ -384,17 +387,20 @@ class Checkpointer:
 
     @staticmethod
     def _check_config(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], ignore: set[str],
-                      where: Path) -> None:
+                      where: Path, absent: Mapping[str, Any]) -> None:
         if stored is None:
             raise CheckpointError(f"checkpoint {where} holds no config to check against")
         a, b = _flat_config(stored), _flat_config(_json_ready(expected))
+        implied = {k: v for k, v in _json_ready(dict(absent)).items() if k not in a and k in b}
+        a.update(implied)
         for key in sorted(set(a) | set(b), key=lambda k: (k not in b, k)):
             if key in ignore or any(key.startswith(p.rstrip("*")) for p in ignore if p.endswith("*")):
                 continue
             if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                stored = f"absent (so {a[key]!r})" if key in implied else repr(a.get(key, "<absent>"))
                 raise CheckpointError(
                     f"checkpoint {where} does not match the config: {key} is "
-                    f"{a.get(key, '<absent>')!r} in the checkpoint but {b.get(key, '<absent>')!r} in the config")
+                    f"{stored} in the checkpoint but {b.get(key, '<absent>')!r} in the config")
 
     @staticmethod
     def _check_leaves(stored: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:

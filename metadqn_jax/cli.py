@@ -535,7 +535,7 @@ class _Trainer:
         import jax
 
         from metadqn_jax.checkpoint import Checkpointer
-        from metadqn_jax.configfile import meta_config_dict
+        from metadqn_jax.configfile import field_defaults, meta_config_dict
         from metadqn_jax.meta_dqn import make_meta_step
         from metadqn_jax.train import init_early_stop
 
@@ -551,7 +551,7 @@ class _Trainer:
         abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
         like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
         with ck:
-            return ck.restore(like, config=meta_config_dict(cfg_a, self.cfg.validation))
+            return ck.restore(like, config=meta_config_dict(cfg_a, self.cfg.validation), absent=field_defaults())
 
     def preflight(self) -> None:
         """Validates every algorithm's checkpoints before anything runs (fail fast, one error)."""
@@ -603,7 +603,17 @@ def _write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str
 
 
 def verdict_line(results, algorithms: Sequence[str]) -> str:
-    """One line per meta-learned init: at how many budgets it beats every baseline."""
+    """One line per meta-learned init: at how many budgets it beats every baseline.
+
+    "Significantly" means the 95 % CI of the difference to every baseline, paired by (task,
+    seed) run (:func:`metadqn_jax.report.paired_difference`; ``compare`` evaluates every init
+    on the same runs), lies above 0. Results without per-run returns fall back to
+    non-overlapping CI bands.
+    """
+    import numpy as np
+
+    from metadqn_jax import report
+
     baselines = [n for n in results if n not in algorithms and n != "oracle"]
     if not baselines:
         return ""
@@ -613,20 +623,17 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
         if a not in results:
             continue
         ra = results[a]
-        wins = sep = 0
-        best_gain, best_b = -float("inf"), None
-        for j, b in enumerate(budgets):
-            others = [results[n] for n in baselines]
-            top = max(r.mean[j] for r in others)
-            if ra.mean[j] > top:
-                wins += 1
-            if all(ra.mean[j] - ra.ci95[j] > r.mean[j] + r.ci95[j] for r in others):
-                sep += 1
-            if ra.mean[j] - top > best_gain:
-                best_gain, best_b = ra.mean[j] - top, b
-        lines.append(f"{a} vs. {', '.join(baselines)}: higher mean return at {wins}/{len(budgets)} budgets "
-                     f"(95% CIs separated at {sep}/{len(budgets)}); largest margin {best_gain:+.2f} at "
-                     f"{best_b} env steps.")
+        paired = ra.returns is not None and all(results[n].returns is not None for n in baselines)
+        if paired:
+            lower = np.min([np.subtract(*report.paired_difference(ra, results[n])) for n in baselines], axis=0)
+        else:
+            lower = np.min([(ra.mean - ra.ci95) - (results[n].mean + results[n].ci95) for n in baselines], axis=0)
+        gains = np.asarray(ra.mean) - np.max([results[n].mean for n in baselines], axis=0)
+        best = int(np.argmax(gains))
+        how = "paired 95% CI of the difference above 0" if paired else "95% CIs separated"
+        lines.append(f"{a} vs. {', '.join(baselines)}: higher mean return at {int((gains > 0).sum())}/{len(budgets)} "
+                     f"budgets (significantly, {how}, at {int((lower > 0).sum())}/{len(budgets)}); largest margin "
+                     f"{gains[best]:+.2f} at {budgets[best]} env steps.")
     return "\n".join(lines)
 
 
@@ -728,7 +735,7 @@ def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     import jax
 
     from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-    from metadqn_jax.configfile import meta_config_dict
+    from metadqn_jax.configfile import field_defaults, meta_config_dict
     from metadqn_jax.deploy import load_policy, policy_dir
     from metadqn_jax.meta_dqn import make_meta_step
     from metadqn_jax.train import init_early_stop
@@ -744,7 +751,7 @@ def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
     like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
     with ck:
-        r = ck.restore(like, config=meta_config_dict(cfg_a, cfg.validation))
+        r = ck.restore(like, config=meta_config_dict(cfg_a, cfg.validation), absent=field_defaults())
     es = r.tree["early_stop"]
     if int(es.best_step) >= 0:
         params, target = es.best_params, es.best_target

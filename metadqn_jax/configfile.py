@@ -682,6 +682,20 @@ def meta_config_dict(meta: MetaConfig, validation: ValidationConfig | None = Non
     return out
 
 
+def field_defaults() -> dict[str, Any]:
+    """``{"meta.<field>" | "hparams.<field>" | "validation.<field>": default}`` for every setting
+    of :func:`meta_config_dict` with a fixed default: what a checkpoint written before that
+    setting existed behaved as (``Checkpointer.restore(absent=...)``), so adding a setting to
+    the library does not orphan older run folders that keep its default."""
+    out: dict[str, Any] = {}
+    for section, cls, names in (("meta", MetaConfig, _META_STATIC), ("hparams", MetaConfig, _META_HPARAMS),
+                                ("validation", ValidationConfig, _fields(ValidationConfig))):
+        for f in dataclasses.fields(cls):
+            if f.name in names and f.default is not None and f.default is not dataclasses.MISSING:
+                out[f"{section}.{f.name}"] = _plain(f.default)
+    return out
+
+
 def read_run_config(run_dir: str | Path, cls: type[_Composite] = TrainConfig):
     """The resolved configuration saved in ``run_dir/config.yaml`` (ConfigError if the folder
     is not a metadqn run of that command)."""

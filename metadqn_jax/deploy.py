@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
-from metadqn_jax.configfile import TrainConfig, meta_config_dict, read_run_config
+from metadqn_jax.configfile import TrainConfig, field_defaults, meta_config_dict, read_run_config
 from metadqn_jax.evaluate import FewShotConfig, make_few_shot
 from metadqn_jax.meta_dqn import Learner, MetaConfig, make_learner
 from metadqn_jax.tasks import TaskFamily
@@ -112,7 +112,7 @@ def load_policy(run_dir: str | Path, algorithm: str | None = None) -> Policy:
         raise CheckpointError(f"no exported policy for {algorithm!r} in {str(run_dir)!r} (training did not "
                               f"finish; continue it with: metadqn train --resume {run_dir})")
     try:
-        restored = ck.restore(_abstract_policy(cfg), config=meta_config_dict(cfg))
+        restored = ck.restore(_abstract_policy(cfg), config=meta_config_dict(cfg), absent=field_defaults())
     finally:
         ck.close()
     learner, obs_shape, num_actions = _learner(cfg)

@@ -47,7 +47,13 @@ Learners (``MetaConfig.algorithm``):
   gradient steps. ``context_decoder > 0`` adds a VariBAD-style auxiliary loss: a decoder
   ``(obs, action, z) -> (reward, next_obs - obs)`` scored on the query transitions, whose
   gradient reaches only the encoder and the decoder (denser supervision of ``z`` than the TD
-  loss; BENCHMARKS.md §1 has where it helps and where it hurts).
+  loss; BENCHMARKS.md §1 has where it helps and where it hurts). ``context_refine = k > 0``
+  (with the decoder) makes the inference semi-amortised: the encoder's ``z`` is refined by
+  ``k`` damped Gauss-Newton (Levenberg-Marquardt) steps that fit the decoder to the support's
+  rewards and state changes (the damping is meta-learned), and everything is trained through
+  the refinement. Amortised encoders average; the fit can
+  triangulate (on pointnav-goal it is what reaches the oracle after 25 steps, BENCHMARKS.md
+  §1). The online context (acting while inferring) stays the encoder's O(1) ``z``.
 * ``pretrained`` — the multi-task baseline: one DQN on the pooled training tasks with the
   same data and environment-step budget (the query loss at the unadapted parameters). At
   test time it adapts with the same inner rule (``inner_steps`` at ``inner_lr``) as MAML.
@@ -167,6 +173,9 @@ class MetaConfig:
     #                              on the context inferred online from each env's transitions so far
     context_decoder: float = 0.0  # context only: weight of an auxiliary loss that trains z to predict
     #                               the query's rewards and state changes (VariBAD-style decoder); 0: off
+    context_refine: int = 0  # context only: damped Gauss-Newton steps that refine the encoder's z
+    #                          against the decoder's residuals on the support (needs context_decoder > 0)
+    context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
     cavia_first_order: bool = False
     hidden: tuple[int, ...] = (64, 64)
     dueling: bool = False
@@ -218,6 +227,11 @@ class MetaConfig:
         in_range("query_epsilon", self.query_epsilon, 0.0, 1.0)
         in_range("max_grad_norm", self.max_grad_norm, 0.0, math.inf, low_open=True)
         in_range("context_decoder", self.context_decoder, 0.0, math.inf)
+        nonneg_int("context_refine", self.context_refine)
+        in_range("context_refine_damping", self.context_refine_damping, 0.0, math.inf, low_open=True)
+        require(self.context_refine == 0 or self.context_decoder > 0,
+                "context_refine", "0 unless context_decoder > 0 (it refines z against the decoder)",
+                self.context_refine)
         check_hparams(self.hparams(), META_HPARAM_RULES)
 
     @property
@@ -352,6 +366,7 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
     net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=ctx_dim)
     enc = ContextEncoder(cfg.encoder_hidden, ctx_dim, num_actions, cfg.encoder_post)
     use_decoder = cfg.algorithm == "context" and cfg.context_decoder > 0
+    use_refine = use_decoder and cfg.context_refine > 0
     obs_dim = math.prod(obs_shape)
     dec = MLP(tuple(cfg.hidden) + (1 + obs_dim,))  # (obs, one-hot action, z) -> (reward, Δobs)
     zeros_ctx = jnp.zeros((ctx_dim,), jnp.float32)
@@ -374,6 +389,8 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
             params["enc"] = enc.init(k_enc, dummy, jnp.ones((1,), bool))
         if use_decoder:
             params["dec"] = dec.init(jax.random.fold_in(k_enc, 1), jnp.zeros((obs_dim + num_actions + ctx_dim,)))
+        if use_refine:
+            params["refine_log_damping"] = jnp.log(jnp.asarray(cfg.context_refine_damping, jnp.float32))
         return params
 
     def unadapted(params):
@@ -398,22 +415,45 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
                                 num_steps=cfg.inner_steps, mask=adapt_mask(tp), first_order=first_order)
         return adapted
 
+    def decoder_residuals(dec_params, z, batch):
+        # the errors [S, 1 + obs_dim] of predicting each transition's reward and state change
+        # from (obs, action, z), and the transition weights [S] (the mask)
+        tr, mask = batch
+        obs = tr.obs.reshape(tr.obs.shape[:1] + (-1,))
+        x = jnp.concatenate([obs, jax.nn.one_hot(tr.action, num_actions, dtype=obs.dtype),
+                             jnp.broadcast_to(z, obs.shape[:1] + z.shape)], -1)
+        target = jnp.concatenate([tr.reward[:, None], tr.next_obs.reshape(obs.shape) - obs], -1)
+        return dec.apply(dec_params, x) - target, mask.astype(obs.dtype)
+
+    def decoder_loss(dec_params, z, batch):
+        err, w = decoder_residuals(dec_params, z, batch)
+        return ((err ** 2).sum(-1) * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+    def refine(params, z, support):
+        # damped Gauss-Newton (Levenberg-Marquardt with a fixed, meta-learned damping λ) on the
+        # decoder's mean squared residual over the support, k = context_refine steps of
+        # z <- z - (J^T J + λ I)^-1 J^T r,  J = dr/dz [S * (1 + obs_dim), context_dim].
+        # A fixed number of unconditional steps keeps it a smooth function that the meta-gradient
+        # trains through (an accept / reject rule measured worse: BENCHMARKS.md §1).
+        def residuals(z_):
+            err, w = decoder_residuals(params["dec"], z_, support)
+            return (err * jnp.sqrt(w / jnp.maximum(w.sum(), 1.0))[:, None]).reshape(-1)
+
+        damping = jnp.exp(params["refine_log_damping"]).astype(z.dtype) * jnp.eye(z.shape[-1], dtype=z.dtype)
+
+        def step(_, z_):
+            r, jac = residuals(z_), jax.jacfwd(residuals)(z_)
+            return z_ - jnp.linalg.solve(jac.T @ jac + damping, jac.T @ r)
+
+        return jax.lax.fori_loop(0, cfg.context_refine, step, z)
+
     def context_adapt(params, target_params, support, hp):
-        transitions, mask = support
-        return {"net": params["net"], "ctx": enc.apply(params["enc"], transitions, mask)}
+        z = enc.apply(params["enc"], *support)
+        if use_refine:  # semi-amortised inference: the encoder's z, refined against the decoder
+            z = refine(params, z, support)
+        return {"net": params["net"], "ctx": z}
 
     if cfg.algorithm == "context":
-
-        def decoder_loss(dec_params, z, batch):
-            # predict each query transition's reward and state change from (obs, action, z)
-            tr, mask = batch
-            obs = tr.obs.reshape(tr.obs.shape[:1] + (-1,))
-            x = jnp.concatenate([obs, jax.nn.one_hot(tr.action, num_actions, dtype=obs.dtype),
-                                 jnp.broadcast_to(z, obs.shape[:1] + z.shape)], -1)
-            target = jnp.concatenate([tr.reward[:, None], tr.next_obs.reshape(obs.shape) - obs], -1)
-            err = ((dec.apply(dec_params, x) - target) ** 2).sum(-1)
-            w = mask.astype(err.dtype)
-            return (err * w).sum() / jnp.maximum(w.sum(), 1.0)
 
         def meta_grad(params, target_params, support, query, hp):
             def outer(p):

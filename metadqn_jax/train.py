@@ -33,13 +33,18 @@ class ValidationConfig:
     every: int = 500  # meta-steps between validations (rounded up to whole chunks)
     num_tasks: int = 32  # validation tasks (one adaptation run each)
     patience: int = 0  # validations without improvement before stopping (0: never stop)
+    budgets: tuple[int, ...] = ()  # env-step budgets whose greedy returns the validation return
+    #                                averages (the checkpoint kept is best for these); (): support_size
 
     def __post_init__(self):
-        from metadqn_jax.config import nonneg_int, positive_int
+        from metadqn_jax.config import nonneg_int, positive_int, require
 
         nonneg_int("validation.every", self.every)
         positive_int("validation.num_tasks", self.num_tasks)
         nonneg_int("validation.patience", self.patience)
+        budgets = tuple(sorted(set(int(b) for b in self.budgets)))
+        require(all(b >= 0 for b in budgets), "validation.budgets", "a list of env-step counts >= 0", self.budgets)
+        object.__setattr__(self, "budgets", budgets)
 
 
 class EarlyStop(NamedTuple):
@@ -67,8 +72,9 @@ class TrainResult(NamedTuple):
 
 def make_validator(cfg: MetaConfig, val: ValidationConfig):
     """``validate(params, target, key, hp) -> mean greedy return`` on validation tasks after
-    the learner's adaptation rule on ``support_size`` fresh transitions (no fine-tuning)."""
-    fs = FewShotConfig(budgets=(cfg.support_size,), num_tasks=val.num_tasks, seeds=1, split="val",
+    the learner's adaptation rule on ``support_size`` fresh transitions (no fine-tuning), or
+    averaged over ``val.budgets`` (transitions seen) when those are given."""
+    fs = FewShotConfig(budgets=val.budgets or (cfg.support_size,), num_tasks=val.num_tasks, seeds=1, split="val",
                        support_size=cfg.support_size, finetune=False, eval_episodes=2)
     run, _ = make_few_shot(cfg, fs)
     n = min(val.num_tasks, cfg.task_family.num_tasks("val"))

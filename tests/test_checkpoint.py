@@ -185,6 +185,28 @@ def test_config_and_shape_mismatch_name_the_field(tiny, tmp_path):
         Checkpointer(tmp_path / "ck").restore(like, config=longer)
 
 
+def test_a_setting_added_later_matches_older_checkpoints_only_at_its_default(tiny, tmp_path):
+    """A checkpoint written before a setting existed (its key absent from the stored config)
+    behaved as that setting's default: restoring with the default passes, with another value
+    fails naming the key, and without ``absent`` the missing key is still reported."""
+    from metadqn_jax.configfile import field_defaults
+
+    cfg, tree, like = tiny
+    config = meta_config_dict(cfg, ValidationConfig())
+    older = {**config, "meta": {k: v for k, v in config["meta"].items() if k != "context_refine"}}
+    with Checkpointer(tmp_path / "ck") as ck:
+        ck.save(5, tree, config=older)
+    defaults = field_defaults()
+    assert defaults["meta.context_refine"] == 0 and defaults["validation.every"] == 500
+    assert "meta.task_lifetime" not in defaults  # resolved per family: no fixed default to assume
+    Checkpointer(tmp_path / "ck").restore(like, config=config, absent=defaults)
+    refined = {**config, "meta": {**config["meta"], "context_refine": 2}}
+    with pytest.raises(CheckpointError, match=r"meta.context_refine is absent \(so 0\) in the checkpoint but 2 in "):
+        Checkpointer(tmp_path / "ck").restore(like, config=refined, absent=defaults)
+    with pytest.raises(CheckpointError, match=r"meta.context_refine is '<absent>' in the checkpoint but 0"):
+        Checkpointer(tmp_path / "ck").restore(like, config=config)
+
+
 def test_leaf_specs_of_abstract_and_concrete_trees_agree(tiny):
     _, tree, like = tiny
     a, b = leaf_specs(tree), leaf_specs(like)

@@ -590,6 +590,56 @@ def test_context_decoder_trains_the_encoder_only_and_respects_the_query_mask():
         tiny(algorithm="context", context_decoder=-1.0)
 
 
+def test_context_refine_is_damped_gauss_newton_on_the_support_and_ignores_padding():
+    """Refinement of the encoder's z against the decoder: one step is exactly
+    ``z - (JᵀJ + λI)⁻¹ Jᵀr`` on the valid transitions' residuals; with a large damping (small
+    steps) it lowers the decoder's support loss; masked (padding) transitions and the support's
+    order change nothing; an empty support keeps z = 0; the meta-gradient reaches λ."""
+    from metadqn_jax.networks import MLP
+
+    tr, mask = pointnav_support(10, 7)
+    valid = np.asarray(mask)
+    plain = tiny(algorithm="context", context_decoder=1.0)
+    l0 = meta_dqn.make_learner(plain, 4, (2,))
+    dec = MLP(tuple(plain.hidden) + (3,))
+
+    def residuals(p, z):  # the decoder's (reward, Δobs) errors on the valid transitions, scaled to a mean
+        x = jnp.concatenate([tr.obs, jax.nn.one_hot(tr.action, 4), jnp.broadcast_to(z, (10, z.shape[0]))], -1)
+        target = jnp.concatenate([tr.reward[:, None], tr.next_obs - tr.obs], -1)
+        return ((dec.apply(p["dec"], x) - target)[valid] / np.sqrt(valid.sum())).reshape(-1)
+
+    for steps, damping in ((1, 0.05), (5, 100.0)):
+        cfg = tiny(algorithm="context", context_decoder=1.0, context_refine=steps, context_refine_damping=damping)
+        l1 = meta_dqn.make_learner(cfg, 4, (2,))
+        p1 = l1.init(jax.random.key(1))
+        p0 = {k: v for k, v in p1.items() if k != "refine_log_damping"}
+        assert max_abs_diff(p0, l0.init(jax.random.key(1))) == 0.0  # refinement adds only its damping
+        hp = cfg.hparams()
+        z0 = l0.adapt(p0, p0, (tr, mask), hp)["ctx"]
+        z1 = l1.adapt(p1, p1, (tr, mask), hp)["ctx"]
+        assert float(jnp.abs(z1 - z0).max()) > 1e-5
+        if steps == 1:
+            r, jac = residuals(p1, z0), jax.jacobian(lambda z: residuals(p1, z))(z0)
+            expected = z0 - jnp.linalg.solve(jac.T @ jac + damping * jnp.eye(z0.shape[0]), jac.T @ r)
+            np.testing.assert_allclose(np.asarray(z1), np.asarray(expected), rtol=1e-4, atol=1e-6)
+        else:
+            loss = lambda z: float((residuals(p1, z) ** 2).sum())
+            assert loss(z1) < loss(z0) - 0.01  # (an untrained decoder depends on z only weakly)
+    # padding: garbage in the masked slots, and a permutation, leave the refined z unchanged
+    garbage = jax.tree.map(lambda x: jnp.where(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x, x + 7), tr)
+    perm = jnp.array([9, 3, 0, 5, 1, 8, 2, 7, 4, 6])
+    for t, m in ((garbage, mask), (jax.tree.map(lambda x: x[perm], tr), mask[perm])):
+        np.testing.assert_allclose(np.asarray(l1.adapt(p1, p1, (t, m), hp)["ctx"]), np.asarray(z1), atol=1e-5)
+    empty = l1.adapt(p1, p1, (tr, jnp.zeros(10, bool)), hp)["ctx"]
+    np.testing.assert_array_equal(np.asarray(empty), 0.0)
+    query = (random_transitions(jax.random.key(6), 16, obs_dim=2, num_actions=4), jnp.ones(16, bool))
+    grads, _ = l1.meta_grad(p1, p1, (tr, mask), query, hp)
+    assert all_finite(grads) and abs(float(grads["refine_log_damping"])) > 0
+    with pytest.raises(ValueError, match="^context_refine must be 0 unless context_decoder > 0"):
+        tiny(algorithm="context", context_refine=2)
+    with pytest.raises(ValueError, match="^context_refine_damping must be"):
+        tiny(algorithm="context", context_decoder=1.0, context_refine=2, context_refine_damping=0.0)
+
 
 def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     from metadqn_jax import tasks
@@ -631,6 +681,25 @@ def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
 def test_meta_config_errors_name_the_field(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         tiny(**kwargs)
+
+
+def test_validation_budgets_select_what_the_validator_scores():
+    """``ValidationConfig.budgets``: sorted and de-duplicated, negative ones refused; budget 0
+    scores the unadapted policy, so a validator on it ignores the support entirely."""
+    from metadqn_jax.train import ValidationConfig, make_validator
+
+    assert ValidationConfig(budgets=[25, 0, 25]).budgets == (0, 25)
+    with pytest.raises(ValueError, match=r"^validation.budgets must be a list of env-step counts >= 0"):
+        ValidationConfig(budgets=(-1,))
+    cfg = tiny(algorithm="context")
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    params, other = learner.init(jax.random.key(0)), learner.init(jax.random.key(1))
+    mixed = {**params, "enc": other["enc"]}  # same Q-network, another encoder
+    hp, key = cfg.hparams(), jax.random.key(3)
+    at0 = make_validator(cfg, ValidationConfig(num_tasks=4, budgets=(0,)))
+    assert float(at0(params, params, key, hp)) == float(at0(mixed, params, key, hp))
+    full = make_validator(cfg, ValidationConfig(num_tasks=4))  # at support_size: the encoder matters
+    assert float(full(params, params, key, hp)) != float(full(mixed, params, key, hp))
 
 
 @pytest.mark.parametrize("field,value", [("inner_lr", -0.1), ("meta_lr", 0.0), ("gamma", 1.5), ("epsilon", -0.2), ("tau", 1.0)])

@@ -40,3 +40,17 @@ def test_paired_difference_rejects_unpaired_results():
     a, _ = _pair()
     with pytest.raises(ValueError, match="same runs and budgets"):
         report.paired_difference(a, summarize((0, 25, 100), np.zeros((50, 3))))
+
+
+def test_cli_verdict_counts_paired_significance_and_falls_back_to_bands():
+    from metadqn_jax.cli import verdict_line
+
+    a, b = _pair(shift=0.1)
+    scratch = summarize((0, 25, 100), b.returns - 5.0)
+    line = verdict_line({"maml": a, "pretrained": b, "scratch": scratch}, ["maml"])
+    assert line.startswith("maml vs. pretrained, scratch: higher mean return at 3/3 budgets")
+    assert "paired 95% CI of the difference above 0, at 3/3)" in line  # the unpaired bands overlap
+    worse = verdict_line({"maml": summarize((0, 25, 100), b.returns - 0.1), "pretrained": b}, ["maml"])
+    assert "higher mean return at 0/3" in worse and "at 0/3)" in worse
+    no_runs = {"maml": a._replace(returns=None), "pretrained": b}
+    assert "95% CIs separated, at 0/3)" in verdict_line(no_runs, ["maml"])
