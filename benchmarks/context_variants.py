@@ -25,10 +25,9 @@ from metadqn_jax.compare import compare
 from metadqn_jax.evaluate import FewShotConfig, first_episode_curve
 from metadqn_jax.meta_dqn import MetaConfig
 from metadqn_jax.tasks import list_families
-from metadqn_jax.train import ValidationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from few_shot import parse_sets, quick_settings  # noqa: E402  (the sibling benchmark)
+from few_shot import parse_sets, quick_settings, validation_config  # noqa: E402  (the sibling benchmark)
 
 
 def main(argv=None) -> int:
@@ -46,8 +45,8 @@ def main(argv=None) -> int:
     sets = parse_sets(p, args.set)
     base = MetaConfig(family=args.family, algorithm="context", num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=(0, 25, 100, 250), num_tasks=20, seeds=5, support_size=base.support_size)
-    val_budgets = tuple(int(b) for b in args.val_budgets.split(",") if b.strip())
-    validation = ValidationConfig(every=500, num_tasks=32, budgets=val_budgets)
+    validation = validation_config(args.val_budgets)
+    val_budgets = validation.budgets
     if args.quick:
         base, fs, validation = quick_settings(base, inner_steps=None)
     base = dataclasses.replace(base, **sets)

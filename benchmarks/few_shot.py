@@ -54,6 +54,12 @@ def quick_settings(base: MetaConfig, inner_steps: int | None = 1):
     return base, fs, ValidationConfig(every=10, num_tasks=2)
 
 
+def validation_config(val_budgets: str) -> ValidationConfig:
+    """The benchmarks' validation (every 500 meta-steps, 32 tasks), selecting the checkpoint at
+    the comma-separated ``--val-budgets`` (empty: the support size)."""
+    return ValidationConfig(every=500, num_tasks=32, budgets=tuple(int(b) for b in val_budgets.split(",") if b.strip()))
+
+
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
     """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
     literals); a bad item is a ``parser.error`` naming it."""
@@ -126,8 +132,7 @@ def main(argv=None) -> int:
     base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
                        support_size=base.support_size)
-    val_budgets = tuple(int(b) for b in args.val_budgets.split(",") if b.strip())
-    validation = ValidationConfig(every=500, num_tasks=32, budgets=val_budgets)
+    validation = validation_config(args.val_budgets)
     sets = parse_sets(p, args.set)
     if args.quick:
         base, fs, validation = quick_settings(base)
