@@ -176,6 +176,7 @@ class MetaConfig:
     context_refine: int = 0  # context only: damped Gauss-Newton steps that refine the encoder's z
     #                          against the decoder's residuals on the support (needs context_decoder > 0)
     context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
+    decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
     cavia_first_order: bool = False
     hidden: tuple[int, ...] = (64, 64)
     dueling: bool = False
@@ -209,11 +210,12 @@ class MetaConfig:
             positive_int(name, getattr(self, name))
         nonneg_int("inner_steps", self.inner_steps)
         nonneg_int("task_micro_batch", self.task_micro_batch)
-        for name in ("hidden", "encoder_hidden", "encoder_post"):
+        for name in ("hidden", "encoder_hidden", "encoder_post", "decoder_hidden"):
             value = tuple(int(h) for h in getattr(self, name))
-            require((len(value) > 0 or name == "encoder_post") and all(h > 0 for h in value), name,
-                    "a non-empty list of positive layer widths" if name != "encoder_post"
-                    else "a list of positive layer widths", getattr(self, name))
+            may_be_empty = name in ("encoder_post", "decoder_hidden")
+            require((len(value) > 0 or may_be_empty) and all(h > 0 for h in value), name,
+                    "a list of positive layer widths" if may_be_empty
+                    else "a non-empty list of positive layer widths", getattr(self, name))
             object.__setattr__(self, name, value)
         per_step = self.envs_per_task * self.rollout_steps
         require(per_step <= self.buffer_size, "buffer_size",
@@ -368,7 +370,7 @@ def make_learner(cfg: MetaConfig, num_actions: int, obs_shape: tuple[int, ...]) 
     use_decoder = cfg.algorithm == "context" and cfg.context_decoder > 0
     use_refine = use_decoder and cfg.context_refine > 0
     obs_dim = math.prod(obs_shape)
-    dec = MLP(tuple(cfg.hidden) + (1 + obs_dim,))  # (obs, one-hot action, z) -> (reward, Δobs)
+    dec = MLP((cfg.decoder_hidden or cfg.hidden) + (1 + obs_dim,))  # (obs, one-hot action, z) -> (reward, Δobs)
     zeros_ctx = jnp.zeros((ctx_dim,), jnp.float32)
 
     def q_values(tp, obs):

@@ -588,6 +588,13 @@ def test_context_decoder_trains_the_encoder_only_and_respects_the_query_mask():
         assert (float(np.abs(flat(g1["dec"])).max()) > 0) == encoder_moves
     with pytest.raises(ValueError, match="^context_decoder must be"):
         tiny(algorithm="context", context_decoder=-1.0)
+    # the decoder's width: the Q-network's by default, decoder_hidden when given
+    widths = lambda c: sorted({x.shape[-1] for x in jax.tree.leaves(
+        meta_dqn.make_learner(c, 4, (2,)).init(jax.random.key(1))["dec"])})
+    assert widths(with_dec) == sorted({3, *with_dec.hidden})
+    assert widths(tiny(algorithm="context", context_decoder=2.0, decoder_hidden=(7,))) == [3, 7]
+    with pytest.raises(ValueError, match="^decoder_hidden must be a list of positive layer widths"):
+        tiny(algorithm="context", context_decoder=2.0, decoder_hidden=(0,))
 
 
 def test_context_refine_is_damped_gauss_newton_on_the_support_and_ignores_padding():
