@@ -46,7 +46,6 @@ def main(argv=None) -> int:
     base = MetaConfig(family=args.family, algorithm="context", num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=(0, 25, 100, 250), num_tasks=20, seeds=5, support_size=base.support_size)
     validation = validation_config(args.val_budgets)
-    val_budgets = validation.budgets
     if args.quick:
         base, fs, validation = quick_settings(base, inner_steps=None)
     base = dataclasses.replace(base, **sets)
@@ -58,7 +57,7 @@ def main(argv=None) -> int:
     first = first_episode_curve(cmp.configs["context"], cmp.trained["context"].early_stop.best_params, fs,
                                 jax.random.key(1))
     cells = "  ".join(f"{b}: {m:.2f} ± {c:.2f}" for b, m, c in zip(r.budgets, r.mean, r.ci95))
-    chosen = f" (checkpoint chosen at {list(val_budgets)} steps)" if val_budgets else ""
+    chosen = f" (checkpoint chosen at {list(validation.budgets)} steps)" if validation.budgets else ""
     print(f"{args.family} context {sets or '(defaults)'}{chosen}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
           f"first episode (online) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
     assert np.all(np.isfinite(r.mean))

@@ -40,10 +40,9 @@ from metadqn_jax import envs, rollout, tasks
 from metadqn_jax.compare import compare
 from metadqn_jax.evaluate import FewShotConfig
 from metadqn_jax.meta_dqn import ContextEncoder, MetaConfig
-from metadqn_jax.train import ValidationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from few_shot import quick_settings  # noqa: E402  (the sibling benchmark)
+from few_shot import quick_settings, validation_config  # noqa: E402  (the sibling benchmark)
 
 
 class PointNavGoalObserved(envs.PointNav):
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
     family = register_observed_family()
     base = MetaConfig(family=family, algorithm="pretrained", num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=(0,), num_tasks=20, seeds=5, support_size=base.support_size, finetune=False)
-    validation = ValidationConfig(every=500, num_tasks=32)
+    validation = validation_config("")
     if args.quick:
         base, fs, validation = quick_settings(base, inner_steps=None)
         fs = dataclasses.replace(fs, budgets=(0,), finetune=False)
