@@ -61,8 +61,9 @@ def plot(result: dict, png: str) -> None:
     ax2.set_title("Cost per task")
     ax2.legend(fontsize=7, loc="best")
     m = result.get("machine", {})
-    fig.suptitle(f"{m.get('cpu_model', 'CPU')} ({m.get('cpu_count', '?')} cores), jax {m.get('jax', '?')}, "
-                 f"torch {m.get('torch') or 'n/a'}; GPU: not measured", fontsize=9)
+    on = (f"{m['device']} (jax backend {m.get('jax_backend')}), host " if m.get("jax_backend") == "gpu" else "")
+    fig.suptitle(f"{on}{m.get('cpu_model', 'CPU')} ({m.get('cpu_count', '?')} cores), jax {m.get('jax', '?')}, "
+                 f"torch {m.get('torch') or 'n/a'}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

@@ -32,6 +32,12 @@ Usage::
 
     python benchmarks/throughput.py --out throughput.json --png throughput.png   # ~10 min
     python benchmarks/throughput.py --quick --out /tmp/t.json --no-torch          # smoke test
+    python benchmarks/throughput.py --sweep gpu --no-torch --out gpu.json         # on a GPU (~4.5 min on an H200)
+
+``--sweep gpu`` (tasks 1 … 4096; :func:`gpu_rows`) is what ``benchmarks/gpu_check.sh`` runs. Every
+row also records the backend, the device and the device allocator's peak memory, and ``--out``
+is rewritten after each row (``--max-wall`` stops starting new rows; a failed row is recorded
+under ``"failed"`` and the sweep goes on).
 
 Optional dependencies of the torch reference: ``pip install torch==2.13.0 gymnasium psutil``
 (the CPU wheel); without torch the torch columns are null.
@@ -73,6 +79,19 @@ def full_rows() -> list[dict]:
     # to compare with the same row above
     rows += [dict(tasks=t, envs_per_task=e, inner_steps=1, task_micro_batch=8, loop=False, rollout=False,
                   torch=False) for t, e in ((64, 1), (256, 1), (1024, 1), (256, 8))]
+    return rows
+
+
+def gpu_rows() -> list[dict]:
+    """The accelerator sweep (``--sweep gpu``): tasks 1 … 4096, most informative rows first.
+
+    The per-task loop is timed at 64 and 1024 tasks only (at 4096 tasks one loop meta-step is
+    thousands of host round trips); torch is off (its reference steps gymnasium on the host).
+    """
+    order = [(64, 1), (1024, 1), (4096, 1), (256, 1), (16, 1), (1, 1), (64, 8), (512, 8)]
+    rows = [dict(tasks=t, envs_per_task=e, inner_steps=1, loop=(e == 1 and t in (64, 1024)), rollout=True,
+                 torch=False) for t, e in order]
+    rows += [dict(tasks=64, envs_per_task=1, inner_steps=5, loop=False, rollout=True, torch=False)]
     return rows
 
 
@@ -144,6 +163,14 @@ def peak_rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------ worker
+def device_peak_mb() -> float | None:
+    """Peak bytes the first device's allocator has held, in MiB (GPU/TPU; None where not reported)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
 def timed(fn, min_time: float, min_calls: int = 1) -> tuple[float, int]:
     """Calls ``fn()`` (which must block) until ``min_time`` s and ``min_calls`` calls."""
     t0 = time.perf_counter()
@@ -337,6 +364,7 @@ def worker(spec: dict) -> dict:
                transition_bytes=mem["transition_bytes"], rss_base_mb=rss_base,
                rss_state_mb=rss_state, rss_after_meta_mb=rss_mb())
     row["peak_rss_mb"] = peak_rss_mb()  # before any reference runs: the meta-training process
+    row["device_peak_mb"] = device_peak_mb()  # the accelerator's own memory (None on the CPU backend)
 
     # --- references (built lazily, warmed up once)
     refs = {}
@@ -425,7 +453,7 @@ def worker(spec: dict) -> dict:
         row["speedup_vs_torch_cpu"] = med([m / b for m, b in zip(per_round_cpu["meta"], best_cpu)])
     else:
         row["speedup_vs_torch_cpu"] = None
-    row["gpu_env_steps_per_s"] = "not measured"
+    row["backend"], row["device"] = jax.default_backend(), jax.devices()[0].device_kind
     row["loadavg_1m"] = os.getloadavg()[0]
     return row
 
@@ -463,7 +491,9 @@ def machine_info() -> dict:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
-    info["gpu"] = "not measured (no GPU in this session)"
+    dev = jax.devices()[0]
+    info["device"] = dev.device_kind  # e.g. "NVIDIA H200"; "cpu" on the CPU backend
+    info["gpu"] = dev.device_kind if jax.default_backend() == "gpu" else "none (CPU backend)"
     return info
 
 
@@ -478,7 +508,7 @@ def fmt(x, spec=".3g"):
 def print_table(rows: list[dict]) -> str:
     head = ("tasks", "envs", "inner", "query", "micro", "env-steps/s", "meta-steps/s", "ms/task", "compile s (cpu s)",
             "peak RSS MB", "vs loop", "vs torch", "of rollout", "loop env-steps/s", "torch env-steps/s",
-            "rollout env-steps/s", "GPU")
+            "rollout env-steps/s", "device")
     lines = ["Wall-clock (median of interleaved rounds):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     tput = [r for r in rows if r.get("kind", "throughput") == "throughput"]
@@ -490,7 +520,7 @@ def print_table(rows: list[dict]) -> str:
             fmt(r["peak_rss_mb"], ".0f"), fmt(r["speedup_vs_loop"], ".2f"), fmt(r["speedup_vs_torch"], ".2f"),
             fmt(r["fraction_of_rollout_limit"], ".3f"), fmt(r.get("loop_env_steps_per_s"), ",.0f"),
             fmt(r.get("torch_env_steps_per_s"), ",.0f"), fmt(r.get("rollout_env_steps_per_s"), ",.0f"),
-            r["gpu_env_steps_per_s"]]) + " |")
+            r.get("device", "?")]) + " |")
     head2 = ("tasks", "envs", "inner", "query", "micro", "env-steps/CPU-s", "loop", "torch vmap", "torch loop", "rollout",
              "vs loop", "vs torch", "of rollout", "XLA GFLOP/meta-step", "GFLOP/s")
     lines += ["", "CPU time (process_time; robust to other load on the machine):", "",
@@ -506,7 +536,7 @@ def print_table(rows: list[dict]) -> str:
             fmt(flops / 1e9 if flops else None, ".3f"), fmt(r.get("achieved_gflops"), ".1f")]) + " |")
     mem = [r for r in rows if r.get("formula_state_mb") is not None]
     head3 = ("kind", "tasks", "envs", "inner", "buffer", "formula state MB", "XLA args MB", "RSS init − base MB",
-             "formula temp MB", "XLA temp MB", "RSS after run − init MB", "peak RSS MB")
+             "formula temp MB", "XLA temp MB", "RSS after run − init MB", "peak RSS MB", "device peak MB")
     lines += ["", "Memory (formula vs XLA vs RSS):", "", "| " + " | ".join(head3) + " |", "|" + "---|" * len(head3)]
     for r in mem:
         lines.append("| " + " | ".join([
@@ -514,7 +544,7 @@ def print_table(rows: list[dict]) -> str:
             str(r["buffer_size"]), fmt(r["formula_state_mb"], ".2f"), fmt(r["xla_argument_mb"], ".2f"),
             fmt(r["rss_state_mb"] - r["rss_base_mb"], ".1f"), fmt(r["formula_temp_mb"], ".2f"),
             fmt(r["xla_temp_mb"], ".2f"), fmt(r["rss_after_meta_mb"] - r["rss_state_mb"], ".0f"),
-            fmt(r["peak_rss_mb"], ".0f")]) + " |")
+            fmt(r["peak_rss_mb"], ".0f"), fmt(r.get("device_peak_mb"), ".1f")]) + " |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -544,6 +574,12 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads (1: on this shared 2-core box 2 OpenMP threads were ~100x slower)")
     ap.add_argument("--tasks", type=int, nargs="*", help="restrict to these task counts")
+    ap.add_argument("--sweep", choices=("cpu", "gpu"), default="cpu",
+                    help="cpu: tasks 1 … 1024 with every reference (and the memory rows); gpu: tasks 1 … 4096, "
+                         "loop at 64 and 1024 tasks, no torch, no memory rows")
+    ap.add_argument("--max-wall", type=float, default=0.0,
+                    help="start no new configuration after this many seconds (0: no limit); "
+                         "--out is rewritten after every row")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -551,11 +587,35 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
     t0 = time.perf_counter()
-    specs = quick_rows() if args.quick else full_rows() + ([] if args.no_memory else memory_rows())
+    if args.quick:
+        specs = quick_rows()
+    elif args.sweep == "gpu":
+        specs = gpu_rows()
+    else:
+        specs = full_rows() + ([] if args.no_memory else memory_rows())
     if args.tasks:
         specs = [s for s in specs if s["tasks"] in args.tasks]
-    rows = []
+    rows, failed = [], []
+    settings = {"rollout_steps": ROLLOUT_STEPS, "query_batch": QUERY_BATCH, "hidden": list(HIDDEN),
+                "rounds": args.rounds, "min_time": args.min_time, "torch_threads": args.torch_threads,
+                "sweep": "quick" if args.quick else args.sweep}
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+
+    def write(machine) -> None:
+        """(Re)writes --out: after every row, so an interrupted sweep keeps what it measured."""
+        if args.out:
+            result = {"command": command, "machine": machine, "total_wall_s": time.perf_counter() - t0,
+                      "default_config": DEFAULT, "settings": settings, "rows": rows, "failed": failed}
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=1))
+            return result
+
     for s in specs:
+        if args.max_wall and time.perf_counter() - t0 > args.max_wall:
+            print(f"[{time.perf_counter() - t0:6.0f}s] --max-wall {args.max_wall:.0f} s reached: skipping "
+                  f"T={s['tasks']} E={s['envs_per_task']} k={s['inner_steps']} and the rows after it", flush=True)
+            failed.append({**s, "error": "skipped: --max-wall reached"})
+            continue
         s = dict(s)
         s["chunk"] = chunk_for(s, args.quick)
         s["rounds"] = 1 if args.quick else args.rounds
@@ -565,23 +625,27 @@ def main(argv=None) -> int:
         s["torch_loop"] = (s["tasks"], s["envs_per_task"], s["inner_steps"]) in TORCH_LOOP_ROWS or args.quick
         s["torch_threads"] = args.torch_threads
         ts = time.perf_counter()
-        row = run_spec(s, in_process=args.quick)
+        try:
+            row = run_spec(s, in_process=args.quick)
+        except RuntimeError as e:  # one broken configuration (e.g. out of memory) must not lose the others
+            print(f"[{time.perf_counter() - t0:6.0f}s] FAILED {e}", flush=True)
+            failed.append({**s, "error": str(e)[-2000:]})
+            write(None)
+            continue
         row["row_wall_s"] = time.perf_counter() - ts
         rows.append(row)
+        write(None)
         print(f"[{time.perf_counter() - t0:6.0f}s] T={row['tasks']} E={row['envs_per_task']} k={row['inner_steps']} "
               f"buf={row['buffer_size']}: {row['env_steps_per_s']:,.0f} env-steps/s, compile {row['compile_s']:.1f}s "
               f"(cpu {row['compile_cpu_s']:.1f}s), vs loop {fmt(row['speedup_vs_loop'], '.2f')}, "
               f"vs torch {fmt(row['speedup_vs_torch'], '.2f')}, of rollout {fmt(row['fraction_of_rollout_limit'], '.3f')}, "
-              f"peak RSS {row['peak_rss_mb']:.0f} MB, load {row['loadavg_1m']:.1f}", flush=True)
+              f"peak RSS {row['peak_rss_mb']:.0f} MB, device peak {fmt(row['device_peak_mb'], '.0f')} MB, "
+              f"load {row['loadavg_1m']:.1f}", flush=True)
     text = print_table(rows)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
-              "total_wall_s": time.perf_counter() - t0, "default_config": DEFAULT,
-              "settings": {"rollout_steps": ROLLOUT_STEPS, "query_batch": QUERY_BATCH, "hidden": list(HIDDEN),
-                           "rounds": args.rounds, "min_time": args.min_time, "torch_threads": args.torch_threads},
-              "rows": rows}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    # jax is imported in this (driver) process only now: on a GPU it would otherwise hold the
+    # device memory the workers need
+    result = write(machine_info())
+    if args.out and rows:
         png = args.png or str(Path(args.out).with_suffix(".png"))
         from plot_throughput import plot
 
@@ -590,7 +654,7 @@ def main(argv=None) -> int:
     if args.md:
         Path(args.md).write_text(text + "\n")
     print(f"total {time.perf_counter() - t0:.0f} s")
-    return 0
+    return 1 if failed and not rows else 0
 
 
 if __name__ == "__main__":

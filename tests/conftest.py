@@ -12,6 +12,11 @@ import pytest
 # Implicit rank promotion (e.g. [B] + [B, 1] -> [B, B]) is a classic silent RL bug: raise.
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# Full float32 matmuls: on a GPU, JAX's default precision uses TF32, and the equality checks
+# below (vmapped vs loop, jit vs no jit, incremental vs batch) then fail at float32 tolerances
+# (11 of them did on an H200, BENCHMARKS.md §4 "On a GPU"). No effect on the CPU backend.
+jax.config.update("jax_default_matmul_precision", "highest")
+
 
 # Persistent XLA cache shared by the CLI, checkpoint and deploy tests (and their subprocesses).
 TEST_COMPILE_CACHE = Path(

@@ -32,7 +32,8 @@ def test_throughput_quick(tmp_path):
     assert row["env_steps_per_s"] > 0 and row["meta_steps_per_s"] > 0 and row["compile_s"] > 0
     assert row["speedup_vs_loop"] is None and row["speedup_vs_torch"] is None  # not measured
     assert 0 < row["fraction_of_rollout_limit"] < 10
-    assert row["gpu_env_steps_per_s"] == "not measured"
+    assert row["backend"] == "cpu" and row["device"] == "cpu" and result["machine"]["gpu"] == "none (CPU backend)"
+    assert result["failed"] == []
     assert row["xla_argument_mb"] == pytest.approx(row["formula_state_mb"], rel=1e-6)  # memory formula
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| tasks |" in proc.stdout
