@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh OUTDIR [MAX_WALL_S] [TEST_S]
 #
 # 1. the card, driver and package versions            -> OUTDIR/gpu.txt
-# 2. benchmarks/throughput.py --sweep gpu (tasks 1 … 4096, per-task loop at 64 and 1024 tasks,
+# 2. benchmarks/throughput.py --sweep gpu (tasks 1 … 4096, per-task loop at 64 and 1024 tasks, the
+#    torch reference (needs torch and gymnasium) at 64 tasks,
 #    rollout limit everywhere; no new row after MAX_WALL_S, default 380)
 #                                                     -> OUTDIR/throughput_gpu.{json,md,png,log}
 # 3. for what time is left (TEST_S, default 90): the numerics tests on this backend
@@ -33,12 +34,12 @@ for p in ("jaxlib", "flax", "optax", "chex", "gymnax", "gymnasium", "orbax-check
 EOF
 } 2>&1 | tee "$OUT/gpu.txt" || exit 1
 
-$PY benchmarks/throughput.py --sweep gpu --no-torch --max-wall "$MAX_WALL" \
+$PY benchmarks/throughput.py --sweep gpu --max-wall "$MAX_WALL" \
     --out "$OUT/throughput_gpu.json" --md "$OUT/throughput_gpu.md" 2>&1 | tee "$OUT/throughput_gpu.log"
 
 # several pytest workers share the one GPU: no preallocation; SIGINT at the limit so that pytest
 # still prints its summary of what ran
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT -k 15 "$TEST_S" $PY -m pytest -q -rfE -n 4 -p no:cacheprovider \
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT -k 15 "$TEST_S" $PY -m pytest -q -rfE -n 4 -p no:cacheprovider -p no:benchmark \
     tests/test_meta.py tests/test_losses.py tests/test_replay.py tests/test_tasks.py > "$OUT/tests_gpu.log" 2>&1
 echo "tests exit $?" >> "$OUT/tests_gpu.log"
 grep -E "^(FAILED|ERROR)|passed|failed|tests exit" "$OUT/tests_gpu.log" | tail -30

@@ -86,11 +86,12 @@ def gpu_rows() -> list[dict]:
     """The accelerator sweep (``--sweep gpu``): tasks 1 … 4096, most informative rows first.
 
     The per-task loop is timed at 64 and 1024 tasks only (at 4096 tasks one loop meta-step is
-    thousands of host round trips); torch is off (its reference steps gymnasium on the host).
+    thousands of host round trips); the torch reference (gymnasium environments and torch on the
+    host CPU, as in the CPU sweep) at 64 tasks with 1 and 8 envs, where the CPU sweep times it too.
     """
     order = [(64, 1), (1024, 1), (4096, 1), (256, 1), (16, 1), (1, 1), (64, 8), (512, 8)]
     rows = [dict(tasks=t, envs_per_task=e, inner_steps=1, loop=(e == 1 and t in (64, 1024)), rollout=True,
-                 torch=False) for t, e in order]
+                 torch=(t == 64)) for t, e in order]
     rows += [dict(tasks=64, envs_per_task=1, inner_steps=5, loop=False, rollout=True, torch=False)]
     return rows
 
