@@ -7,13 +7,15 @@ Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta_dqn.M
 values as Python literals, over its algorithm defaults ``meta_dqn.ALGORITHM_DEFAULTS``),
 evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
 meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
-first-episode return with the online context. BENCHMARKS.md §1 lists the variants it ran.
+first-episode return with the online context (``--out FILE.json``: the same figures, and the
+returns of every run, as JSON). BENCHMARKS.md §1 lists the variants it ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--val-budgets", default="", metavar="B1,B2",
                    help="env-step budgets whose returns on the validation tasks select the checkpoint "
                         "(default: the support size)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the line's figures (and per-run returns) as JSON")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
     sets = parse_sets(p, args.set)
@@ -60,6 +63,15 @@ def main(argv=None) -> int:
     chosen = f" (checkpoint chosen at {list(validation.budgets)} steps)" if validation.budgets else ""
     print(f"{args.family} context {sets or '(defaults)'}{chosen}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
           f"first episode (online) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
+    if args.out:
+        row = {"command": " ".join(["python", *sys.argv]), "family": args.family, "meta_steps": args.meta_steps,
+               "seed": args.seed, "sets": {k: repr(v) for k, v in sets.items()},
+               "validation_budgets": list(validation.budgets) or [fs.support_size],
+               "train_s": cmp.train_wall_s["context"], "budgets": list(r.budgets), "mean": r.mean.tolist(),
+               "ci95": r.ci95.tolist(), "returns": r.returns.tolist(),
+               "first_episode": {"mean": float(first.mean[-1]), "ci95": float(first.ci95[-1])}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(row, indent=1))
     assert np.all(np.isfinite(r.mean))
     return 0
 

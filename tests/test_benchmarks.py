@@ -49,11 +49,16 @@ def test_few_shot_quick(tmp_path, monkeypatch):
     assert (tmp_path / "fs_first_episode.png").stat().st_size > 10_000
 
 
-def test_context_variants_quick(monkeypatch, capsys):
-    rc = _run("context_variants.py", ["--quick", "--set", "encoder_post=(8,)"], monkeypatch)
+def test_context_variants_quick(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cv.json"
+    rc = _run("context_variants.py", ["--quick", "--set", "encoder_post=(8,)", "--out", str(out)], monkeypatch)
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("pointnav-goal context {'encoder_post': (8,)}: train ") and "first episode (online)" in line
+    data = json.loads(out.read_text())
+    assert data["sets"] == {"encoder_post": "(8,)"} and len(data["mean"]) == len(data["budgets"])
+    assert f"{data['mean'][1]:.2f} ± {data['ci95'][1]:.2f}" in line  # the JSON holds what the line printed
+    assert np.asarray(data["returns"]).shape[1] == len(data["budgets"])
 
 
 def test_goal_inference_quick(monkeypatch, capsys):
