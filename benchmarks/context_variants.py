@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig, first_episode_curve
+from metadqn_jax.evaluate import FewShotConfig, first_episode_curve, first_episode_explore
 from metadqn_jax.meta_dqn import MetaConfig
 from metadqn_jax.tasks import list_families
 
@@ -57,19 +57,21 @@ def main(argv=None) -> int:
     cmp = compare(base, ["context"], fs, seed=args.seed, validation=validation, scratch=False, oracle=False,
                   progress=False, log=lambda s: None)
     r = cmp.results["context"]
-    first = first_episode_curve(cmp.configs["context"], cmp.trained["context"].early_stop.best_params, fs,
-                                jax.random.key(1))
+    best = cmp.trained["context"].early_stop
+    first = first_episode_curve(cmp.configs["context"], best.best_params, fs, jax.random.key(1),
+                                meta_target=best.best_target)
+    explore = first_episode_explore(cmp.configs["context"])
     cells = "  ".join(f"{b}: {m:.2f} ± {c:.2f}" for b, m, c in zip(r.budgets, r.mean, r.ci95))
     chosen = f" (checkpoint chosen at {list(validation.budgets)} steps)" if validation.budgets else ""
     print(f"{args.family} context {sets or '(defaults)'}{chosen}: train {cmp.train_wall_s['context']:.0f}s | {cells} | "
-          f"first episode (online) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
+          f"first episode ({explore}) {first.mean[-1]:.2f} ± {first.ci95[-1]:.2f} | total {time.perf_counter() - t0:.0f}s")
     if args.out:
         row = {"command": " ".join(["python", *sys.argv]), "family": args.family, "meta_steps": args.meta_steps,
                "seed": args.seed, "sets": {k: repr(v) for k, v in sets.items()},
                "validation_budgets": list(validation.budgets) or [fs.support_size],
                "train_s": cmp.train_wall_s["context"], "budgets": list(r.budgets), "mean": r.mean.tolist(),
                "ci95": r.ci95.tolist(), "returns": r.returns.tolist(),
-               "first_episode": {"mean": float(first.mean[-1]), "ci95": float(first.ci95[-1])}}
+               "first_episode": {"explore": explore, "mean": float(first.mean[-1]), "ci95": float(first.ci95[-1])}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(row, indent=1))
     assert np.all(np.isfinite(r.mean))

@@ -26,7 +26,7 @@ import numpy as np
 
 from metadqn_jax import report
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig, FewShotResult, first_episode_curve
+from metadqn_jax.evaluate import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
 from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig
 from metadqn_jax.tasks import list_families
 from metadqn_jax.train import ValidationConfig
@@ -92,7 +92,7 @@ def write_plots(out: dict, path: Path) -> None:
         if "oracle" in results:
             points["oracle DQN: episode return"] = (first["steps"][-1], float(results["oracle"].mean[0]))
         report.plot(curves, path.with_name(path.stem + "_first_episode.png"), log_x=False, points=points,
-                    title=f"first episode on a new task: {out['family']} (context: online inference)",
+                    title=f"first episode on a new task: {out['family']} (context: inference while acting)",
                     xlabel="step of the first episode on the new task",
                     ylabel="cumulative return (mean, 95% CI)")
 
@@ -163,15 +163,18 @@ def main(argv=None) -> int:
         out["steps_to_90pct_oracle"] = to90
         extra["steps to 90% oracle"] = {k: ("-" if v is None else str(v)) for k, v in to90.items()}
     # the zero-shot setting: return during the very first episode on each test task (greedy;
-    # the context learner acts on its online context, the others with their unadapted params)
-    first = {}
+    # the context learner infers the task while acting (online or refined context), the others
+    # act with their unadapted params)
+    first, modes = {}, {}
     for algo in algorithms:
         res = cmp.trained[algo]
+        modes[algo] = first_episode_explore(cmp.configs[algo])
         first[algo] = first_episode_curve(cmp.configs[algo], res.early_stop.best_params, fs,
-                                          jax.random.fold_in(jax.random.key(args.seed), 7))
+                                          jax.random.fold_in(jax.random.key(args.seed), 7),
+                                          meta_target=res.early_stop.best_target)
     out["first_episode"] = {
         "steps": list(first[algorithms[0]].budgets) if first else [],
-        **{k: {"online": cmp.configs[k].algorithm == "context", "mean": [float(x) for x in r.mean],
+        **{k: {"online": modes[k] != "unadapted", "explore": modes[k], "mean": [float(x) for x in r.mean],
                "ci95": [float(x) for x in r.ci95]} for k, r in first.items()},
     }
     extra["first episode"] = {k: f"{r.mean[-1]:.2f} ± {r.ci95[-1]:.2f}" for k, r in first.items()}

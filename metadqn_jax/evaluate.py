@@ -3,9 +3,10 @@
 The protocol, identical for every initialisation (meta-learned, pretrained, scratch):
 
 1. On a held-out task, with a fresh replay buffer, act ε-greedily (``support_epsilon``, the
-   meta-training ε) with the *unadapted* parameters for ``support_size`` steps (a context
-   learner trained with ``online_context`` (the default) acts, as it was trained to, on the context
-   inferred online from the transitions seen so far).
+   meta-training ε) for ``support_size`` steps: with the *unadapted* parameters, or — for a
+   context learner trained with ``online_context`` (the default) — on the context inferred
+   from the transitions seen so far (``FewShotConfig.explore``: the O(1) online encoder, or
+   with ``context_refine`` the refined context, recomputed every step).
 2. Adapt once with the learner's own rule (MAML-style inner TD steps for the gradient
    learners, pretrained and scratch; context inference for ``context``; context-vector steps
    for ``cavia``) on those transitions — exactly what meta-training optimised.
@@ -42,6 +43,33 @@ from metadqn_jax.meta_dqn import (
 from metadqn_jax.tasks import TaskFamily
 
 
+EXPLORE_MODES = ("auto", "online", "adapted", "unadapted")
+
+
+def explore_mode(meta_cfg: MetaConfig, learner: Learner, explore: str = "auto") -> str:
+    """What a learner acts on while it collects a new task's support.
+
+    * ``"unadapted"`` — the unadapted parameters (the gradient learners, pretrained, scratch);
+    * ``"online"`` — the context of the transitions so far, from the encoder's running sums
+      (O(1) per step; :class:`~metadqn_jax.meta_dqn.OnlineContext`, ``context`` only);
+    * ``"adapted"`` — ``learner.adapt`` on the transitions so far, recomputed every step
+      (O(support) per step; any learner). With ``context_refine`` this is the refined context,
+      which the online sums cannot give: on pointnav-goal it explores toward the inferred goal
+      (BENCHMARKS.md §1).
+    * ``"auto"`` resolves to ``"adapted"`` for a context learner with ``online_context`` and
+      ``context_refine > 0``, to ``"online"`` for one with ``online_context`` alone, else to
+      ``"unadapted"``.
+    """
+    require(explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), explore)
+    if explore == "auto":
+        if learner.online is None or not meta_cfg.online_context:
+            return "unadapted"
+        return "adapted" if meta_cfg.context_refine > 0 else "online"
+    require(explore != "online" or learner.online is not None, "explore",
+            f"not 'online' for algorithm {meta_cfg.algorithm!r} (only 'context' has an online form)", explore)
+    return explore
+
+
 @dataclasses.dataclass(frozen=True)
 class FewShotConfig:
     """Static settings of the few-shot protocol (budgets in environment steps)."""
@@ -60,12 +88,16 @@ class FewShotConfig:
     finetune_tau: float = 0.95
     learning_starts: int = 0  # extra steps after adaptation before fine-tuning starts
     eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
+    # what the agent acts on while it collects the support (see :func:`explore_mode`):
+    # "auto", "online", "adapted" or "unadapted"
+    explore: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "budgets", tuple(sorted(int(b) for b in self.budgets)))
         require(len(self.budgets) > 0 and self.budgets[0] >= 0, "budgets",
                 "a non-empty list of env-step counts >= 0", self.budgets)
         require(self.split in ("train", "val", "test"), "split", "'train', 'val' or 'test'", self.split)
+        require(self.explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), self.explore)
         for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes"):
             positive_int(name, getattr(self, name))
         for name in ("support_epsilon", "finetune_epsilon"):
@@ -94,16 +126,24 @@ def summarize(budgets, returns) -> FewShotResult:
     return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
 
 
-def _explore_step(env, learner: Learner, meta_params, state, key, env_params, epsilon):
-    """One ε-greedy step before adaptation: on the online context when ``state = (carry,
-    stats)`` has statistics, else with the unadapted parameters (``stats = None``)."""
+def _explore_step(env, learner: Learner, mode: str, meta_params, meta_target, hp, state, buf, support_size,
+                  key, env_params, epsilon):
+    """One ε-greedy step before adaptation, acting as :func:`explore_mode` ``mode`` says.
+
+    ``state = (EnvCarry [1], online stats or None)``; ``buf`` is the replay buffer holding the
+    transitions so far (read by ``"adapted"``: its ``support_size`` most recent). Returns
+    ``(state, Transition [1])``; the caller adds the transition to ``buf``."""
     carry, stats = state
-    if stats is not None:
+    if mode == "online":
         return online_step(env, learner, meta_params, state, key, env_params, epsilon)
+    if mode == "adapted":
+        tp = learner.adapt(meta_params, meta_target, replay.recent(buf, support_size), hp)
+    else:
+        tp = learner.unadapted(meta_params)
     k_act, k_env = jax.random.split(key)
-    a = policies.epsilon_greedy(k_act, learner.q_values(learner.unadapted(meta_params), carry.obs), epsilon)
+    a = policies.epsilon_greedy(k_act, learner.q_values(tp, carry.obs), epsilon)
     carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
-    return (carry, None), tr
+    return (carry, stats), tr
 
 
 def make_few_shot(
@@ -121,6 +161,7 @@ def make_few_shot(
     num_actions = envs.num_actions(env, base_params)
     obs_shape = envs.obs_shape(env, base_params)
     learner = learner or make_learner(meta_cfg, num_actions, obs_shape)
+    mode = explore_mode(meta_cfg, learner, fs.explore)
     max_steps = family.episode_length
     S = fs.support_size
     capacity = max(fs.max_budget, S, 1)
@@ -148,13 +189,12 @@ def make_few_shot(
             act = lambda obs: jnp.argmax(learner.q_values(params, obs), axis=-1)
             return rollout.greedy_returns(env, act, k, eval_params, max_steps).mean()
 
-        online = meta_cfg.online_context and learner.online is not None
-        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if online else None
+        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if mode == "online" else None
 
         def collect_step(c, k):
             carry, buf, stats = c
-            (carry, stats), tr = _explore_step(env, learner, meta_params, (carry, stats), k, env_params,
-                                               fs.support_epsilon)
+            (carry, stats), tr = _explore_step(env, learner, mode, meta_params, meta_target, hp, (carry, stats), buf,
+                                               S, k, env_params, fs.support_epsilon)
             return (carry, replay.add(buf, tr), stats), None
 
         def finetune_step(c, xs):
@@ -236,6 +276,15 @@ def evaluate_few_shot(
     return summarize(fs.budgets, np.asarray(returns))
 
 
+def first_episode_explore(meta_cfg: MetaConfig) -> str:
+    """:func:`first_episode_curve`'s default ``explore``: infer the task while acting whenever the
+    algorithm can — ``"adapted"`` for ``context`` with ``context_refine``, ``"online"`` for any
+    other ``context`` (also one trained without ``online_context``), else ``"unadapted"``."""
+    if meta_cfg.algorithm != "context":
+        return "unadapted"
+    return "adapted" if meta_cfg.context_refine > 0 else "online"
+
+
 def first_episode_curve(
     meta_cfg: MetaConfig,
     meta_params,
@@ -243,43 +292,47 @@ def first_episode_curve(
     key: jax.Array,
     *,
     epsilon: float = 0.0,
-    online: bool | None = None,
+    explore: str | None = None,
+    meta_target=None,
+    hp: MetaHParams | None = None,
     learner: Learner | None = None,
 ) -> FewShotResult:
     """The zero-shot setting: the return *during the very first episode* on a held-out task.
 
     Each of the ``fs.num_tasks × fs.seeds`` runs starts one environment from reset with no
-    data and acts ε-greedily (``epsilon``, default greedy) for one episode, either on the
-    context inferred *online* from the episode's transitions so far (``online``; default:
-    whenever the learner has an online form, i.e. ``context``) or with the unadapted
-    parameters. Returns the cumulative return after ``t = 1 … episode_length`` steps as a
-    :class:`FewShotResult` whose ``budgets`` are those step counts (rewards after the first
-    ``done`` are not counted).
+    data and acts ε-greedily (``epsilon``, default greedy) for one episode on what
+    ``explore`` names (:func:`explore_mode`; default ``None``: :func:`first_episode_explore`,
+    i.e. infer the task while acting whenever the algorithm can). ``meta_target`` (default: ``meta_params``) and ``hp`` (default: the
+    config's) are what ``"adapted"`` passes to ``learner.adapt``. Returns the cumulative
+    return after ``t = 1 … episode_length`` steps as a :class:`FewShotResult` whose ``budgets``
+    are those step counts (rewards after the first ``done`` are not counted).
     """
     in_range("epsilon", epsilon, 0.0, 1.0)
     family = meta_cfg.task_family
     env, base_params = family.env()
     obs_shape = envs.obs_shape(env, base_params)
     learner = learner or make_learner(meta_cfg, envs.num_actions(env, base_params), obs_shape)
-    online = learner.online is not None if online is None else online
-    require(not online or learner.online is not None, "online",
-            f"false for algorithm {meta_cfg.algorithm!r} (only 'context' has an online form)", online)
+    mode = explore_mode(meta_cfg, learner, first_episode_explore(meta_cfg) if explore is None else explore)
+    meta_target = meta_params if meta_target is None else meta_target
+    hp = meta_cfg.hparams() if hp is None else hp
     steps = family.episode_length
 
     def one_run(task, key):
         env_params = rollout.broadcast_params(task, 1)
         k_reset, k_roll = jax.random.split(key)
         carry = rollout.init_carry(env, k_reset, env_params)
-        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if online else None
+        stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if mode == "online" else None
+        buf = replay.init(example_transition(obs_shape), steps)
 
         def step(c, k):
-            carry, stats, alive = c
-            (carry, stats), tr = _explore_step(env, learner, meta_params, (carry, stats), k, env_params, epsilon)
+            carry, stats, buf, alive = c
+            (carry, stats), tr = _explore_step(env, learner, mode, meta_params, meta_target, hp, (carry, stats), buf,
+                                               steps, k, env_params, epsilon)
             reward = jnp.where(alive, tr.reward[0], 0.0)
             alive = alive & ~(tr.terminated[0] | tr.truncated[0])
-            return (carry, stats, alive), reward
+            return (carry, stats, replay.add(buf, tr), alive), reward
 
-        _, rewards = jax.lax.scan(step, (carry, stats, jnp.ones((), bool)), jax.random.split(k_roll, steps))
+        _, rewards = jax.lax.scan(step, (carry, stats, buf, jnp.ones((), bool)), jax.random.split(k_roll, steps))
         return jnp.cumsum(rewards)
 
     task_params, keys = few_shot_tasks(family, fs, key)

@@ -561,6 +561,75 @@ def test_online_context_acting_equals_batch_encoder_step_by_step(encoder):
     assert float(jnp.max(jnp.abs(z_end))) > 1e-3
 
 
+def test_explore_modes_resolve_per_learner_and_reject_what_cannot_work():
+    """``FewShotConfig.explore`` / :func:`evaluate.explore_mode`: "auto" infers the task while
+    acting exactly where a learner was trained to (the online encoder, or with refinement the
+    adapted context); "online" needs an online form; unknown names are refused up front."""
+    from metadqn_jax.evaluate import FewShotConfig, explore_mode, first_episode_explore
+
+    def mode(explore="auto", **kw):
+        cfg = tiny(**kw)
+        return explore_mode(cfg, meta_dqn.make_learner(cfg, 4, (2,)), explore)
+
+    assert mode(algorithm="maml") == mode(algorithm="cavia") == "unadapted"
+    assert mode(algorithm="context") == "online"
+    assert mode(algorithm="context", online_context=False) == "unadapted"
+    refine = dict(algorithm="context", context_decoder=1.0, context_refine=2)
+    assert mode(**refine) == "adapted" and mode("online", **refine) == "online"
+    assert mode("adapted", algorithm="maml") == "adapted"  # any learner can act on its adaptation
+    assert first_episode_explore(tiny(**refine)) == "adapted"
+    assert first_episode_explore(tiny(algorithm="context", online_context=False)) == "online"
+    assert first_episode_explore(tiny(algorithm="pretrained")) == "unadapted"
+    with pytest.raises(ConfigError, match=r"^explore must be not 'online' for algorithm 'maml'"):
+        mode("online", algorithm="maml")
+    with pytest.raises(ConfigError, match=r"^explore must be 'auto' or 'online' or 'adapted' or 'unadapted', got 'greedy'"):
+        FewShotConfig(explore="greedy")
+
+
+def test_adapted_exploration_acts_on_the_adapted_context_of_the_transitions_so_far():
+    """``explore="adapted"``: at every step the agent acts greedily on ``learner.adapt`` of the
+    transitions collected *before* that step (with refinement: the refined context, which the
+    O(1) online sums cannot give), and that differs from acting on the encoder's online z."""
+    from metadqn_jax import evaluate, rollout
+
+    cfg = tiny(algorithm="context", context_decoder=1.0, context_refine=2, context_refine_damping=0.1)
+    prog = meta_dqn.make_meta_step(cfg)
+    learner, env, n = prog.learner, prog.env, 8
+    params = fast_jit(learner.init)(jax.random.key(0))
+    hp = cfg.hparams()
+    task = jax.tree.map(lambda x: x[0], cfg.task_family.sample(jax.random.key(3), 1, "test"))
+    env_params = rollout.broadcast_params(task, 1)
+
+    def run(mode, key):
+        carry = rollout.init_carry(env, key, env_params)
+        stats = meta_dqn.online_no_data_stats(learner, params, prog.obs_shape, (1,)) if mode == "online" else None
+        buf = replay.init(meta_dqn.example_transition(prog.obs_shape), n)
+
+        def step(c, k):
+            carry, stats, buf = c
+            (carry, stats), tr = evaluate._explore_step(env, learner, mode, params, params, hp, (carry, stats), buf,
+                                                        n, k, env_params, 0.0)
+            return (carry, stats, replay.add(buf, tr)), tr
+
+        _, tr = jax.lax.scan(step, (carry, stats, buf), jax.random.split(jax.random.key(1), n))
+        return jax.tree.map(lambda x: x[:, 0], tr)  # [n, ...]
+
+    tr = fast_jit(run, static_argnums=0)("adapted", jax.random.key(2))
+    adapt = fast_jit(lambda m: learner.adapt(params, params, (tr, m), hp))
+    plain = meta_dqn.make_learner(dataclasses.replace(cfg, context_refine=0), 4, (2,))  # same encoder, no refinement
+    encoder_only = fast_jit(lambda m: plain.adapt(params, params, (tr, m), hp))
+    q_fn = fast_jit(learner.q_values)
+    refined_vs_encoder = 0.0
+    for t in range(n):
+        tp = adapt(jnp.arange(n) < t)  # the transitions before step t (t = 0: none, z = 0)
+        assert int(tr.action[t]) == int(jnp.argmax(q_fn(tp, tr.obs[t]))), t
+        z_enc = encoder_only(jnp.arange(n) < t)["ctx"]
+        refined_vs_encoder = max(refined_vs_encoder, float(jnp.max(jnp.abs(tp["ctx"] - z_enc))))
+    assert refined_vs_encoder > 1e-3  # the refinement moved the context the agent acted on
+    online = fast_jit(run, static_argnums=0)("online", jax.random.key(2))
+    assert not np.array_equal(np.asarray(online.action), np.asarray(tr.action))  # and it acts differently
+
+
 def test_only_the_context_learner_has_an_online_form():
     assert meta_dqn.make_learner(tiny(algorithm="context"), 4, (2,)).online is not None
     for algorithm in ("maml", "cavia", "pretrained"):
