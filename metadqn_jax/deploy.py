@@ -139,9 +139,11 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
     """Adapts ``policy`` to the task ``env_params`` with ``budget`` environment steps.
 
     The protocol is the few-shot evaluation's (:func:`metadqn_jax.evaluate.make_few_shot`, the
-    same code): act with the unadapted policy for ``min(budget, support_size)`` steps, adapt
-    with the learner's rule, then fine-tune as a DQN for the rest of the budget (settings from
-    the run's ``few_shot`` section, or ``few_shot``).
+    same code): act for ``min(budget, support_size)`` steps — with the unadapted policy, or
+    on the context inferred so far (``few_shot.explore``, see
+    :func:`metadqn_jax.evaluate.explore_mode`) — adapt with the learner's rule, then fine-tune
+    as a DQN for the rest of the budget (settings from the run's ``few_shot`` section, or
+    ``few_shot``).
 
     Args:
       policy: from :func:`load_policy`.

@@ -51,9 +51,12 @@ Learners (``MetaConfig.algorithm``):
   (with the decoder) makes the inference semi-amortised: the encoder's ``z`` is refined by
   ``k`` damped Gauss-Newton (Levenberg-Marquardt) steps that fit the decoder to the support's
   rewards and state changes (the damping is meta-learned), and everything is trained through
-  the refinement. An amortised encoder averages; the fit can triangulate (on pointnav-goal
-  the 25-step return goes from −8.10 to −3.82, oracle −3.59; BENCHMARKS.md §1). The online
-  context (acting while inferring) stays the encoder's O(1) ``z``.
+  the refinement. An amortised encoder averages; the fit can triangulate. The online context
+  (:class:`OnlineContext`, acting while inferring during meta-training) stays the encoder's
+  O(1) ``z``; at test time the agent acts on the refined ``z`` of the transitions so far
+  (``FewShotConfig.explore``, :func:`metadqn_jax.evaluate.explore_mode`). On pointnav-goal the
+  25-step return goes from −8.10 to −3.68, oracle −3.59, and the first episode from −9.61 to
+  −5.28 (BENCHMARKS.md §1).
 * ``pretrained`` — the multi-task baseline: one DQN on the pooled training tasks with the
   same data and environment-step budget (the query loss at the unadapted parameters). At
   test time it adapts with the same inner rule (``inner_steps`` at ``inner_lr``) as MAML.
