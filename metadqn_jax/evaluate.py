@@ -47,27 +47,33 @@ EXPLORE_MODES = ("auto", "online", "adapted", "unadapted")
 
 
 def explore_mode(meta_cfg: MetaConfig, learner: Learner, explore: str = "auto") -> str:
-    """What a learner acts on while it collects a new task's support.
+    """What a learner acts on while it collects a new task's support (``explore`` resolved).
 
-    * ``"unadapted"`` — the unadapted parameters (the gradient learners, pretrained, scratch);
-    * ``"online"`` — the context of the transitions so far, from the encoder's running sums
-      (O(1) per step; :class:`~metadqn_jax.meta_dqn.OnlineContext`, ``context`` only);
+    * ``"unadapted"`` — the unadapted parameters;
+    * ``"online"`` — the context of the transitions so far from the encoder's running sums
+      (O(1) per step; :class:`~metadqn_jax.meta_dqn.OnlineContext`). Only ``context`` has
+      this form: for every other learner ``"online"`` means ``"unadapted"``, so one setting
+      serves a comparison of several algorithms;
     * ``"adapted"`` — ``learner.adapt`` on the transitions so far, recomputed every step
       (O(support) per step; any learner). With ``context_refine`` this is the refined context,
       which the online sums cannot give: on pointnav-goal it explores toward the inferred goal
-      (BENCHMARKS.md §1).
-    * ``"auto"`` resolves to ``"adapted"`` for a context learner with ``online_context`` and
-      ``context_refine > 0``, to ``"online"`` for one with ``online_context`` alone, else to
-      ``"unadapted"``.
+      (BENCHMARKS.md §1);
+    * ``"auto"`` (the default) — infer the task while acting where the learner was trained to:
+      a context learner with ``online_context`` gets ``"adapted"`` with ``context_refine > 0``,
+      else ``"online"``; everything else ``"unadapted"``.
     """
     require(explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), explore)
+    if explore in ("auto", "online") and learner.online is None:
+        return "unadapted"
     if explore == "auto":
-        if learner.online is None or not meta_cfg.online_context:
-            return "unadapted"
-        return "adapted" if meta_cfg.context_refine > 0 else "online"
-    require(explore != "online" or learner.online is not None, "explore",
-            f"not 'online' for algorithm {meta_cfg.algorithm!r} (only 'context' has an online form)", explore)
+        return _inferring_mode(meta_cfg) if meta_cfg.online_context else "unadapted"
     return explore
+
+
+def _inferring_mode(meta_cfg: MetaConfig) -> str:
+    """How a context learner infers the task while acting: refined z (O(support) per step) when
+    it has ``context_refine``, else the O(1) online sums."""
+    return "adapted" if meta_cfg.context_refine > 0 else "online"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,9 +286,7 @@ def first_episode_explore(meta_cfg: MetaConfig) -> str:
     """:func:`first_episode_curve`'s default ``explore``: infer the task while acting whenever the
     algorithm can — ``"adapted"`` for ``context`` with ``context_refine``, ``"online"`` for any
     other ``context`` (also one trained without ``online_context``), else ``"unadapted"``."""
-    if meta_cfg.algorithm != "context":
-        return "unadapted"
-    return "adapted" if meta_cfg.context_refine > 0 else "online"
+    return _inferring_mode(meta_cfg) if meta_cfg.algorithm == "context" else "unadapted"
 
 
 def first_episode_curve(
@@ -302,10 +306,11 @@ def first_episode_curve(
     Each of the ``fs.num_tasks × fs.seeds`` runs starts one environment from reset with no
     data and acts ε-greedily (``epsilon``, default greedy) for one episode on what
     ``explore`` names (:func:`explore_mode`; default ``None``: :func:`first_episode_explore`,
-    i.e. infer the task while acting whenever the algorithm can). ``meta_target`` (default: ``meta_params``) and ``hp`` (default: the
-    config's) are what ``"adapted"`` passes to ``learner.adapt``. Returns the cumulative
-    return after ``t = 1 … episode_length`` steps as a :class:`FewShotResult` whose ``budgets``
-    are those step counts (rewards after the first ``done`` are not counted).
+    i.e. infer the task while acting whenever the algorithm can). ``meta_target`` (default:
+    ``meta_params``) and ``hp`` (default: the config's) are what ``"adapted"`` passes to
+    ``learner.adapt``. Returns the cumulative return after ``t = 1 … episode_length`` steps as
+    a :class:`FewShotResult` whose ``budgets`` are those step counts (rewards after the first
+    ``done`` are not counted).
     """
     in_range("epsilon", epsilon, 0.0, 1.0)
     family = meta_cfg.task_family

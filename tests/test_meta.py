@@ -564,7 +564,8 @@ def test_online_context_acting_equals_batch_encoder_step_by_step(encoder):
 def test_explore_modes_resolve_per_learner_and_reject_what_cannot_work():
     """``FewShotConfig.explore`` / :func:`evaluate.explore_mode`: "auto" infers the task while
     acting exactly where a learner was trained to (the online encoder, or with refinement the
-    adapted context); "online" needs an online form; unknown names are refused up front."""
+    adapted context); "online" is "unadapted" for a learner without an online form (one
+    setting serves a comparison of algorithms); unknown names are refused up front."""
     from metadqn_jax.evaluate import FewShotConfig, explore_mode, first_episode_explore
 
     def mode(explore="auto", **kw):
@@ -580,8 +581,7 @@ def test_explore_modes_resolve_per_learner_and_reject_what_cannot_work():
     assert first_episode_explore(tiny(**refine)) == "adapted"
     assert first_episode_explore(tiny(algorithm="context", online_context=False)) == "online"
     assert first_episode_explore(tiny(algorithm="pretrained")) == "unadapted"
-    with pytest.raises(ConfigError, match=r"^explore must be not 'online' for algorithm 'maml'"):
-        mode("online", algorithm="maml")
+    assert mode("online", algorithm="maml") == mode("unadapted", **refine) == "unadapted"
     with pytest.raises(ConfigError, match=r"^explore must be 'auto' or 'online' or 'adapted' or 'unadapted', got 'greedy'"):
         FewShotConfig(explore="greedy")
 
