@@ -577,7 +577,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", type=int, nargs="*", help="restrict to these task counts")
     ap.add_argument("--sweep", choices=("cpu", "gpu"), default="cpu",
                     help="cpu: tasks 1 … 1024 with every reference (and the memory rows); gpu: tasks 1 … 4096, "
-                         "loop at 64 and 1024 tasks, no torch, no memory rows")
+                         "loop at 64 and 1024 tasks, torch at 64 tasks, no memory rows")
     ap.add_argument("--max-wall", type=float, default=0.0,
                     help="start no new configuration after this many seconds (0: no limit); "
                          "--out is rewritten after every row")
