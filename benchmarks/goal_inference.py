@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -134,14 +135,17 @@ def encoder_rmse(hidden, post, context_dim, steps: int, num_transitions: int = 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--meta-steps", type=int, default=2000, help="meta-steps of the observed-goal DQN")
+    p.add_argument("--out", metavar="FILE.json", help="also write the three tables' figures as JSON")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
+    out: dict = {"command": " ".join(["python", *sys.argv]), "meta_steps": args.meta_steps, "quick": args.quick}
     deltas = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3)
     rows = precision_table(deltas, num_goals=20 if args.quick else 500)
     oracle = rows[0][1]
     print("| goal-estimate error δ | oracle-action return | gap to δ = 0 |\n|---|---|---|")
     for d, r in rows:
         print(f"| {d:g} | {r:.2f} | {100 * (oracle - r) / abs(oracle):.1f} % |")
+    out["precision"] = [{"delta": d, "return": r} for d, r in rows]
 
     family = register_observed_family()
     base = MetaConfig(family=family, algorithm="pretrained", num_meta_steps=args.meta_steps, chunk_size=250)
@@ -157,6 +161,8 @@ def main(argv=None) -> int:
     print(f"\n{family}: multi-task DQN ({base.num_meta_steps} meta-steps, train "
           f"{cmp.train_wall_s['pretrained']:.0f}s): greedy return {r.mean[0]:.2f} ± {r.ci95[0]:.2f} "
           f"({fs.num_tasks} goals x {fs.seeds} seeds; total {time.perf_counter() - t0:.0f}s)")
+    out["observed_goal_dqn"] = {"family": family, "train_s": cmp.train_wall_s["pretrained"], "mean": float(r.mean[0]),
+                                "ci95": float(r.ci95[0]), "tasks": fs.num_tasks, "seeds": fs.seeds}
 
     steps = 20 if args.quick else 3000
     print(f"\n| encoder (supervised on the true goal, 25 random transitions, {steps} steps) | test RMSE |\n|---|---|")
@@ -166,7 +172,12 @@ def main(argv=None) -> int:
                                     ("DeepSets φ (128,128), ρ (64)→16", (128, 128), (64,), 16)]:
         if args.quick and (hidden, post) != ((64,), ()):
             continue  # the smoke test compiles one encoder
-        print(f"| {name} | {encoder_rmse(hidden, post, dim, steps):.3f} |", flush=True)
+        rmse = encoder_rmse(hidden, post, dim, steps)
+        out.setdefault("encoder_rmse", []).append({"encoder": name, "steps": steps, "rmse": rmse})
+        print(f"| {name} | {rmse:.3f} |", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
     return 0
 
 

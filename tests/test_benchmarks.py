@@ -61,15 +61,20 @@ def test_context_variants_quick(tmp_path, monkeypatch, capsys):
     assert np.asarray(data["returns"]).shape[1] == len(data["budgets"])
 
 
-def test_goal_inference_quick(monkeypatch, capsys):
+def test_goal_inference_quick(tmp_path, monkeypatch, capsys):
     from metadqn_jax import envs, tasks
 
     # the script registers an environment and a family: keep them out of the other tests
     monkeypatch.setattr(envs, "_CUSTOM", dict(envs._CUSTOM))
     monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
-    assert _run("goal_inference.py", ["--quick"], monkeypatch) == 0
+    path = tmp_path / "gi.json"
+    assert _run("goal_inference.py", ["--quick", "--out", str(path)], monkeypatch) == 0
     out = capsys.readouterr().out
     rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| 0")]
     returns = {float(d): float(r) for d, r in rows}
     assert returns[0.0] > returns[0.1] > returns[0.3]  # a worse goal estimate costs return
     assert "pointnav-goal-observed: multi-task DQN" in out
+    data = json.loads(path.read_text())  # the same figures as JSON
+    assert [row["delta"] for row in data["precision"]][:3] == [0.0, 0.01, 0.02]
+    assert {float(d): round(r, 2) for d, r in ((x["delta"], x["return"]) for x in data["precision"])} == returns
+    assert f"greedy return {data['observed_goal_dqn']['mean']:.2f}" in out and len(data["encoder_rmse"]) == 1
