@@ -441,6 +441,23 @@ def _check_unchanged(old, new, allowed: Sequence[str], what: str) -> None:
 
 
 # --------------------------------------------------------------------------- train
+def _restore_meta_checkpoint(ck, cfg_a, validation, program=None):
+    """The latest meta-training checkpoint in ``ck`` (``{"state": MetaState, "early_stop":
+    EarlyStop}``), validated against ``cfg_a`` and ``validation``; settings a checkpoint predates
+    count as their defaults (:func:`metadqn_jax.configfile.field_defaults`)."""
+    import jax
+
+    from metadqn_jax.configfile import field_defaults, meta_config_dict
+    from metadqn_jax.meta_dqn import make_meta_step
+    from metadqn_jax.train import init_early_stop
+
+    program = program or make_meta_step(cfg_a)
+    abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
+    like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+    with ck:
+        return ck.restore(like, config=meta_config_dict(cfg_a, validation), absent=field_defaults())
+
+
 class _Trainer:
     """``compare(..., train=...)`` hook: meta-trains one algorithm with checkpoints, logging and
     exact resume (restores MetaState + EarlyStop, continues at the same chunk boundaries)."""
@@ -532,12 +549,7 @@ class _Trainer:
     def restore(self, cfg_a, program=None):
         """The latest checkpoint of ``cfg_a.algorithm`` (None if there is none), validated against
         the config (format, settings, shapes)."""
-        import jax
-
         from metadqn_jax.checkpoint import Checkpointer
-        from metadqn_jax.configfile import field_defaults, meta_config_dict
-        from metadqn_jax.meta_dqn import make_meta_step
-        from metadqn_jax.train import init_early_stop
 
         algo = cfg_a.algorithm
         if algo in self._restored:
@@ -547,11 +559,7 @@ class _Trainer:
             return None
         if ck.latest_step() is None and all(".orbax-checkpoint-tmp" in p.name for p in ck.directory.iterdir()):
             return None  # nothing saved yet (or only a failed / interrupted first save)
-        program = program or make_meta_step(cfg_a)
-        abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
-        like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
-        with ck:
-            return ck.restore(like, config=meta_config_dict(cfg_a, self.cfg.validation), absent=field_defaults())
+        return _restore_meta_checkpoint(ck, cfg_a, self.cfg.validation, program)
 
     def preflight(self) -> None:
         """Validates every algorithm's checkpoints before anything runs (fail fast, one error)."""
@@ -732,13 +740,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     """The meta-parameters of one trained algorithm: its exported policy, else (an unfinished
     run) the best parameters in its latest checkpoint."""
-    import jax
-
     from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-    from metadqn_jax.configfile import field_defaults, meta_config_dict
     from metadqn_jax.deploy import load_policy, policy_dir
-    from metadqn_jax.meta_dqn import make_meta_step
-    from metadqn_jax.train import init_early_stop
 
     algo = cfg_a.algorithm
     if policy_dir(run_dir, algo).exists():
@@ -747,11 +750,7 @@ def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     ck = Checkpointer(run_dir / "checkpoints" / algo, keep=cfg.run.keep)
     if ck.latest_step() is None:
         raise CheckpointError(f"{algo} has neither an exported policy nor a checkpoint in {str(run_dir)!r}")
-    program = make_meta_step(cfg_a)
-    abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
-    like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
-    with ck:
-        r = ck.restore(like, config=meta_config_dict(cfg_a, cfg.validation), absent=field_defaults())
+    r = _restore_meta_checkpoint(ck, cfg_a, cfg.validation)
     es = r.tree["early_stop"]
     if int(es.best_step) >= 0:
         params, target = es.best_params, es.best_target
