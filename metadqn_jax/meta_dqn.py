@@ -538,11 +538,17 @@ def adapted_query(env, learner: Learner, cfg: MetaConfig, tp, key: jax.Array, en
     return jax.tree.map(lambda x: x[idx], tr), jnp.ones((cfg.query_batch,), bool)
 
 
+def online_start_stats(learner: Learner, meta_params, support, batch_shape=()):
+    """The online context's statistics of ``support`` (``(Transition [S], mask [S])``), the same
+    for every entry of ``batch_shape`` (e.g. each env of a task): leaves ``[*batch_shape, ...]``."""
+    stats = learner.online.start(meta_params, support)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, tuple(batch_shape) + x.shape), stats)
+
+
 def online_no_data_stats(learner: Learner, meta_params, obs_shape: tuple[int, ...], batch_shape=()):
     """The online context's statistics before any transition (``z = 0``), leaves ``[*batch_shape, ...]``."""
     empty = replay.recent(replay.init(example_transition(obs_shape), 1), 1)
-    stats = learner.online.start(meta_params, empty)
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, tuple(batch_shape) + x.shape), stats)
+    return online_start_stats(learner, meta_params, empty, batch_shape)
 
 
 # -------------------------------------------------------------------------- meta-state
@@ -667,8 +673,7 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
                 if cfg.task_lifetime == 1:  # the buffer was just emptied: nothing to encode
                     stats = online_no_data_stats(learner, state.params, obs_shape, (E,))
                 else:
-                    s0, n0 = learner.online.start(state.params, replay.recent(buf, cfg.support_size))
-                    stats = (jnp.broadcast_to(s0, (E,) + s0.shape), jnp.broadcast_to(n0, (E,)))
+                    stats = online_start_stats(learner, state.params, replay.recent(buf, cfg.support_size), (E,))
                 step = lambda st, kk: online_step(env, learner, state.params, st, kk, p, hp.epsilon)
                 (c, _), tr = jax.lax.scan(step, (c, stats), jax.random.split(k, L))
                 return c, tr
