@@ -39,7 +39,8 @@ $PY benchmarks/throughput.py --sweep gpu --max-wall "$MAX_WALL" \
 
 # several pytest workers share the one GPU: no preallocation; SIGINT at the limit so that pytest
 # still prints its summary of what ran
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT -k 15 "$TEST_S" $PY -m pytest -q -rfE -n 4 -p no:cacheprovider -p no:benchmark \
-    tests/test_meta.py tests/test_losses.py tests/test_replay.py tests/test_tasks.py > "$OUT/tests_gpu.log" 2>&1
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT -k 15 "$TEST_S" $PY -m pytest -q -rfE -n 8 -p no:cacheprovider -p no:benchmark \
+    tests/test_meta.py tests/test_losses.py tests/test_replay.py tests/test_tasks.py tests/test_recompile.py \
+    > "$OUT/tests_gpu.log" 2>&1
 echo "tests exit $?" >> "$OUT/tests_gpu.log"
 grep -E "^(FAILED|ERROR)|passed|failed|tests exit" "$OUT/tests_gpu.log" | tail -30
