@@ -178,7 +178,8 @@ def test_batched_meta_gradient_is_mean_of_loop(algorithm):
     one = fast_jit(lambda s, q: meta.meta_gradient(algorithm, params, tiny_loss, s, q, **kw))
     loop = [one(s, q) for s, q in zip(tasks, queries)]
     mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[g for g, _ in loop])
-    chex.assert_trees_all_close(grads, mean, rtol=1e-5, atol=1e-7)
+    # atol 1e-6: on an H200 one entry of ~2.5e-3 differed by 1.9e-7 (reduction order), 1e-7 on the CPU
+    chex.assert_trees_all_close(grads, mean, rtol=1e-5, atol=1e-6)
     chex.assert_shape(metrics.query_loss, (T,))
     np.testing.assert_allclose(metrics.query_loss, [m.query_loss for _, m in loop], rtol=1e-5)
 
@@ -404,7 +405,8 @@ def test_cavia_meta_gradient_matches_finite_differences():
             return learner.td_loss(tp, target["net"], query, hp)[0]
 
         outer_jit = fast_jit(outer)
-        np.testing.assert_allclose(m.query_loss, outer_jit(params["net"]), rtol=1e-10)
+        # rtol 1e-7: the two float64 computations agree to 1e-10 on the CPU, to 7.1e-9 on an H200
+        np.testing.assert_allclose(m.query_loss, outer_jit(params["net"]), rtol=1e-7)
         adapted = fast_jit(learner.adapt)(params, target, support, hp)
         assert float(jnp.max(jnp.abs(adapted["ctx"]))) > 1e-3  # the inner steps do move φ
 
