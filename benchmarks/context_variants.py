@@ -7,8 +7,8 @@ Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta_dqn.M
 values as Python literals, over its algorithm defaults ``meta_dqn.ALGORITHM_DEFAULTS``),
 evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
 meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
-first-episode return with the online context (``--out FILE.json``: the same figures, and the
-returns of every run, as JSON). BENCHMARKS.md §1 lists the variants it ran.
+first-episode return while inferring the task (the online context, or with ``context_refine``
+the refined one; ``--out FILE.json``: the same figures, and the returns of every run, as JSON). BENCHMARKS.md §1 lists the variants it ran.
 """
 
 from __future__ import annotations

@@ -397,10 +397,10 @@ class Checkpointer:
             if key in ignore or any(key.startswith(p.rstrip("*")) for p in ignore if p.endswith("*")):
                 continue
             if a.get(key, "<absent>") != b.get(key, "<absent>"):
-                stored = f"absent (so {a[key]!r})" if key in implied else repr(a.get(key, "<absent>"))
+                shown = f"absent (so {a[key]!r})" if key in implied else repr(a.get(key, "<absent>"))
                 raise CheckpointError(
                     f"checkpoint {where} does not match the config: {key} is "
-                    f"{stored} in the checkpoint but {b.get(key, '<absent>')!r} in the config")
+                    f"{shown} in the checkpoint but {b.get(key, '<absent>')!r} in the config")
 
     @staticmethod
     def _check_leaves(stored: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:

@@ -138,7 +138,8 @@ def _explore_step(env, learner: Learner, mode: str, meta_params, meta_target, hp
 
     ``state = (EnvCarry [1], online stats or None)``; ``buf`` is the replay buffer holding the
     transitions so far (read by ``"adapted"``: its ``support_size`` most recent). Returns
-    ``(state, Transition [1])``; the caller adds the transition to ``buf``."""
+    ``(state, Transition [1])``; the caller adds the transition to ``buf`` (which only
+    ``"adapted"`` reads, and may be None otherwise)."""
     carry, stats = state
     if mode == "online":
         return online_step(env, learner, meta_params, state, key, env_params, epsilon)
@@ -327,7 +328,8 @@ def first_episode_curve(
         k_reset, k_roll = jax.random.split(key)
         carry = rollout.init_carry(env, k_reset, env_params)
         stats = online_no_data_stats(learner, meta_params, obs_shape, (1,)) if mode == "online" else None
-        buf = replay.init(example_transition(obs_shape), steps)
+        # the episode's transitions are kept only where the acting reads them ("adapted")
+        buf = replay.init(example_transition(obs_shape), steps) if mode == "adapted" else None
 
         def step(c, k):
             carry, stats, buf, alive = c
@@ -335,7 +337,7 @@ def first_episode_curve(
                                                steps, k, env_params, epsilon)
             reward = jnp.where(alive, tr.reward[0], 0.0)
             alive = alive & ~(tr.terminated[0] | tr.truncated[0])
-            return (carry, stats, replay.add(buf, tr), alive), reward
+            return (carry, stats, None if buf is None else replay.add(buf, tr), alive), reward
 
         _, rewards = jax.lax.scan(step, (carry, stats, buf, jnp.ones((), bool)), jax.random.split(k_roll, steps))
         return jnp.cumsum(rewards)
