@@ -3,7 +3,7 @@
     python benchmarks/context_variants.py --family pointnav-goal --meta-steps 5000 \
         --set online_context=False --set envs_per_task=1 --set rollout_steps=100
 
-Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta_dqn.MetaConfig`,
+Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta.step.MetaConfig`,
 values as Python literals, over its algorithm defaults ``meta_dqn.ALGORITHM_DEFAULTS``),
 evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
 meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig, first_episode_curve, first_episode_explore
-from metadqn_jax.meta_dqn import MetaConfig
+from metadqn_jax.fewshot import FewShotConfig, first_episode_curve, first_episode_explore
+from metadqn_jax.meta import MetaConfig
 from metadqn_jax.tasks import list_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

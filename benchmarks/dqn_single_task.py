@@ -29,10 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax import envs, policies, rollout
-from metadqn_jax.config import DQNConfig
+from metadqn_jax import envs
+from metadqn_jax.core import policies, rollout
+from metadqn_jax.dqn import DQNConfig
 from metadqn_jax.dqn import first_solved_step, make_train
-from metadqn_jax.networks import make_q_network
+from metadqn_jax.core.networks import make_q_network
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,7 +3,7 @@
     python benchmarks/few_shot.py --family pointnav-goal --out few_shot_goal.json
 
 Meta-trains every algorithm with the same environment-step budget, adapts each init on the
-same held-out test tasks × seeds with the same protocol (metadqn_jax.evaluate), and writes
+same held-out test tasks × seeds with the same protocol (metadqn_jax.fewshot), and writes
 JSON (``budgets``, per init ``mean`` / ``ci95`` per budget and every run's ``returns``,
 ``oracle``, wall times, ``paired_vs_pretrained``: each init minus pretrained, paired by
 (task, seed)), markdown tables (the returns; the paired differences) and a PNG of return vs.
@@ -26,10 +26,10 @@ import numpy as np
 
 from metadqn_jax import report
 from metadqn_jax.compare import compare
-from metadqn_jax.evaluate import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
-from metadqn_jax.meta_dqn import ALGORITHMS, MetaConfig
+from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
+from metadqn_jax.meta import ALGORITHMS, MetaConfig
 from metadqn_jax.tasks import list_families
-from metadqn_jax.train import ValidationConfig
+from metadqn_jax.driver import ValidationConfig
 
 DEFAULT_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
 DEFAULT_BUDGETS = (0, 25, 100, 250, 500, 1000, 2000, 5000)

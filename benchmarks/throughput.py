@@ -183,7 +183,7 @@ def timed(fn, min_time: float, min_calls: int = 1) -> tuple[float, int]:
 
 
 def make_config(spec: dict):
-    from metadqn_jax.meta_dqn import MetaConfig
+    from metadqn_jax.meta import MetaConfig
 
     E = spec["envs_per_task"]
     L = spec.get("rollout_steps", ROLLOUT_STEPS)
@@ -214,8 +214,8 @@ def make_loop_reference(program, hp):
     import numpy as np
     import optax
 
-    from metadqn_jax import policies, replay, rollout
-    from metadqn_jax.meta_dqn import adapted_query, example_transition, make_meta_optimizer, tasks_per_env
+    from metadqn_jax.core import policies, replay, rollout
+    from metadqn_jax.meta import adapted_query, example_transition, make_meta_optimizer, tasks_per_env
 
     cfg, env, family, learner = program.cfg, program.env, program.family, program.learner
     T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
@@ -273,8 +273,8 @@ def make_rollout_reference(program, hp, num_steps: int):
     learning, scanned ``num_steps`` times per call (transitions discarded)."""
     import jax
 
-    from metadqn_jax import policies, rollout
-    from metadqn_jax.meta_dqn import tasks_per_env
+    from metadqn_jax.core import policies, rollout
+    from metadqn_jax.meta import tasks_per_env
 
     cfg, env, learner = program.cfg, program.env, program.learner
     T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
@@ -310,7 +310,7 @@ def worker(spec: dict) -> dict:
     import jax
     import numpy as np
 
-    from metadqn_jax.meta_dqn import make_meta_step, meta_train
+    from metadqn_jax.meta import make_meta_step, meta_train
 
     min_time, rounds = spec["min_time"], spec["rounds"]
     cfg = make_config(spec)

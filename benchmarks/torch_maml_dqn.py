@@ -1,7 +1,7 @@
 """PyTorch reference: MAML-DQN on CartPole with varied physics, written idiomatically with
 ``torch.func`` (``functional_call`` + ``grad``) and gymnasium environments.
 
-It mirrors one meta-step of :func:`metadqn_jax.meta_dqn.make_meta_step` with
+It mirrors one meta-step of :func:`metadqn_jax.meta.step.make_meta_step` with
 ``algorithm="maml"``, ``task_lifetime=1`` and ``family="cartpole-physics"``:
 
 1. every task slot gets fresh physics (``length``, ``masspole``, ``gravity``, ``force_mag``
@@ -44,7 +44,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-# the cartpole-physics family (metadqn_jax.tasks)
+# the cartpole-physics family (metadqn_jax.tasks.family)
 PHYSICS_RANGES = {
     "length": (0.25, 1.0),
     "masspole": (0.05, 0.5),
@@ -82,7 +82,7 @@ class TorchConfig:
 
 
 class QNet(nn.Module):
-    """The same Q-network as ``metadqn_jax.networks.QNetwork``: ReLU MLP 64-64, linear head."""
+    """The same Q-network as ``metadqn_jax.core.networks.QNetwork``: ReLU MLP 64-64, linear head."""
 
     def __init__(self, obs_dim: int, num_actions: int, hidden=(64, 64)):
         super().__init__()

@@ -5,7 +5,7 @@ The public API is imported lazily (``import metadqn_jax`` does not import JAX), 
 
     from metadqn_jax import MetaConfig, train_meta, load_policy, adapt_to_task
 
-Submodules (``metadqn_jax.compare``, ``metadqn_jax.tasks``, ...) are imported as usual.
+Submodules (``metadqn_jax.compare``, ``metadqn_jax.tasks.family``, ...) are imported as usual.
 
 Command line: ``metadqn --help`` (or ``python -m metadqn_jax --help``); reference in
 ``docs/CLI.md``.
@@ -21,30 +21,30 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # configuration
-    "ConfigError": "metadqn_jax.config",
-    "DQNConfig": "metadqn_jax.config",
-    "DQNHParams": "metadqn_jax.config",
-    "MetaConfig": "metadqn_jax.meta_dqn",
-    "MetaHParams": "metadqn_jax.meta_dqn",
-    "FewShotConfig": "metadqn_jax.evaluate",
-    "ValidationConfig": "metadqn_jax.train",
-    "TrainConfig": "metadqn_jax.configfile",
-    "DQNRunConfig": "metadqn_jax.configfile",
-    "RegressRunConfig": "metadqn_jax.configfile",
+    "ConfigError": "metadqn_jax.core.validate",
+    "DQNConfig": "metadqn_jax.dqn",
+    "DQNHParams": "metadqn_jax.dqn",
+    "MetaConfig": "metadqn_jax.meta",
+    "MetaHParams": "metadqn_jax.meta",
+    "FewShotConfig": "metadqn_jax.fewshot",
+    "ValidationConfig": "metadqn_jax.driver",
+    "TrainConfig": "metadqn_jax.app.runconfig",
+    "DQNRunConfig": "metadqn_jax.app.runconfig",
+    "RegressRunConfig": "metadqn_jax.app.runconfig",
     # meta-training and evaluation
-    "make_meta_step": "metadqn_jax.meta_dqn",
-    "MetaState": "metadqn_jax.meta_dqn",
-    "train_meta": "metadqn_jax.train",
-    "EarlyStop": "metadqn_jax.train",
-    "TrainResult": "metadqn_jax.train",
-    "evaluate_few_shot": "metadqn_jax.evaluate",
+    "make_meta_step": "metadqn_jax.meta",
+    "MetaState": "metadqn_jax.meta",
+    "train_meta": "metadqn_jax.driver",
+    "EarlyStop": "metadqn_jax.driver",
+    "TrainResult": "metadqn_jax.driver",
+    "evaluate_few_shot": "metadqn_jax.fewshot",
     "make_train": "metadqn_jax.dqn",
     # task families
     "TaskFamily": "metadqn_jax.tasks",
     "get_family": "metadqn_jax.tasks",
     "list_families": "metadqn_jax.tasks",
     "register_family": "metadqn_jax.tasks",
-    "register_env": "metadqn_jax.envs",
+    "register_env": "metadqn_jax.envs.registry",
     # checkpoints and deployment
     "Checkpointer": "metadqn_jax.checkpoint",
     "CheckpointError": "metadqn_jax.checkpoint",
@@ -71,11 +71,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from metadqn_jax.checkpoint import CheckpointError, Checkpointer
-    from metadqn_jax.config import ConfigError, DQNConfig, DQNHParams
-    from metadqn_jax.configfile import DQNRunConfig, RegressRunConfig, TrainConfig
+    from metadqn_jax.core.validate import ConfigError
+    from metadqn_jax.dqn import DQNConfig, DQNHParams
+    from metadqn_jax.app.runconfig import DQNRunConfig, RegressRunConfig, TrainConfig
     from metadqn_jax.deploy import Policy, adapt_to_task, load_policy
     from metadqn_jax.dqn import make_train
-    from metadqn_jax.evaluate import FewShotConfig, evaluate_few_shot
-    from metadqn_jax.meta_dqn import MetaConfig, MetaHParams, MetaState, make_meta_step
+    from metadqn_jax.fewshot import FewShotConfig, evaluate_few_shot
+    from metadqn_jax.meta import MetaConfig, MetaHParams, MetaState, make_meta_step
     from metadqn_jax.tasks import TaskFamily, get_family, list_families, register_family
-    from metadqn_jax.train import EarlyStop, TrainResult, ValidationConfig, train_meta
+    from metadqn_jax.driver import EarlyStop, TrainResult, ValidationConfig, train_meta

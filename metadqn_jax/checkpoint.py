@@ -1,5 +1,5 @@
-"""Orbax checkpoints of any pytree (a :class:`~metadqn_jax.meta_dqn.MetaState` with its
-:class:`~metadqn_jax.train.EarlyStop`, an exported policy), with validation on restore.
+"""Orbax checkpoints of any pytree (a :class:`~metadqn_jax.meta.step.MetaState` with its
+:class:`~metadqn_jax.driver.EarlyStop`, an exported policy), with validation on restore.
 
 Layout of a checkpoint directory (one :class:`orbax.checkpoint.CheckpointManager`)::
 

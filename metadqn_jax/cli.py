@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from metadqn_jax import presets
+from metadqn_jax.app import presets
 
 PROG = "metadqn"
 DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
@@ -134,7 +134,7 @@ EVALUATE_OPTS: tuple[Opt, ...] = (
 )
 
 DQN_OPTS: tuple[Opt, ...] = (
-    Opt(("--env",), "dqn.env_id", "gymnax environment id (or an id of metadqn_jax.envs)", None, str, "ID"),
+    Opt(("--env",), "dqn.env_id", "gymnax environment id (or an id of metadqn_jax.envs.registry)", None, str, "ID"),
     Opt(("--family",), "run.family", "train on one task of this family instead (sets --env)", None, str,
         "NAME"),
     Opt(("--task",), "run.task", "index of the family task", "task index", int, "I"),
@@ -261,7 +261,7 @@ def _formatter(width: int | None):
 
 
 def _defaults() -> dict[str, dict[str, dict]]:
-    from metadqn_jax.configfile import DQNRunConfig, RegressRunConfig, TrainConfig
+    from metadqn_jax.app.runconfig import DQNRunConfig, RegressRunConfig, TrainConfig
 
     return {
         "train": TrainConfig.resolve(presets.DEFAULT_TRAIN).to_dict(),
@@ -293,7 +293,7 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
             "Meta-train on a task family, then adapt every initialisation (the meta-learned ones, the\n"
             "pretrained multi-task DQN, a scratch init, optionally the oracle) on held-out test tasks and\n"
             "print the table of greedy return vs. adaptation budget.\n\n"
-            f"With no arguments it runs the built-in default (metadqn_jax/presets.py): family\n"
+            f"With no arguments it runs the built-in default (metadqn_jax/app/presets.py): family\n"
             f"{tq['meta']['family']}, algorithm {_default_text(tq['run']['algorithms'])} vs. "
             f"{_default_text(tq['run']['baselines'])}, {tq['meta']['num_meta_steps']} meta-steps,\n"
             f"budgets {_default_text(tq['few_shot']['budgets'])} env steps, {tq['few_shot']['num_tasks']} "
@@ -322,7 +322,7 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
                    help="stop meta-training at the first chunk boundary >= STEP, after saving a checkpoint, "
                         "and exit (a deliberate interruption; continue with --resume) [default: none; unit: "
                         "meta-steps]")
-    _add_common(p, quick="tiny settings for smoke tests (metadqn_jax/presets.py QUICK_TRAIN)")
+    _add_common(p, quick="tiny settings for smoke tests (metadqn_jax/app/presets.py QUICK_TRAIN)")
     p.set_defaults(func=cmd_train)
 
     # ---- evaluate
@@ -398,7 +398,7 @@ def _configure_jax(args: argparse.Namespace) -> None:
 
 
 def _run_dir(args: argparse.Namespace, command: str, label: str) -> Path:
-    from metadqn_jax.config import ConfigError
+    from metadqn_jax.core.validate import ConfigError
 
     name = args.name or f"{command}-{label}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in ("", ".", ".."):
@@ -411,7 +411,7 @@ def _run_dir(args: argparse.Namespace, command: str, label: str) -> Path:
 
 
 def _resolve(cls, args, opts, default_layer, quick_layer, extra_layers=()):
-    from metadqn_jax.configfile import load_yaml, parse_overrides
+    from metadqn_jax.app.runconfig import load_yaml, parse_overrides
 
     layers = [default_layer]
     if getattr(args, "quick", False):
@@ -431,7 +431,7 @@ def _with_oracle(cfg, args):
 
 
 def _check_unchanged(old, new, allowed: Sequence[str], what: str) -> None:
-    from metadqn_jax.config import ConfigError
+    from metadqn_jax.core.validate import ConfigError
 
     diff = old.diff(new, ignore=allowed)
     if diff:
@@ -444,12 +444,12 @@ def _check_unchanged(old, new, allowed: Sequence[str], what: str) -> None:
 def _restore_meta_checkpoint(ck, cfg_a, validation, program=None):
     """The latest meta-training checkpoint in ``ck`` (``{"state": MetaState, "early_stop":
     EarlyStop}``), validated against ``cfg_a`` and ``validation``; settings a checkpoint predates
-    count as their defaults (:func:`metadqn_jax.configfile.field_defaults`)."""
+    count as their defaults (:func:`metadqn_jax.app.runconfig.field_defaults`)."""
     import jax
 
-    from metadqn_jax.configfile import field_defaults, meta_config_dict
-    from metadqn_jax.meta_dqn import make_meta_step
-    from metadqn_jax.train import init_early_stop
+    from metadqn_jax.app.runconfig import field_defaults, meta_config_dict
+    from metadqn_jax.meta import make_meta_step
+    from metadqn_jax.driver import init_early_stop
 
     program = program or make_meta_step(cfg_a)
     abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
@@ -463,7 +463,7 @@ class _Trainer:
     exact resume (restores MetaState + EarlyStop, continues at the same chunk boundaries)."""
 
     def __init__(self, cfg, run_dir: Path, *, resume: bool, stop_after: int | None, progress: bool):
-        from metadqn_jax.logging_utils import META_CSV_FIELDS, CSVLog
+        from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog
 
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after, self.progress = stop_after, progress
@@ -475,11 +475,11 @@ class _Trainer:
         import jax
 
         from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-        from metadqn_jax.configfile import meta_config_dict
+        from metadqn_jax.app.runconfig import meta_config_dict
         from metadqn_jax.deploy import export_policy
-        from metadqn_jax.logging_utils import TBLog, meta_row_scalars
-        from metadqn_jax.meta_dqn import make_meta_step
-        from metadqn_jax.train import TrainResult, train_meta
+        from metadqn_jax.app.logs import TBLog, meta_row_scalars
+        from metadqn_jax.meta import make_meta_step
+        from metadqn_jax.driver import TrainResult, train_meta
 
         algo = cfg_a.algorithm
         run = self.cfg.run
@@ -582,7 +582,7 @@ class _Trainer:
 def _write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]) -> str:
     """Writes <tag>.md/.png/.json (+ TensorBoard scalars) and returns the printed text."""
     from metadqn_jax import report
-    from metadqn_jax.logging_utils import TBLog
+    from metadqn_jax.app.logs import TBLog
 
     results = comp.results
     fs = cfg.few_shot
@@ -646,8 +646,8 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from metadqn_jax.config import ConfigError
-    from metadqn_jax.configfile import TrainConfig, dump_yaml, read_run_config
+    from metadqn_jax.core.validate import ConfigError
+    from metadqn_jax.app.runconfig import TrainConfig, dump_yaml, read_run_config
 
     if args.resume:
         for flag, given in (("--quick", args.quick), ("--config", args.config), ("--name", args.name)):
@@ -703,8 +703,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metadqn_jax.config import ConfigError
-    from metadqn_jax.configfile import TrainConfig, parse_overrides, read_run_config
+    from metadqn_jax.core.validate import ConfigError
+    from metadqn_jax.app.runconfig import TrainConfig, parse_overrides, read_run_config
 
     run_dir = Path(args.run_dir)
     stored = read_run_config(run_dir, TrainConfig)
@@ -718,7 +718,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
     from metadqn_jax.compare import compare
-    from metadqn_jax.train import EarlyStop, TrainResult
+    from metadqn_jax.driver import EarlyStop, TrainResult
 
     def restore(cfg_a, key):
         params, target, note = _load_init(run_dir, cfg, cfg_a)
@@ -762,7 +762,7 @@ def _load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
 
 # --------------------------------------------------------------------------- dqn
 def cmd_dqn(args: argparse.Namespace) -> int:
-    from metadqn_jax.configfile import DQNRunConfig, dump_yaml
+    from metadqn_jax.app.runconfig import DQNRunConfig, dump_yaml
 
     cfg = _resolve(DQNRunConfig, args, DQN_OPTS, presets.DEFAULT_DQN, presets.QUICK_DQN)
     if args.print_config:
@@ -775,7 +775,7 @@ def cmd_dqn(args: argparse.Namespace) -> int:
     import numpy as np
 
     from metadqn_jax import dqn, envs
-    from metadqn_jax.logging_utils import CSVLog, TBLog
+    from metadqn_jax.app.logs import CSVLog, TBLog
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
@@ -857,7 +857,7 @@ def _plot_curves(path: Path, x, ys, title: str, xlabel: str, ylabel: str) -> Non
 
 # --------------------------------------------------------------------------- regress
 def cmd_regress(args: argparse.Namespace) -> int:
-    from metadqn_jax.configfile import RegressRunConfig, dump_yaml
+    from metadqn_jax.app.runconfig import RegressRunConfig, dump_yaml
 
     cfg = _resolve(RegressRunConfig, args, REGRESS_OPTS, presets.DEFAULT_REGRESS, presets.QUICK_REGRESS)
     if args.print_config:
@@ -869,7 +869,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
     import numpy as np
 
     from metadqn_jax import regression
-    from metadqn_jax.logging_utils import CSVLog, TBLog
+    from metadqn_jax.app.logs import CSVLog, TBLog
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
@@ -1002,7 +1002,7 @@ def render_cli_docs() -> str:
     """``docs/CLI.md``: the help of every command (from the parser), the default config and
     the deployment example."""
     from metadqn_jax import deploy
-    from metadqn_jax.configfile import TrainConfig
+    from metadqn_jax.app.runconfig import TrainConfig
 
     parser = build_parser(width=DOCS_WIDTH)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -1030,7 +1030,7 @@ def render_cli_docs() -> str:
         "(`meta`, `dqn`) are kept apart from traced hyper-parameters (`hparams`: changing one never",
         "recompiles). Invalid values fail before anything is compiled, with one message naming the",
         "field, e.g. `error: meta.num_tasks must be a positive integer, got 0`. The resolved default of",
-        "`metadqn train` (metadqn_jax/presets.py over the dataclass defaults):",
+        "`metadqn train` (metadqn_jax/app/presets.py over the dataclass defaults):",
         "",
         "```yaml",
         TrainConfig.resolve(presets.DEFAULT_TRAIN).to_yaml().rstrip(),

@@ -3,7 +3,7 @@
 This is the product's headline experiment, shared by ``metadqn train`` and
 ``benchmarks/few_shot.py``: every initialisation is trained with the *same* environment-step
 budget (``num_meta_steps × num_tasks × envs_per_task × rollout_steps``), then adapted on the
-same held-out test tasks with the same protocol (:mod:`metadqn_jax.evaluate`).
+same held-out test tasks with the same protocol (:mod:`metadqn_jax.fewshot`).
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from typing import NamedTuple
 
 import jax
 
-from metadqn_jax.evaluate import (
+from metadqn_jax.fewshot import (
     FewShotConfig,
     FewShotResult,
     evaluate_few_shot,
     oracle_returns,
     scratch_params,
 )
-from metadqn_jax.meta_dqn import MetaConfig
-from metadqn_jax.train import TrainResult, ValidationConfig, train_meta
+from metadqn_jax.meta import MetaConfig
+from metadqn_jax.driver import TrainResult, ValidationConfig, train_meta
 
 def config_for(base: MetaConfig, algorithm: str) -> MetaConfig:
     """``base`` re-targeted to ``algorithm``. Fields ``base`` leaves ``None`` take that
-    algorithm's defaults (:data:`metadqn_jax.meta_dqn.ALGORITHM_DEFAULTS`, resolved lazily by
+    algorithm's defaults (:data:`metadqn_jax.meta.step.ALGORITHM_DEFAULTS`, resolved lazily by
     :meth:`MetaConfig.setting`); a value the user chose (e.g. ``--meta-lr``) always wins."""
     return dataclasses.replace(base, algorithm=algorithm)
 

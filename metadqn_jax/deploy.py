@@ -4,7 +4,7 @@
 checkpoint of the meta-parameters and the meta-target selected by validation, plus JSON
 metadata). :func:`load_policy` reads it back together with the run's ``config.yaml``;
 :func:`adapt_to_task` runs the test-time protocol of the few-shot evaluation
-(:func:`metadqn_jax.evaluate.make_few_shot`: collect ``support_size`` transitions, adapt with
+(:func:`metadqn_jax.fewshot.make_few_shot`: collect ``support_size`` transitions, adapt with
 the learner's own rule, then fine-tune as an ordinary DQN until ``budget`` environment steps)
 on one task and returns the adapted parameters. ``act(params, obs)`` is pure and jittable
 and works with the unadapted and the adapted parameters alike.
@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
-from metadqn_jax.configfile import TrainConfig, field_defaults, meta_config_dict, read_run_config
-from metadqn_jax.evaluate import FewShotConfig, make_few_shot
-from metadqn_jax.meta_dqn import Learner, MetaConfig, make_learner
+from metadqn_jax.app.runconfig import TrainConfig, field_defaults, meta_config_dict, read_run_config
+from metadqn_jax.fewshot import FewShotConfig, make_few_shot
+from metadqn_jax.meta import Learner, MetaConfig, make_learner
 from metadqn_jax.tasks import TaskFamily
 
 __all__ = ["Policy", "load_policy", "adapt_to_task", "export_policy", "policy_dir"]
@@ -138,10 +138,10 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
                   few_shot: FewShotConfig | None = None) -> Any:
     """Adapts ``policy`` to the task ``env_params`` with ``budget`` environment steps.
 
-    The protocol is the few-shot evaluation's (:func:`metadqn_jax.evaluate.make_few_shot`, the
+    The protocol is the few-shot evaluation's (:func:`metadqn_jax.fewshot.make_few_shot`, the
     same code): act for ``min(budget, support_size)`` steps — with the unadapted policy, or
     on the context inferred so far (``few_shot.explore``, see
-    :func:`metadqn_jax.evaluate.explore_mode`) — adapt with the learner's rule, then fine-tune
+    :func:`metadqn_jax.fewshot.explore_mode`) — adapt with the learner's rule, then fine-tune
     as a DQN for the rest of the budget (settings from the run's ``few_shot`` section, or
     ``few_shot``).
 

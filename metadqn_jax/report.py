@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metadqn_jax.evaluate import FewShotResult
+from metadqn_jax.fewshot import FewShotResult
 
 
 def to_dict(results: Mapping[str, FewShotResult]) -> dict:

@@ -1,6 +1,6 @@
 """Sharding the task axis of meta-training across devices (and hosts) with ``jit`` — no ``pmap``.
 
-The meta-state has two kinds of leaves (see :class:`metadqn_jax.meta_dqn.MetaState`):
+The meta-state has two kinds of leaves (see :class:`metadqn_jax.meta.step.MetaState`):
 
 * **per-task** leaves, with a leading task axis ``T``: ``tasks`` (``EnvParams [T]``), ``carry``
   (env states ``[T, E, ...]``) and ``buffers`` (replay data ``[T, capacity, ...]``, insert
@@ -9,7 +9,7 @@ The meta-state has two kinds of leaves (see :class:`metadqn_jax.meta_dqn.MetaSta
 * **shared** leaves — meta-parameters, meta-target, optimiser state, the step counter and the
   PRNG key — replicated on every device (``P()``).
 
-:func:`jit_meta_train` jits :func:`metadqn_jax.meta_dqn.meta_train` with these input/output
+:func:`jit_meta_train` jits :func:`metadqn_jax.meta.step.meta_train` with these input/output
 shardings (plus a sharding constraint on the scan carry of every meta-step). Because the
 meta-step is written with ``vmap`` over tasks followed by ``grads.mean(0)``, XLA's SPMD
 partitioner runs each device's tasks locally (acting, buffer writes, adaptation, per-task
@@ -53,7 +53,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-# metadqn_jax.meta_dqn is imported lazily: it imports gymnax, which creates arrays at import
+# metadqn_jax.meta.step is imported lazily: it imports gymnax, which creates arrays at import
 # time and so starts the jax backend — after that jax.distributed.initialize() refuses to run.
 # ``from metadqn_jax.sharding import initialize_distributed`` therefore starts nothing.
 
@@ -153,9 +153,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def state_shardings(mesh: Mesh):
-    """A :class:`~metadqn_jax.meta_dqn.MetaState` of shardings: a *tree prefix* of any
+    """A :class:`~metadqn_jax.meta.step.MetaState` of shardings: a *tree prefix* of any
     meta-state (each field's sharding applies to every leaf under it)."""
-    from metadqn_jax.meta_dqn import MetaState
+    from metadqn_jax.meta import MetaState
 
     task, rep = task_sharding(mesh), replicated(mesh)
     return MetaState(**{f: task if f in PER_TASK_FIELDS else rep for f in MetaState._fields})
@@ -200,7 +200,7 @@ def shard_meta_state(state, mesh: Mesh):
     Raises:
       ValueError: the task count is not divisible by the number of devices.
     """
-    from metadqn_jax.meta_dqn import MetaState
+    from metadqn_jax.meta import MetaState
 
     check_num_tasks(state_num_tasks(state), mesh)
     shardings = state_shardings(mesh)
@@ -214,7 +214,7 @@ def shard_meta_state(state, mesh: Mesh):
 
 def constrain_state(state, mesh: Mesh):
     """``with_sharding_constraint`` of every leaf to :func:`state_shardings` (inside ``jit``)."""
-    from metadqn_jax.meta_dqn import MetaState
+    from metadqn_jax.meta import MetaState
 
     shardings = state_shardings(mesh)
     return MetaState(*(
@@ -241,7 +241,7 @@ def sharded_meta_step(meta_step, mesh: Mesh):
 
 
 def _sharded_meta_train(meta_step, state, hp, num_steps, mesh):
-    from metadqn_jax.meta_dqn import meta_train
+    from metadqn_jax.meta import meta_train
 
     return meta_train(sharded_meta_step(meta_step, mesh), state, hp, num_steps)
 

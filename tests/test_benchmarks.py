@@ -65,8 +65,8 @@ def test_goal_inference_quick(tmp_path, monkeypatch, capsys):
     from metadqn_jax import envs, tasks
 
     # the script registers an environment and a family: keep them out of the other tests
-    monkeypatch.setattr(envs, "_CUSTOM", dict(envs._CUSTOM))
-    monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
+    monkeypatch.setattr(envs.registry, "_CUSTOM", dict(envs.registry._CUSTOM))
+    monkeypatch.setattr(tasks.family, "FAMILIES", dict(tasks.family.FAMILIES))
     path = tmp_path / "gi.json"
     assert _run("goal_inference.py", ["--quick", "--out", str(path)], monkeypatch) == 0
     out = capsys.readouterr().out

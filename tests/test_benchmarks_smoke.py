@@ -58,8 +58,8 @@ def test_torch_reference_computes_the_same_meta_gradient():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from torch_maml_dqn import TorchConfig, TorchMAMLDQN
 
-    from metadqn_jax.meta_dqn import MetaConfig, make_learner
-    from metadqn_jax.types import Transition
+    from metadqn_jax.meta import MetaConfig, make_learner
+    from metadqn_jax.core.types import Transition
 
     cfg = MetaConfig(family="cartpole-physics", algorithm="maml", num_tasks=1, envs_per_task=1, rollout_steps=16,
                      support_size=16, buffer_size=16, query_batch=32, inner_steps=2, hidden=(64, 64))

@@ -30,7 +30,7 @@ import yaml
 
 from metadqn_jax import cli
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer
-from metadqn_jax.logging_utils import read_csv, read_tb_scalars
+from metadqn_jax.app.logs import read_csv, read_tb_scalars
 
 from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
 
@@ -71,7 +71,7 @@ def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
     import jax
 
     import metadqn_jax.compare  # noqa: F401  (imported now, it keeps the real train_meta after the patch)
-    import metadqn_jax.train as train_mod
+    import metadqn_jax.driver as train_mod
 
     events: list[str] = []
 

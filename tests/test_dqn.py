@@ -8,10 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadqn_jax import dqn, envs, rollout
-from metadqn_jax.config import ConfigError, DQNConfig
-from metadqn_jax.networks import make_q_network
-from metadqn_jax.types import Transition
+from metadqn_jax import dqn, envs
+from metadqn_jax.core import rollout
+from metadqn_jax.core.validate import ConfigError
+from metadqn_jax.dqn import DQNConfig
+from metadqn_jax.core.networks import make_q_network
+from metadqn_jax.core.types import Transition
 
 from _compile import fast_jit  # tests/_compile.py
 

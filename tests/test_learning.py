@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from metadqn_jax.config import DQNConfig
+from metadqn_jax.dqn import DQNConfig
 from metadqn_jax.dqn import first_solved_step, make_train
 
 

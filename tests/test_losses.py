@@ -1,4 +1,4 @@
-"""Tests of metadqn_jax.losses against hand-computed TD errors and losses.
+"""Tests of metadqn_jax.core.losses against hand-computed TD errors and losses.
 
 The Q-function in the ``td_loss`` tests is a table: ``q_fn(W, one_hot(s)) = W[s]`` so every
 number below can be checked by hand (``W`` online, ``Wt`` target, ``gamma = 0.9``):
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadqn_jax import losses
-from metadqn_jax.types import Transition
+from metadqn_jax.core import losses
+from metadqn_jax.core.types import Transition
 
 W = jnp.array([[2.0, 1.0], [3.0, 4.0], [5.0, 0.0]], jnp.float32)  # online Q table [3 states, 2 actions]
 WT = jnp.array([[0.5, 1.5], [2.0, -1.0], [1.0, 3.0]], jnp.float32)  # target Q table

@@ -1,4 +1,4 @@
-"""Tests of the generic meta-learning core (metadqn_jax.meta) and of meta-DQN (metadqn_jax.meta_dqn)."""
+"""Tests of the generic meta-learning core (metadqn_jax.meta.gradient) and of meta-DQN (metadqn_jax.meta.step)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from metadqn_jax import meta, meta_dqn, replay
-from metadqn_jax.config import ConfigError
-from metadqn_jax.meta_dqn import MetaConfig
-from metadqn_jax.types import Transition
+from metadqn_jax.core import replay
+from metadqn_jax.meta import gradient as meta
+from metadqn_jax import meta as meta_dqn
+from metadqn_jax.core.validate import ConfigError
+from metadqn_jax.meta import MetaConfig
+from metadqn_jax.core.types import Transition
 
 from _compile import fast_jit  # tests/_compile.py
 
@@ -536,7 +538,7 @@ def test_online_context_acting_equals_batch_encoder_step_by_step(encoder):
     task = cfg.task_family.sample(jax.random.key(3), 1, "train")
     env_params = meta_dqn.tasks_per_env(task, E)
     env_params = jax.tree.map(lambda x: x[0], env_params)
-    from metadqn_jax import rollout
+    from metadqn_jax.core import rollout
 
     def run(key):
         carry = rollout.init_carry(prog.env, key, env_params)
@@ -568,7 +570,7 @@ def test_explore_modes_resolve_per_learner_and_reject_what_cannot_work():
     acting exactly where a learner was trained to (the online encoder, or with refinement the
     adapted context); "online" is "unadapted" for a learner without an online form (one
     setting serves a comparison of algorithms); unknown names are refused up front."""
-    from metadqn_jax.evaluate import FewShotConfig, explore_mode, first_episode_explore
+    from metadqn_jax.fewshot import FewShotConfig, explore_mode, first_episode_explore
 
     def mode(explore="auto", **kw):
         cfg = tiny(**kw)
@@ -592,7 +594,8 @@ def test_adapted_exploration_acts_on_the_adapted_context_of_the_transitions_so_f
     """``explore="adapted"``: at every step the agent acts greedily on ``learner.adapt`` of the
     transitions collected *before* that step (with refinement: the refined context, which the
     O(1) online sums cannot give), and that differs from acting on the encoder's online z."""
-    from metadqn_jax import evaluate, rollout
+    from metadqn_jax.core import rollout
+    from metadqn_jax import fewshot as evaluate
 
     cfg = tiny(algorithm="context", context_decoder=1.0, context_refine=2, context_refine_damping=0.1)
     prog = meta_dqn.make_meta_step(cfg)
@@ -673,7 +676,7 @@ def test_context_refine_is_damped_gauss_newton_on_the_support_and_ignores_paddin
     ``z - (JᵀJ + λI)⁻¹ Jᵀr`` on the valid transitions' residuals; with a large damping (small
     steps) it lowers the decoder's support loss; masked (padding) transitions and the support's
     order change nothing; an empty support keeps z = 0; the meta-gradient reaches λ."""
-    from metadqn_jax.networks import MLP
+    from metadqn_jax.core.networks import MLP
 
     tr, mask = pointnav_support(10, 7)
     valid = np.asarray(mask)
@@ -722,7 +725,7 @@ def test_context_refine_is_damped_gauss_newton_on_the_support_and_ignores_paddin
 def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     from metadqn_jax import tasks
 
-    monkeypatch.setattr(tasks, "FAMILIES", dict(tasks.FAMILIES))
+    monkeypatch.setattr(tasks.family, "FAMILIES", dict(tasks.family.FAMILIES))
     assert set(meta_dqn.FAMILY_RESOLVED) == set(tasks.FAMILY_META_FIELDS) <= meta_dqn.LIBRARY_DEFAULTS.keys()
     c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
@@ -764,7 +767,7 @@ def test_meta_config_errors_name_the_field(kwargs, pattern):
 def test_validation_budgets_select_what_the_validator_scores():
     """``ValidationConfig.budgets``: sorted and de-duplicated, negative ones refused; budget 0
     scores the unadapted policy, so a validator on it ignores the support entirely."""
-    from metadqn_jax.train import ValidationConfig, make_validator
+    from metadqn_jax.driver import ValidationConfig, make_validator
 
     assert ValidationConfig(budgets=[25, 0, 25]).budgets == (0, 25)
     with pytest.raises(ValueError, match=r"^validation.budgets must be a list of env-step counts >= 0"):

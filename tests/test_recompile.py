@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadqn_jax.meta_dqn import MetaConfig, MetaHParams, make_meta_step, meta_train
-from metadqn_jax.train import ValidationConfig, train_meta
+from metadqn_jax.meta import MetaConfig, MetaHParams, make_meta_step, meta_train
+from metadqn_jax.driver import ValidationConfig, train_meta
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

@@ -1,4 +1,4 @@
-"""Few-shot sinusoid regression on the generic meta core (metadqn_jax.regression)."""
+"""Few-shot sinusoid regression on the generic meta core (metadqn_jax.regression.sinusoid)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from metadqn_jax import meta
+from metadqn_jax.meta import gradient as meta
 from metadqn_jax.regression import (
     RegressionConfig,
     SinusoidTasks,

@@ -1,4 +1,4 @@
-"""Tests of metadqn_jax.replay: a ring buffer checked with id-encoded items.
+"""Tests of metadqn_jax.core.replay: a ring buffer checked with id-encoded items.
 
 Every item carries an integer ``id`` (ids start at 1, so a 0 can only come from an unfilled
 slot) plus a bool and a float vector derived from it, so the position of every item is visible.
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metadqn_jax import replay
-from metadqn_jax.types import Transition
+from metadqn_jax.core import replay
+from metadqn_jax.core.types import Transition
 
 # Jitted once per shape: far faster than op-by-op dispatch in the loops below.
 add = jax.jit(replay.add)

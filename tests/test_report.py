@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from metadqn_jax import report
-from metadqn_jax.evaluate import summarize
+from metadqn_jax.fewshot import summarize
 
 
 def _pair(seed=0, n=100, shift=0.1):

@@ -50,8 +50,8 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
     import jax
     import jax.numpy as jnp
     from metadqn_jax import sharding
-    from metadqn_jax.meta_dqn import MetaConfig, make_meta_step, meta_train
-    from metadqn_jax.train import ValidationConfig, train_meta
+    from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
+    from metadqn_jax.driver import ValidationConfig, train_meta
 
     assert jax.device_count() == 8, jax.devices()
     out = {}
@@ -167,7 +167,7 @@ MULTI_HOST = COMMON + textwrap.dedent('''
     initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid, initialization_timeout=60)
     import jax
     from metadqn_jax import sharding
-    from metadqn_jax.meta_dqn import MetaConfig, make_meta_step
+    from metadqn_jax.meta import MetaConfig, make_meta_step
 
     assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
     cfg = MetaConfig(**CFG_KW)

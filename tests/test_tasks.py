@@ -1,4 +1,4 @@
-"""Tests of metadqn_jax.tasks: task families, deterministic disjoint splits, batched EnvParams."""
+"""Tests of metadqn_jax.tasks.family: task families, deterministic disjoint splits, batched EnvParams."""
 
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def test_user_family_custom_sampler_and_derive():
 def test_register_env_makes_a_user_environment_usable_by_families(monkeypatch):
     from metadqn_jax import envs
 
-    monkeypatch.setattr(envs, "_CUSTOM", dict(envs._CUSTOM))  # the registration ends with the test
+    monkeypatch.setattr(envs.registry, "_CUSTOM", dict(envs.registry._CUSTOM))  # the registration ends with the test
 
     class FarNav(envs.PointNav):  # a user's own gymnax environment
         @property

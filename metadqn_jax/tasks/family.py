@@ -17,7 +17,7 @@ split)`` a random batch of it; in both every leaf carries a leading task axis (f
 broadcast), floats are float32 and ints int32, so a batch of tasks is one ``jax.vmap``::
 
     import jax
-    from metadqn_jax.tasks import TaskFamily, get_family
+    from metadqn_jax.tasks.family import TaskFamily, get_family
 
     family = TaskFamily("my-pole", "CartPole-v1", ranges={"length": (0.3, 1.2)})
     env, base_params = family.env()
@@ -166,7 +166,7 @@ class TaskFamily:
 
     Attributes:
       name: family name (registry key), e.g. ``"cartpole-physics"``.
-      env_id: any id :func:`metadqn_jax.envs.make_env` accepts.
+      env_id: any id :func:`metadqn_jax.envs.registry.make_env` accepts.
       ranges: ``field -> (low, high)``: the field is drawn uniformly from ``[low, high]``
         (an int field, e.g. ``max_steps_in_episode``, uniformly from the integers in it).
       choices: ``field -> (v1, v2, ...)``: the field is drawn uniformly from these values.
@@ -178,7 +178,7 @@ class TaskFamily:
       description: free text shown by :meth:`describe`.
       gamma: recommended DQN discount for this family.
       meta_defaults: recommended meta-training settings, ``{field: value}`` for the
-        :class:`~metadqn_jax.meta_dqn.MetaConfig` fields in :data:`FAMILY_META_FIELDS`; a
+        :class:`~metadqn_jax.meta.step.MetaConfig` fields in :data:`FAMILY_META_FIELDS`; a
         ``MetaConfig`` that leaves such a field at ``None`` takes the family's value (else the
         library's default). E.g. CartPole's long episodes want long-lived tasks and queries
         from the task's buffer (BENCHMARKS.md §1).

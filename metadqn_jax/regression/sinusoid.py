@@ -1,8 +1,8 @@
 """Supervised few-shot sinusoid regression (Finn et al. 2017, section 5.1) on the generic meta core.
 
-Everything gradient-based goes through :mod:`metadqn_jax.meta`: meta-training calls
-:func:`metadqn_jax.meta.batched_meta_gradient` and evaluation fine-tunes with
-:func:`metadqn_jax.meta.adapt`. This module only adds the task family, the regressor, the
+Everything gradient-based goes through :mod:`metadqn_jax.meta.gradient`: meta-training calls
+:func:`metadqn_jax.meta.gradient.batched_meta_gradient` and evaluation fine-tunes with
+:func:`metadqn_jax.meta.gradient.adapt`. This module only adds the task family, the regressor, the
 MSE loss, the ``lax.scan``-ned meta-training loop and the evaluation protocol.
 
 Task family (:class:`SinusoidTasks`): ``y = A sin(x - φ)`` with ``A ~ U[0.1, 5.0]``,
@@ -10,7 +10,7 @@ Task family (:class:`SinusoidTasks`): ``y = A sin(x - φ)`` with ``A ~ U[0.1, 5.
 
 Algorithms (:data:`REGRESSION_ALGORITHMS`):
 
-* ``"maml"`` / ``"fomaml"`` / ``"reptile"``: the outer rules of :mod:`metadqn_jax.meta`.
+* ``"maml"`` / ``"fomaml"`` / ``"reptile"``: the outer rules of :mod:`metadqn_jax.meta.gradient`.
   Reptile adapts on ``support ∪ query`` (as in the Reptile paper) and feeds ``θ − θ'`` to the
   meta-optimiser.
 * ``"pretrained"``: the paper's "pretrained on all tasks" baseline: one network fitted with
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metadqn_jax import meta
-from metadqn_jax.networks import MLP
+from metadqn_jax.meta import gradient as meta
+from metadqn_jax.core.networks import MLP
 
 REGRESSION_ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "pretrained")
 _OPTIMIZERS = ("sgd", "adam")
@@ -201,7 +201,7 @@ def regressor_from_params(params) -> MLP:
 
 
 def mse_loss(model: MLP) -> meta.LossFn:
-    """The regression task loss for :mod:`metadqn_jax.meta`.
+    """The regression task loss for :mod:`metadqn_jax.meta.gradient`.
 
     Args:
       model: the regressor.
@@ -236,7 +236,7 @@ class RegressionConfig:
       inner_steps: inner optimiser steps (paper: 1; ignored by ``"pretrained"``).
       inner_lr: inner learning rate α (paper: 0.01).
       inner_optimizer: ``"sgd"`` or ``"adam"`` (second-order MAML through Adam uses
-        ``eps_root=1e-8``, see :mod:`metadqn_jax.meta`).
+        ``eps_root=1e-8``, see :mod:`metadqn_jax.meta.gradient`).
       meta_lr: outer learning rate (paper: Adam 1e-3).
       meta_optimizer: ``"adam"`` or ``"sgd"`` (SGD with Reptile = the paper's ε-update).
       num_iterations: meta-iterations (paper: up to 70,000).
@@ -332,7 +332,7 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
 
     One meta-iteration samples ``meta_batch`` tasks with ``shots`` support and ``query_shots``
     query points each, computes the meta-gradient with
-    :func:`metadqn_jax.meta.batched_meta_gradient` and applies the meta-optimiser. A chunk of
+    :func:`metadqn_jax.meta.gradient.batched_meta_gradient` and applies the meta-optimiser. A chunk of
     iterations is one ``lax.scan`` inside one ``jit``; all Python work happens here, outside.
 
     Args:
@@ -431,7 +431,7 @@ def adapt_and_predict(
 ) -> tuple[RegressionBatch, jax.Array, jax.Array]:
     """Fine-tunes ``params`` on ``shots`` support points of each task and predicts on the grid.
 
-    Uses :func:`metadqn_jax.meta.adapt` with plain SGD at ``inner_lr``, vmapped over tasks.
+    Uses :func:`metadqn_jax.meta.gradient.adapt` with plain SGD at ``inner_lr``, vmapped over tasks.
 
     Args:
       params: (meta-)parameters of the regressor.
@@ -473,7 +473,7 @@ def evaluate(
 
     For each K in ``shots`` every task gets K support points (key ``fold_in(key, K)``, so the
     same ``key`` gives the same support sets to every method being compared); ``params`` is
-    fine-tuned on them with :func:`metadqn_jax.meta.adapt` (plain SGD, ``inner_lr``) and the
+    fine-tuned on them with :func:`metadqn_jax.meta.gradient.adapt` (plain SGD, ``inner_lr``) and the
     MSE against the true function is measured on ``grid_points`` evenly spaced inputs over
     ``x_range``. The whole evaluation of one K is one jitted program vmapped over tasks.
 

@@ -2,15 +2,15 @@
 
 A command's configuration is one frozen dataclass (:class:`TrainConfig`, :class:`DQNRunConfig`,
 :class:`RegressRunConfig`) made of the package's own frozen, self-validating configs
-(:class:`~metadqn_jax.meta_dqn.MetaConfig`, :class:`~metadqn_jax.evaluate.FewShotConfig`,
-:class:`~metadqn_jax.train.ValidationConfig`, :class:`~metadqn_jax.config.DQNConfig`,
-:class:`~metadqn_jax.regression.RegressionConfig`) plus small run-level settings defined here.
+(:class:`~metadqn_jax.meta.step.MetaConfig`, :class:`~metadqn_jax.fewshot.FewShotConfig`,
+:class:`~metadqn_jax.driver.ValidationConfig`, :class:`~metadqn_jax.dqn.DQNConfig`,
+:class:`~metadqn_jax.regression.sinusoid.RegressionConfig`) plus small run-level settings defined here.
 
 On disk (YAML) a configuration is a mapping of *sections* to fields. Static settings and
 traced hyper-parameters live in different sections: ``meta`` / ``dqn`` hold the static
 settings (shapes, loop lengths — changing one recompiles), ``hparams`` the defaults of the
-traced hyper-parameters (:class:`~metadqn_jax.meta_dqn.MetaHParams`,
-:class:`~metadqn_jax.config.DQNHParams` — changing one never recompiles)::
+traced hyper-parameters (:class:`~metadqn_jax.meta.step.MetaHParams`,
+:class:`~metadqn_jax.dqn.DQNHParams` — changing one never recompiles)::
 
     command: train
     meta:        {family: pointnav-goal, num_tasks: 32, hidden: [64, 64], ...}
@@ -20,12 +20,12 @@ traced hyper-parameters (:class:`~metadqn_jax.meta_dqn.MetaHParams`,
     run:         {algorithms: [context], baselines: [pretrained, scratch], seed: 0, ...}
 
 A configuration is resolved from *layers* (later wins): the dataclass defaults, a preset
-(:mod:`metadqn_jax.presets`), a YAML file, command-line flags and ``--set section.field=value``
-overrides. Every error is one :class:`~metadqn_jax.config.ConfigError` (a ``ValueError``)
+(:mod:`metadqn_jax.app.presets`), a YAML file, command-line flags and ``--set section.field=value``
+overrides. Every error is one :class:`~metadqn_jax.core.validate.ConfigError` (a ``ValueError``)
 whose message starts with the qualified field name, e.g.
 ``meta.num_tasks must be a positive integer, got 0``.
 
->>> from metadqn_jax.configfile import TrainConfig, parse_overrides
+>>> from metadqn_jax.app.runconfig import TrainConfig, parse_overrides
 >>> cfg = TrainConfig.resolve({"meta": {"num_meta_steps": 100}}, parse_overrides(["hparams.inner_lr=0.05"]))
 >>> cfg.meta.num_meta_steps, float(cfg.meta.inner_lr)
 (100, 0.05)
@@ -45,10 +45,11 @@ from typing import Any, ClassVar
 
 import yaml
 
-from metadqn_jax.config import ConfigError, DQNConfig, DQNHParams, nonneg_int, positive_int, require
-from metadqn_jax.evaluate import FewShotConfig
-from metadqn_jax.meta_dqn import ALGORITHM_RESOLVED, ALGORITHMS, MetaConfig, MetaHParams
-from metadqn_jax.train import ValidationConfig
+from metadqn_jax.core.validate import ConfigError, nonneg_int, positive_int, require
+from metadqn_jax.dqn import DQNConfig, DQNHParams
+from metadqn_jax.fewshot import FewShotConfig
+from metadqn_jax.meta import ALGORITHM_RESOLVED, ALGORITHMS, MetaConfig, MetaHParams
+from metadqn_jax.driver import ValidationConfig
 
 __all__ = [
     "ConfigError",
@@ -165,7 +166,7 @@ class RegressEvalSettings:
         require(len(steps) > 0 and all(isinstance(k, int) and k >= 0 for k in steps), "eval.steps",
                 "a non-empty list of integers >= 0", list(self.steps))
         object.__setattr__(self, "steps", steps)
-        from metadqn_jax.config import in_range
+        from metadqn_jax.core.validate import in_range
 
         in_range("eval.inner_lr", self.inner_lr, 0.0, math.inf, low_open=True)
         nonneg_int("eval.seed", self.seed)
@@ -463,7 +464,7 @@ class _LazyRegressSections:
 class RegressRunConfig(_Composite):
     """Everything ``metadqn regress`` needs. Sections: ``regression``, ``eval``, ``run``.
 
-    ``regression`` holds :class:`~metadqn_jax.regression.RegressionConfig` without its
+    ``regression`` holds :class:`~metadqn_jax.regression.sinusoid.RegressionConfig` without its
     ``algorithm`` (that comes from ``run.algorithms``); use :meth:`for_algorithm`.
     """
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metadqn_jax.types import Transition
+from metadqn_jax.core.types import Transition
 
 
 def q_learning_error(

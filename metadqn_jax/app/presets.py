@@ -2,7 +2,7 @@
 arguments) runs.
 
 Each preset is a layer ``{section: {field: value}}`` on top of the dataclass defaults (see
-:mod:`metadqn_jax.configfile` for the sections). ``DEFAULT_*`` is what a command runs with no
+:mod:`metadqn_jax.app.runconfig` for the sections). ``DEFAULT_*`` is what a command runs with no
 arguments; ``QUICK_*`` (``--quick``) is a tiny smoke-test configuration that finishes in
 seconds after compilation.
 

@@ -141,7 +141,7 @@ META_CSV_FIELDS = ("algorithm", "meta_step", "env_steps", "query_loss", "pre_ada
 
 
 def meta_row_scalars(row: Mapping[str, Any]) -> dict[str, float]:
-    """TensorBoard tags of a :func:`metadqn_jax.train.train_meta` history row."""
+    """TensorBoard tags of a :func:`metadqn_jax.driver.train_meta` history row."""
     out = {}
     for k, v in row.items():
         if k in ("meta_step", "algorithm"):

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metadqn_jax.types import EnvCarry, Transition
+from metadqn_jax.core.types import EnvCarry, Transition
 
 Policy = Callable[[jax.Array, jax.Array], jax.Array]  # (key, obs [E, ...]) -> actions [E]
 

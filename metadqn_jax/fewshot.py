@@ -29,13 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax import dqn, envs, policies, replay, rollout
-from metadqn_jax.config import DQNConfig, DQNHParams, in_range, positive_int, require
-from metadqn_jax.meta_dqn import (
+from metadqn_jax import dqn, envs
+from metadqn_jax.core import policies, replay, rollout
+from metadqn_jax.core.types import example_transition
+from metadqn_jax.core.validate import in_range, positive_int, require
+from metadqn_jax.dqn import DQNConfig, DQNHParams
+from metadqn_jax.meta import (
     Learner,
     MetaConfig,
     MetaHParams,
-    example_transition,
     make_learner,
     online_no_data_stats,
     online_step,
@@ -51,7 +53,7 @@ def explore_mode(meta_cfg: MetaConfig, learner: Learner, explore: str = "auto") 
 
     * ``"unadapted"`` — the unadapted parameters;
     * ``"online"`` — the context of the transitions so far from the encoder's running sums
-      (O(1) per step; :class:`~metadqn_jax.meta_dqn.OnlineContext`). Only ``context`` has
+      (O(1) per step; :class:`~metadqn_jax.meta.step.OnlineContext`). Only ``context`` has
       this form: for every other learner ``"online"`` means ``"unadapted"``, so one setting
       serves a comparison of several algorithms;
     * ``"adapted"`` — ``learner.adapt`` on the transitions so far, recomputed every step

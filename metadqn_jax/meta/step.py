@@ -38,7 +38,7 @@ Learners (``MetaConfig.algorithm``):
 
 * ``maml`` / ``fomaml`` / ``reptile`` — gradient-based adaptation of the Q-network
   (all parameters, or only the output head with ``adapt="head"``, ANIL-style), through
-  the generic core :mod:`metadqn_jax.meta`.
+  the generic core :mod:`metadqn_jax.meta.gradient`.
 * ``cavia`` — only a context vector ``φ`` (``context_dim``, ``φ₀ = 0``) concatenated to the
   observation is adapted; the network is shared; second-order meta-gradient
   (``cavia_first_order=True``: first-order).
@@ -54,7 +54,7 @@ Learners (``MetaConfig.algorithm``):
   the refinement. An amortised encoder averages; the fit can triangulate. The online context
   (:class:`OnlineContext`, acting while inferring during meta-training) stays the encoder's
   O(1) ``z``; at test time the agent acts on the refined ``z`` of the transitions so far
-  (``FewShotConfig.explore``, :func:`metadqn_jax.evaluate.explore_mode`). On pointnav-goal the
+  (``FewShotConfig.explore``, :func:`metadqn_jax.fewshot.explore_mode`). On pointnav-goal the
   25-step return goes from −8.10 to −3.68, oracle −3.59, and the first episode from −9.61 to
   −5.28 (BENCHMARKS.md §1).
 * ``pretrained`` — the multi-task baseline: one DQN on the pooled training tasks with the
@@ -63,7 +63,7 @@ Learners (``MetaConfig.algorithm``):
 
 Every learner produces *task parameters* ``{"net": Q-network params, "ctx": context
 [context_dim]}`` (``ctx`` has size 0 for the gradient learners); test-time fine-tuning
-(:mod:`metadqn_jax.evaluate`) treats them as an ordinary DQN's parameters.
+(:mod:`metadqn_jax.fewshot`) treats them as an ordinary DQN's parameters.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metadqn_jax import envs, losses, meta, policies, replay, rollout, tasks
-from metadqn_jax.config import (
+from metadqn_jax import envs, tasks
+from metadqn_jax.core import losses, policies, replay, rollout
+from metadqn_jax.meta import gradient as meta
+from metadqn_jax.core.validate import (
     as_hparams,
     check_hparams,
     in_range,
@@ -87,8 +89,8 @@ from metadqn_jax.config import (
     positive_int,
     require,
 )
-from metadqn_jax.networks import MLP, head_mask, make_q_network
-from metadqn_jax.types import EnvCarry, Transition, example_transition  # noqa: F401 (re-exported)
+from metadqn_jax.core.networks import MLP, head_mask, make_q_network
+from metadqn_jax.core.types import EnvCarry, Transition, example_transition  # noqa: F401 (re-exported)
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "reptile")
@@ -146,12 +148,12 @@ class MetaConfig:
 
     ``task_lifetime``, ``query_source`` and ``buffer_size`` left at ``None`` are resolved when the
     config is built: the family's recommendation (:attr:`TaskFamily.meta_defaults
-    <metadqn_jax.tasks.TaskFamily>`), else :data:`LIBRARY_DEFAULTS`. The built config holds
+    <metadqn_jax.tasks.family.TaskFamily>`), else :data:`LIBRARY_DEFAULTS`. The built config holds
     the concrete values (``dataclasses.replace(cfg, family=...)`` keeps them: pass ``None``
     again to re-resolve).
     """
 
-    family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks)
+    family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks.family)
     algorithm: str = "maml"  # one of ALGORITHMS
     num_tasks: int = 32  # tasks per meta-step (the meta-batch, the task axis)
     envs_per_task: int = 4  # environments per task

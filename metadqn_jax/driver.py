@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import sharding
-from metadqn_jax.evaluate import FewShotConfig, few_shot_tasks, make_few_shot
-from metadqn_jax.meta_dqn import MetaConfig, MetaHParams, MetaProgram, MetaState, make_meta_step, meta_train
+from metadqn_jax.fewshot import FewShotConfig, few_shot_tasks, make_few_shot
+from metadqn_jax.meta import MetaConfig, MetaHParams, MetaProgram, MetaState, make_meta_step, meta_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ValidationConfig:
     #                                averages (the checkpoint kept is best for these); (): support_size
 
     def __post_init__(self):
-        from metadqn_jax.config import nonneg_int, positive_int, require
+        from metadqn_jax.core.validate import nonneg_int, positive_int, require
 
         nonneg_int("validation.every", self.every)
         positive_int("validation.num_tasks", self.num_tasks)

@@ -76,7 +76,7 @@ def adapt(
         function, e.g. ``optax.sgd(hp.inner_lr)``, to keep its learning rate traced).
       num_steps: number of inner steps (static; 0 returns ``params`` unchanged).
       mask: optional pytree of Python bools like ``params``: only True leaves adapt
-        (e.g. :func:`metadqn_jax.networks.head_mask` for ANIL-style head-only adaptation).
+        (e.g. :func:`metadqn_jax.core.networks.head_mask` for ANIL-style head-only adaptation).
       first_order: hold inner gradients constant (FOMAML; no second-order terms).
 
     Returns:
