@@ -3,8 +3,8 @@
     python benchmarks/context_variants.py --family pointnav-goal --meta-steps 5000 \
         --set online_context=False --set envs_per_task=1 --set rollout_steps=100
 
-Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta.step.MetaConfig`,
-values as Python literals, over its algorithm defaults ``meta_dqn.ALGORITHM_DEFAULTS``),
+Meta-trains ``context`` (the ``--set`` fields of :class:`~metadqn_jax.meta.config.MetaConfig`,
+values as Python literals, over its algorithm defaults ``metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS``),
 evaluates it on 20 held-out tasks × 5 seeds at budgets 0, 25, 100, 250 (support ε = the
 meta-training ε) and prints one line: train seconds, mean ± 95 % CI per budget and the greedy
 first-episode return while inferring the task (the online context, or with ``context_refine``

@@ -5,18 +5,18 @@
 Three measurements, printed as tables (BENCHMARKS.md §1 quotes them):
 
 1. **Precision needed.** The greedy-on-distance oracle policy
-   (:func:`metadqn_jax.envs.registry.point_nav_oracle_action`) steered by a goal *estimate* that is
+   (:func:`metadqn_jax.envs.pointnav.point_nav_oracle_action`) steered by a goal *estimate* that is
    off by ``δ`` in a random direction: mean episode return on 500 test goals per ``δ``. It
    says how precisely a context must locate the goal to come within 5 % of the oracle.
 2. **Q-learning with the goal known.** A user-defined family, ``pointnav-goal-observed``
    (PointNav whose observation is ``(position, goal)``, registered here with
-   :func:`metadqn_jax.tasks.family.register_family`), trained by the ``pretrained`` learner (a
+   :func:`metadqn_jax.tasks.register_family`), trained by the ``pretrained`` learner (a
    multi-task DQN, no adaptation) with the same meta-training loop, settings and budget as
    the few-shot benchmark, then its 0-step greedy return on 20 held-out goals × 5 seeds. If it
    matches the oracle, the Q-network and the meta-training loop are not the bottleneck: the
    context learner's gap is all in inferring the goal from the transitions.
 3. **Encoder precision, supervised.** The context learner's set encoder
-   (:class:`metadqn_jax.meta.step.ContextEncoder`) plus a linear read-out trained by plain
+   (:class:`metadqn_jax.meta.learners.context.ContextEncoder`) plus a linear read-out trained by plain
    regression on the *true goal* from 25 uniformly random transitions on training goals
    (Adam 3e-3, 128 goals per step), then its RMSE on 1,000 test goals: a bound on what the
    same encoder learns from the much weaker TD signal, to compare with the precision of 1.

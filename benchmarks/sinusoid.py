@@ -1,7 +1,7 @@
 """Few-shot sinusoid regression benchmark (Finn et al. 2017, section 5.1 / Table 2).
 
 Meta-trains MAML, first-order MAML, Reptile and the "pretrained on all tasks" baseline with
-:mod:`metadqn_jax.regression.sinusoid` (which runs on the generic core :mod:`metadqn_jax.meta.gradient`), then
+:mod:`metadqn_jax.regression` (which runs on the generic core :mod:`metadqn_jax.meta.gradient`), then
 evaluates every method on the same held-out tasks and support sets: MSE on a 100-point grid
 over [-5, 5] after 1, 5 and 10 inner SGD steps (α = 0.01) for K = 5 and K = 10 shots,
 mean ± 95% CI over the tasks.

@@ -215,7 +215,9 @@ def make_loop_reference(program, hp):
     import optax
 
     from metadqn_jax.core import policies, replay, rollout
-    from metadqn_jax.meta import adapted_query, example_transition, make_meta_optimizer, tasks_per_env
+    from metadqn_jax.core.optim import clipped_adam, polyak_update
+    from metadqn_jax.core.types import example_transition
+    from metadqn_jax.meta import adapted_query, tasks_per_env
 
     cfg, env, family, learner = program.cfg, program.env, program.family, program.learner
     T, E, L = cfg.num_tasks, cfg.envs_per_task, cfg.rollout_steps
@@ -240,10 +242,10 @@ def make_loop_reference(program, hp):
         return grads, m.query_loss, buffer
 
     def update(params, target, opt_state, grads, key, hp):
-        opt = make_meta_optimizer(hp, cfg.max_grad_norm)
+        opt = clipped_adam(hp.meta_lr, cfg.max_grad_norm, weight_decay=hp.weight_decay)
         updates, opt_state = opt.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, policies.polyak(target, params, hp.tau), opt_state, jax.random.split(key)[0]
+        return params, polyak_update(target, params, hp.tau), opt_state, jax.random.split(key)[0]
 
     task_fn = jax.jit(task_step, donate_argnums=(2,))
     update_fn = jax.jit(update, donate_argnums=(0, 1, 2))

@@ -44,7 +44,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-# the cartpole-physics family (metadqn_jax.tasks.family)
+# the cartpole-physics family (metadqn_jax.tasks.builtin)
 PHYSICS_RANGES = {
     "length": (0.25, 1.0),
     "masspole": (0.05, 0.5),

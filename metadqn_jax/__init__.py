@@ -5,7 +5,7 @@ The public API is imported lazily (``import metadqn_jax`` does not import JAX), 
 
     from metadqn_jax import MetaConfig, train_meta, load_policy, adapt_to_task
 
-Submodules (``metadqn_jax.compare``, ``metadqn_jax.tasks.family``, ...) are imported as usual.
+Submodules (``metadqn_jax.compare``, ``metadqn_jax.tasks``, ...) are imported as usual.
 
 Command line: ``metadqn --help`` (or ``python -m metadqn_jax --help``); reference in
 ``docs/CLI.md``.

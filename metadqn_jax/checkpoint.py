@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax.core.optim import is_prng_key
+
 FORMAT_STATE = "metadqn_jax/meta-training-state"
 FORMAT_POLICY = "metadqn_jax/policy"
 VERSION = 1
@@ -74,10 +76,6 @@ def _path_name(path) -> str:
     return ".".join(parts) if parts else "_root"
 
 
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def leaf_specs(tree: Any) -> dict[str, dict[str, Any]]:
     """``{leaf name: {"shape": [...], "dtype": "float32"[, "key_impl": ...]}}`` of a (possibly
     abstract, e.g. ``jax.eval_shape``) pytree."""
@@ -86,7 +84,7 @@ def leaf_specs(tree: Any) -> dict[str, dict[str, Any]]:
         name = _path_name(path)
         if name in specs:  # pragma: no cover - distinct paths give distinct names in practice
             raise CheckpointError(f"two leaves share the name {name!r}")
-        if _is_key(leaf):
+        if is_prng_key(leaf):
             impl = str(jax.random.key_impl(leaf)) if isinstance(leaf, jax.Array) else None
             specs[name] = {"shape": list(np.shape(leaf)), "dtype": "prng_key", "key_impl": impl}
         else:
@@ -101,7 +99,7 @@ def flatten(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]
     arrays: dict[str, np.ndarray] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = _path_name(path)
-        value = jax.random.key_data(leaf) if _is_key(leaf) else leaf
+        value = jax.random.key_data(leaf) if is_prng_key(leaf) else leaf
         arr = np.array(value)  # a copy: the device buffer may be donated right after
         if arr.size:
             arrays[name] = arr

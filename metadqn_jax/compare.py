@@ -1,9 +1,9 @@
 """Side-by-side few-shot comparison: meta-learned inits vs. pretrained, scratch and oracle.
 
-This is the product's headline experiment, shared by ``metadqn train`` and
-``benchmarks/few_shot.py``: every initialisation is trained with the *same* environment-step
-budget (``num_meta_steps × num_tasks × envs_per_task × rollout_steps``), then adapted on the
-same held-out test tasks with the same protocol (:mod:`metadqn_jax.fewshot`).
+Shared by ``metadqn train`` and ``benchmarks/few_shot.py``: every initialisation is trained
+with the *same* environment-step budget (``num_meta_steps × num_tasks × envs_per_task ×
+rollout_steps``), then adapted on the same held-out test tasks with the same keys and the same
+protocol (:mod:`metadqn_jax.fewshot`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ from metadqn_jax.fewshot import (
 from metadqn_jax.meta import MetaConfig
 from metadqn_jax.driver import TrainResult, ValidationConfig, train_meta
 
+
 def config_for(base: MetaConfig, algorithm: str) -> MetaConfig:
     """``base`` re-targeted to ``algorithm``. Fields ``base`` leaves ``None`` take that
-    algorithm's defaults (:data:`metadqn_jax.meta.step.ALGORITHM_DEFAULTS`, resolved lazily by
+    algorithm's defaults (:data:`metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS`, resolved by
     :meth:`MetaConfig.setting`); a value the user chose (e.g. ``--meta-lr``) always wins."""
     return dataclasses.replace(base, algorithm=algorithm)
 
 
 class Comparison(NamedTuple):
+    """What :func:`compare` returns."""
+
     results: dict[str, FewShotResult]  # init name -> few-shot returns
     train_wall_s: dict[str, float]  # init name -> meta-training wall time (incl. compile)
     trained: dict[str, TrainResult]  # algorithm -> training result
@@ -55,8 +58,25 @@ def compare(
     """Meta-trains each algorithm (``"pretrained"`` is one of them), then evaluates every
     init — plus ``scratch`` and the ``oracle`` — on the same held-out tasks and keys.
 
-    ``train(cfg, key) -> TrainResult`` replaces the default ``train_meta(cfg, key, ...)``
-    (the CLI uses it for checkpoints, logging and resume)."""
+    Args:
+      base: the configuration every algorithm starts from (:func:`config_for`).
+      algorithms: algorithm names, trained in this order.
+      fs: the few-shot protocol.
+      seed: ``key(seed)`` splits into the training, evaluation, scratch and oracle keys (every
+        algorithm is trained from the same key and evaluated with the same key).
+      validation: validation / early stopping during meta-training (default
+        :class:`~metadqn_jax.driver.ValidationConfig`); the evaluated parameters are the best
+        validated ones (``early_stop.best_params``).
+      scratch: also evaluate a fresh initialisation (``"scratch"``).
+      oracle: also train a DQN per held-out task (``"oracle"``, :func:`~metadqn_jax.fewshot.oracle_returns`).
+      progress: show meta-training progress bars.
+      log: receives one line per evaluated init.
+      train: ``train(cfg, key) -> TrainResult`` replaces the default ``train_meta(cfg, key, ...)``
+        (the CLI uses it for checkpoints, logging and resume).
+
+    Returns:
+      A :class:`Comparison`.
+    """
     key = jax.random.key(seed)
     k_train, k_eval, k_scratch, k_oracle = jax.random.split(key, 4)
     results: dict[str, FewShotResult] = {}

@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax.app.runconfig import TrainConfig, field_defaults, meta_config_dict
+from metadqn_jax.app.runs import policy_dir, read_run_config
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
-from metadqn_jax.app.runconfig import TrainConfig, field_defaults, meta_config_dict, read_run_config
 from metadqn_jax.fewshot import FewShotConfig, make_few_shot
 from metadqn_jax.meta import Learner, MetaConfig, make_learner
 from metadqn_jax.tasks import TaskFamily
@@ -59,10 +60,6 @@ class Policy(NamedTuple):
     num_actions: int
     algorithm: str
     info: dict  # the export's metadata (meta-step, validation return, ...)
-
-
-def policy_dir(run_dir: str | Path, algorithm: str) -> Path:
-    return Path(run_dir) / "policy" / algorithm
 
 
 def _learner(cfg: MetaConfig) -> tuple[Learner, tuple[int, ...], int]:

@@ -24,6 +24,7 @@ import optax
 
 from metadqn_jax import envs
 from metadqn_jax.core import losses, policies, replay, rollout
+from metadqn_jax.core.optim import clipped_adam, linear_epsilon, polyak_update
 from metadqn_jax.core.validate import ConfigError, as_hparams, check_hparams, in_range, nonneg_int, positive_int, require
 from metadqn_jax.core.networks import make_q_network
 from metadqn_jax.core.types import EnvCarry, Transition, example_transition
@@ -57,9 +58,8 @@ class DQNConfig:
 
     The defaults are rejax's CartPole DQN configuration (10 envs, 50k buffer, batch 100,
     5 updates per 10 env steps, double DQN, squared loss, swish 64-64, Polyak 0.98 once per
-    iteration, lr 1e-3, ε 1 -> 0.05 over 10k steps). They solve CartPole-v1 (greedy mean
-    return >= 475 over 10 episodes) within 100k env steps on 5 of 5 seeds (BENCHMARKS.md).
-    A ReLU / Huber / per-update-Polyak variant solved only 1 of the same 5 seeds.
+    iteration, lr 1e-3, ε 1 -> 0.05 over 10k steps); how they were chosen and what they
+    measure: ``docs/design.md`` ("Evaluation and DQN") and BENCHMARKS.md.
 
     Static fields fix array shapes and loop lengths (changing one recompiles); ``lr``,
     ``gamma``, ``eps_*`` and ``tau`` are only defaults for :meth:`hparams`.
@@ -156,14 +156,6 @@ class DQNMetrics(NamedTuple):
     loss: jax.Array  # float32, mean TD loss over the period
 
 
-def make_optimizer(lr, max_grad_norm: float) -> optax.GradientTransformation:
-    """Adam with global-norm clipping; ``lr`` may be traced (Adam's state does not depend on it)."""
-    adam = optax.adam(lr)
-    if max_grad_norm == float("inf"):
-        return adam
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
-
-
 def dqn_update(
     params,
     target_params,
@@ -177,18 +169,38 @@ def dqn_update(
     huber: bool = True,
     mask: jax.Array | None = None,
 ):
-    """One DQN gradient step. Returns ``(params, opt_state, loss)`` (target not updated)."""
+    """One DQN gradient step on the TD loss (:func:`metadqn_jax.core.losses.td_loss`) with
+    clipped Adam (:func:`metadqn_jax.core.optim.clipped_adam`, learning rate ``hp.lr``).
+
+    Args:
+      params, target_params: online and target Q-network parameters (same structure).
+      opt_state: the optimiser state of ``params`` (``clipped_adam(lr, max_grad_norm).init``).
+      batch: transitions, leaves ``[B, ...]``.
+      hp: traced hyper-parameters (``lr`` and ``gamma`` are read).
+      q_fn: ``q_fn(params, obs [B, ...]) -> Q [B, num_actions]``.
+      max_grad_norm: global-norm clip threshold (``inf``: off).
+      double: double-DQN target (van Hasselt et al. 2016); else the max over the target net.
+      huber: Huber loss (else squared).
+      mask: optional ``[B]`` weights; the loss is then the mean over the valid items.
+
+    Returns:
+      ``(params, opt_state, loss)``: the updated parameters and state and the float32 scalar
+      loss before the step. The target is not updated (:func:`update_target`).
+    """
     (loss, _), grads = jax.value_and_grad(losses.td_loss, has_aux=True)(
         params, target_params, batch, q_fn, hp.gamma, double=double, huber=huber, mask=mask
     )
-    updates, opt_state = make_optimizer(hp.lr, max_grad_norm).update(grads, opt_state, params)
+    updates, opt_state = clipped_adam(hp.lr, max_grad_norm).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
 
 def update_target(target_params, params, hp: DQNHParams, updates: jax.Array, cfg: DQNConfig):
-    """Polyak or a hard copy every ``target_period`` updates (see :class:`DQNConfig`)."""
+    """The new target parameters: Polyak averaging with ``hp.tau``
+    (:func:`metadqn_jax.core.optim.polyak_update`) when ``cfg.target_update == "polyak"``, else
+    a hard copy of ``params`` when ``updates`` (int32 scalar, gradient steps so far) is a
+    multiple of ``cfg.target_period``."""
     if cfg.target_update == "polyak":
-        return policies.polyak(target_params, params, hp.tau)
+        return polyak_update(target_params, params, hp.tau)
     copy = updates % cfg.target_period == 0
     return jax.tree.map(lambda t, p: jnp.where(copy, p, t), target_params, params)
 
@@ -216,19 +228,16 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
         state = DQNState(
             params=params,
             target_params=params,
-            opt_state=make_optimizer(hp.lr, cfg.max_grad_norm).init(params),
+            opt_state=clipped_adam(hp.lr, cfg.max_grad_norm).init(params),
             buffer=replay.init(example_transition(obs_shape), cfg.buffer_size),
             carry=rollout.init_carry(env, k_env, batched_params),
             env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
         )
-        eps_schedule = lambda t: hp.eps_end + (hp.eps_start - hp.eps_end) * jnp.clip(
-            1.0 - t / hp.eps_decay_steps, 0.0, 1.0
-        )
 
         def iteration(s: DQNState, k):
             k_act, k_env, k_upd = jax.random.split(k, 3)
-            eps = eps_schedule(s.env_steps.astype(jnp.float32))
+            eps = linear_epsilon(s.env_steps.astype(jnp.float32), hp.eps_start, hp.eps_end, hp.eps_decay_steps)
             actions = policies.epsilon_greedy(k_act, q_fn(s.params, s.carry.obs), eps)
             carry, tr = rollout.env_step(env, k_env, s.carry, actions, batched_params)
             buffer = replay.add(s.buffer, tr)
@@ -259,7 +268,7 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
                 jax.random.split(k_upd, cfg.updates_per_iteration),
             )
             if cfg.target_update == "polyak":  # once per iteration (rejax's convention)
-                new_t = policies.polyak(target, params, hp.tau)
+                new_t = polyak_update(target, params, hp.tau)
                 target = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_t, target)
             s = DQNState(params, target, opt_state, buffer, carry, env_steps, updates)
             return s, loss.mean()

@@ -1,9 +1,11 @@
-"""The meta-training driver: compiled chunks of meta-steps, validation, early stopping.
+"""The meta-training driver: the Python chunk loop around the jitted meta-step scan, with
+validation and early stopping.
 
-Each call of the compiled program runs ``chunk_size`` meta-steps in one ``lax.scan``;
-Python only sees chunk boundaries, where it logs, validates (few-shot return on
-*validation* tasks after the learner's adaptation rule) and optionally checkpoints. The
-program is compiled once: the same shapes and traced hyper-parameters every chunk.
+:func:`train_meta` calls the compiled :func:`metadqn_jax.meta.step.meta_train` (``chunk_size``
+meta-steps in one ``lax.scan``) again and again; Python only sees chunk boundaries, where it
+logs, validates (few-shot return on *validation* tasks after the learner's adaptation rule)
+and optionally checkpoints. The program is compiled once: the same shapes and traced
+hyper-parameters every chunk.
 
 Early stopping keeps the meta-parameters with the best validation return and stops after
 ``patience`` validations without improvement; its state is a pytree (:class:`EarlyStop`)
@@ -22,8 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import sharding
+from metadqn_jax.core.validate import nonneg_int, positive_int, require
 from metadqn_jax.fewshot import FewShotConfig, few_shot_tasks, make_few_shot
-from metadqn_jax.meta import MetaConfig, MetaHParams, MetaProgram, MetaState, make_meta_step, meta_train
+from metadqn_jax.meta import (
+    PER_TASK_FIELDS,
+    MetaConfig,
+    MetaHParams,
+    MetaProgram,
+    MetaState,
+    make_meta_step,
+    meta_train,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +48,6 @@ class ValidationConfig:
     #                                averages (the checkpoint kept is best for these); (): support_size
 
     def __post_init__(self):
-        from metadqn_jax.core.validate import nonneg_int, positive_int, require
-
         nonneg_int("validation.every", self.every)
         positive_int("validation.num_tasks", self.num_tasks)
         nonneg_int("validation.patience", self.patience)
@@ -58,12 +67,15 @@ class EarlyStop(NamedTuple):
 
 
 def init_early_stop(state: MetaState) -> EarlyStop:
+    """No validation yet: best return ``-inf`` at step ``-1``, a copy of the state's parameters."""
     copy = lambda t: jax.tree.map(jnp.copy, t)
     return EarlyStop(jnp.float32(-jnp.inf), jnp.int32(-1), jnp.int32(0),
                      copy(state.params), copy(state.target_params))
 
 
 class TrainResult(NamedTuple):
+    """What :func:`train_meta` returns."""
+
     state: MetaState  # final meta-state
     early_stop: EarlyStop  # best parameters and their validation return
     history: list[dict]  # one row per chunk (meta_step, losses, val_return, wall_s, ...)
@@ -101,7 +113,9 @@ def train_meta(
     mesh: Any = None,
     num_devices: int | None = None,
 ) -> TrainResult:
-    """Meta-trains ``cfg.num_meta_steps`` meta-steps (or continues ``state`` up to it).
+    """Meta-trains ``cfg.num_meta_steps`` meta-steps (or continues ``state`` up to it): the
+    Python loop over chunks of the jitted :func:`metadqn_jax.meta.step.meta_train` scan
+    (``cfg.chunk_size`` meta-steps per call), validating and early-stopping between chunks.
 
     Args:
       cfg: static configuration.
@@ -131,8 +145,9 @@ def train_meta(
         key = jax.random.key(0) if key is None else key
         state = program.init(key, hp)
     if mesh is not None:
-        state = sharding.shard_meta_state(state, mesh)
-        run = sharding.jit_meta_train(mesh)
+        spec = sharding.task_axis_spec(state, PER_TASK_FIELDS)
+        state = sharding.shard_meta_state(state, mesh, spec)
+        run = sharding.jit_meta_train(meta_train, mesh, spec)
     else:
         run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
     early_stop = early_stop or init_early_stop(state)

@@ -31,6 +31,8 @@ import numpy as np
 
 from metadqn_jax import dqn, envs
 from metadqn_jax.core import policies, replay, rollout
+from metadqn_jax.core.optim import clipped_adam, polyak_update
+from metadqn_jax.core.stats import mean_ci95
 from metadqn_jax.core.types import example_transition
 from metadqn_jax.core.validate import in_range, positive_int, require
 from metadqn_jax.dqn import DQNConfig, DQNHParams
@@ -53,13 +55,12 @@ def explore_mode(meta_cfg: MetaConfig, learner: Learner, explore: str = "auto") 
 
     * ``"unadapted"`` — the unadapted parameters;
     * ``"online"`` — the context of the transitions so far from the encoder's running sums
-      (O(1) per step; :class:`~metadqn_jax.meta.step.OnlineContext`). Only ``context`` has
+      (O(1) per step; :class:`~metadqn_jax.meta.learners.base.OnlineContext`). Only ``context`` has
       this form: for every other learner ``"online"`` means ``"unadapted"``, so one setting
       serves a comparison of several algorithms;
     * ``"adapted"`` — ``learner.adapt`` on the transitions so far, recomputed every step
       (O(support) per step; any learner). With ``context_refine`` this is the refined context,
-      which the online sums cannot give: on pointnav-goal it explores toward the inferred goal
-      (BENCHMARKS.md §1);
+      which the online sums cannot give (``docs/design.md``, "Evaluation and DQN");
     * ``"auto"`` (the default) — infer the task while acting where the learner was trained to:
       a context learner with ``online_context`` gets ``"adapted"`` with ``context_refine > 0``,
       else ``"online"``; everything else ``"unadapted"``.
@@ -124,14 +125,15 @@ class FewShotResult(NamedTuple):
     budgets: tuple[int, ...]
     returns: np.ndarray  # [num_tasks * seeds, num_budgets] float
     mean: np.ndarray  # [num_budgets]
-    ci95: np.ndarray  # [num_budgets], 95 % half-width (1.96 * std / sqrt(n))
+    ci95: np.ndarray  # [num_budgets], 95 % half-width (core.stats.mean_ci95)
 
 
 def summarize(budgets, returns) -> FewShotResult:
+    """A :class:`FewShotResult` of ``returns [runs, num_budgets]`` (float64): the mean over runs and
+    the 95 % half-width of :func:`metadqn_jax.core.stats.mean_ci95` at every budget."""
     returns = np.asarray(returns, np.float64)
-    n = returns.shape[0]
-    ci = 1.96 * returns.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(returns.shape[1])
-    return FewShotResult(tuple(budgets), returns, returns.mean(axis=0), ci)
+    mean, ci = mean_ci95(returns, axis=0)
+    return FewShotResult(tuple(budgets), returns, mean, ci)
 
 
 def _explore_step(env, learner: Learner, mode: str, meta_params, meta_target, hp, state, buf, support_size,
@@ -187,7 +189,7 @@ def make_few_shot(
         buffer = replay.init(example_transition(obs_shape), capacity)
         tp0 = learner.unadapted(meta_params)
         tp, target = tp0, {"net": meta_target["net"], "ctx": tp0["ctx"]}
-        opt_state = dqn.make_optimizer(fs.finetune_lr, 10.0).init(tp)
+        opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
         hp_ft = ft_hp._replace(gamma=hp.gamma)
 
         def adapt_on(buf, n_valid):
@@ -219,7 +221,7 @@ def make_few_shot(
                 do = (t % fs.finetune_every == 0) & (t >= fs.learning_starts)
                 sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(do, x, y), a, b)
                 tp, opt_state = sel(new_tp, tp), sel(new_opt, opt_state)
-                target = sel(policies.polyak(target, tp, fs.finetune_tau), target)
+                target = sel(polyak_update(target, tp, fs.finetune_tau), target)
             return (carry, buf, tp, target, opt_state), None
 
         results = {}
@@ -242,7 +244,7 @@ def make_few_shot(
             if not adapted and point >= S:
                 tp = adapt_on(buffer, S)
                 target = {"net": meta_target["net"], "ctx": tp["ctx"]}
-                opt_state = dqn.make_optimizer(fs.finetune_lr, 10.0).init(tp)
+                opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
                 adapted = True
             if point in fs.budgets:
                 params = tp if adapted else adapt_on(buffer, point)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metadqn_jax.core.stats import mean_ci95
 from metadqn_jax.fewshot import FewShotResult
 
 
@@ -36,10 +37,7 @@ def paired_difference(a: FewShotResult, b: FewShotResult) -> tuple[np.ndarray, n
     if ra.shape != rb.shape or tuple(a.budgets) != tuple(b.budgets):
         raise ValueError(f"paired_difference needs the same runs and budgets, got returns {ra.shape} with "
                          f"budgets {tuple(a.budgets)} and {rb.shape} with {tuple(b.budgets)}")
-    d = ra - rb
-    n = d.shape[0]
-    ci = 1.96 * d.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(d.shape[1])
-    return d.mean(axis=0), ci
+    return mean_ci95(ra - rb, axis=0)
 
 
 def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:

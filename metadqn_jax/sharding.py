@@ -1,30 +1,36 @@
 """Sharding the task axis of meta-training across devices (and hosts) with ``jit`` — no ``pmap``.
 
-The meta-state has two kinds of leaves (see :class:`metadqn_jax.meta.step.MetaState`):
+A state (e.g. :class:`metadqn_jax.meta.step.MetaState`) has two kinds of leaves, told apart by a
+**task-axis spec**: a tree prefix of the state whose leaves are bools (:func:`task_axis_spec`
+builds one for a ``NamedTuple`` state from the names of its per-task fields):
 
-* **per-task** leaves, with a leading task axis ``T``: ``tasks`` (``EnvParams [T]``), ``carry``
-  (env states ``[T, E, ...]``) and ``buffers`` (replay data ``[T, capacity, ...]``, insert
-  positions and sizes ``[T]``) — placed on ``NamedSharding(mesh, P("tasks"))``, so each
-  device holds ``T / num_devices`` tasks;
-* **shared** leaves — meta-parameters, meta-target, optimiser state, the step counter and the
-  PRNG key — replicated on every device (``P()``).
+* **per-task** leaves (``True``), with a leading task axis ``T`` — for meta-training the task
+  parameters ``[T]``, env states ``[T, E, ...]`` and replay buffers ``[T, capacity, ...]``
+  (:data:`metadqn_jax.meta.step.PER_TASK_FIELDS`) — placed on ``NamedSharding(mesh, P("tasks"))``,
+  so each device holds ``T / num_devices`` tasks;
+* **shared** leaves (``False``) — meta-parameters, meta-target, optimiser state, the step
+  counter and the PRNG key — replicated on every device (``P()``).
 
-:func:`jit_meta_train` jits :func:`metadqn_jax.meta.step.meta_train` with these input/output
-shardings (plus a sharding constraint on the scan carry of every meta-step). Because the
-meta-step is written with ``vmap`` over tasks followed by ``grads.mean(0)``, XLA's SPMD
-partitioner runs each device's tasks locally (acting, buffer writes, adaptation, per-task
-meta-gradients) and inserts one all-reduce for the task mean of the meta-gradient (plus a few
-scalar all-reduces for the metrics); the meta-update then runs replicated. Results equal the
-single-device program up to the summation order of that mean (float32 round-off).
+:func:`jit_meta_train` jits a chunk function such as :func:`metadqn_jax.meta.step.meta_train`
+with these input/output shardings (plus a sharding constraint on the scan carry of every
+meta-step). Because the meta-step is written with ``vmap`` over tasks followed by
+``grads.mean(0)``, XLA's SPMD partitioner runs each device's tasks locally (acting, buffer
+writes, adaptation, per-task meta-gradients) and inserts one all-reduce for the task mean of the
+meta-gradient (plus a few scalar all-reduces for the metrics); the meta-update then runs
+replicated. Results equal the single-device program up to the summation order of that mean
+(float32 round-off). This module knows nothing of the meta-state's fields: the caller passes
+the spec.
 
 Usage (single host; ``num_devices=None`` = every device)::
 
     mesh = make_mesh()                       # 1-D mesh, axis "tasks"
-    state = shard_meta_state(program.init(key, hp), mesh)
-    run = jit_meta_train(mesh)               # run(meta_step, state, hp, num_steps)
+    state = program.init(key, hp)
+    spec = task_axis_spec(state, PER_TASK_FIELDS)   # from metadqn_jax.meta
+    state = shard_meta_state(state, mesh, spec)
+    run = jit_meta_train(meta_train, mesh, spec)    # run(meta_step, state, hp, num_steps)
     state, metrics = run(program.meta_step, state, hp, 100)
 
-or simply ``train.train_meta(cfg, num_devices=8)`` / ``train_meta(cfg, mesh=mesh)``.
+or simply ``driver.train_meta(cfg, num_devices=8)`` / ``train_meta(cfg, mesh=mesh)``.
 On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before importing jax)
 gives 8 host devices to test with.
 
@@ -45,7 +51,7 @@ the default in jax 0.10); ``tests/test_sharding.py`` runs two processes on 127.0
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import jax
@@ -53,13 +59,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-# metadqn_jax.meta.step is imported lazily: it imports gymnax, which creates arrays at import
-# time and so starts the jax backend — after that jax.distributed.initialize() refuses to run.
-# ``from metadqn_jax.sharding import initialize_distributed`` therefore starts nothing.
+from metadqn_jax.core.optim import is_prng_key
+
+# Importing this module starts no jax backend (it imports neither gymnax nor metadqn_jax.meta,
+# which create arrays at import time), so ``from metadqn_jax.sharding import
+# initialize_distributed`` may come before jax.distributed.initialize().
 
 TASK_AXIS = "tasks"
-PER_TASK_FIELDS: tuple[str, ...] = ("tasks", "carry", "buffers")  # leaves with a leading [T]
-SHARED_FIELDS: tuple[str, ...] = ("params", "target_params", "opt_state", "step", "key")
 
 
 # ---------------------------------------------------------------------------------- mesh
@@ -143,6 +149,21 @@ def check_num_tasks(num_tasks: int, mesh: Mesh) -> None:
 
 
 # ------------------------------------------------------------------------------ shardings
+def task_axis_spec(state, per_task: Collection[str]):
+    """The task-axis spec of a ``NamedTuple`` state (or state class): the same ``NamedTuple``
+    with ``True`` for the fields named in ``per_task`` (every leaf under them has a leading task
+    axis) and ``False`` for the others. Hashable, so it can key compiled programs.
+
+    Raises:
+      ValueError: a name in ``per_task`` is not a field of the state.
+    """
+    cls = state if isinstance(state, type) else type(state)
+    unknown = sorted(set(per_task) - set(cls._fields))
+    if unknown:
+        raise ValueError(f"per-task fields {unknown} are not fields of {cls.__name__} {cls._fields}")
+    return cls(**{f: f in per_task for f in cls._fields})
+
+
 def task_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (task) axis split over ``"tasks"``; every other axis whole."""
     return NamedSharding(mesh, P(TASK_AXIS))
@@ -152,38 +173,34 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def state_shardings(mesh: Mesh):
-    """A :class:`~metadqn_jax.meta.step.MetaState` of shardings: a *tree prefix* of any
-    meta-state (each field's sharding applies to every leaf under it)."""
-    from metadqn_jax.meta import MetaState
-
+def state_shardings(mesh: Mesh, spec):
+    """``spec`` with each ``True`` replaced by :func:`task_sharding` and each ``False`` by
+    :func:`replicated`: a *tree prefix* of the state (each sharding applies to every leaf under it)."""
     task, rep = task_sharding(mesh), replicated(mesh)
-    return MetaState(**{f: task if f in PER_TASK_FIELDS else rep for f in MetaState._fields})
+    return jax.tree.map(lambda per_task: task if per_task else rep, spec)
 
 
-def _per_task_leaves(state):
-    for field in PER_TASK_FIELDS:
-        for path, leaf in jax.tree_util.tree_flatten_with_path(getattr(state, field))[0]:
-            yield field + jax.tree_util.keystr(path), leaf
+def _per_task_leaves(state, spec):
+    """``(name, leaf)`` of every leaf of ``state`` that ``spec`` marks per-task."""
+    marks = jax.tree.map(lambda per_task, sub: jax.tree.map(lambda _: per_task, sub), spec, state)
+    for (path, leaf), per_task in zip(jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(marks)):
+        if per_task:
+            yield jax.tree_util.keystr(path).lstrip("."), leaf
 
 
-def state_num_tasks(state) -> int:
-    """The task-axis size of a meta-state (checks every per-task leaf agrees)."""
-    sizes = {name: (np.shape(leaf)[0] if np.ndim(leaf) else None) for name, leaf in _per_task_leaves(state)}
+def state_num_tasks(state, spec) -> int:
+    """The task-axis size of ``state`` (checks every per-task leaf of ``spec`` agrees)."""
+    sizes = {name: (np.shape(leaf)[0] if np.ndim(leaf) else None) for name, leaf in _per_task_leaves(state, spec)}
     distinct = set(sizes.values())
     if len(distinct) != 1 or None in distinct:
         raise ValueError(f"per-task leaves of the meta-state disagree on the task axis: {sizes}")
     return distinct.pop()
 
 
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _place(x, sharding: NamedSharding):
     """Puts one leaf on ``sharding`` (works with several processes: each process supplies its
     addressable shards from its own, identical, host copy)."""
-    if _is_key(x):
+    if is_prng_key(x):
         impl = jax.random.key_impl(x)
         return jax.random.wrap_key_data(_place(jax.random.key_data(x), sharding), impl=impl)
     if jax.process_count() == 1:
@@ -194,83 +211,77 @@ def _place(x, sharding: NamedSharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def shard_meta_state(state, mesh: Mesh):
-    """Places a meta-state on ``mesh``: per-task leaves on ``P("tasks")``, the rest replicated.
+def shard_meta_state(state, mesh: Mesh, spec):
+    """Places ``state`` on ``mesh``: the leaves ``spec`` marks per-task on ``P("tasks")``, the
+    rest replicated.
 
     Raises:
       ValueError: the task count is not divisible by the number of devices.
     """
-    from metadqn_jax.meta import MetaState
-
-    check_num_tasks(state_num_tasks(state), mesh)
-    shardings = state_shardings(mesh)
-
-    def place_field(field):
-        sharding = getattr(shardings, field)
-        return jax.tree.map(lambda x: _place(x, sharding), getattr(state, field))
-
-    return MetaState(*(place_field(f) for f in MetaState._fields))
+    check_num_tasks(state_num_tasks(state, spec), mesh)
+    place = lambda sharding, sub: jax.tree.map(lambda x: _place(x, sharding), sub)
+    return jax.tree.map(place, state_shardings(mesh, spec), state)
 
 
-def constrain_state(state, mesh: Mesh):
+def constrain_state(state, mesh: Mesh, spec):
     """``with_sharding_constraint`` of every leaf to :func:`state_shardings` (inside ``jit``)."""
-    from metadqn_jax.meta import MetaState
-
-    shardings = state_shardings(mesh)
-    return MetaState(*(
-        jax.lax.with_sharding_constraint(getattr(state, f), getattr(shardings, f))
-        for f in MetaState._fields
-    ))
+    return jax.tree.map(lambda sharding, sub: jax.lax.with_sharding_constraint(sub, sharding),
+                        state_shardings(mesh, spec), state)
 
 
 # ------------------------------------------------------------------------------ programs
 @functools.lru_cache(maxsize=64)
-def sharded_meta_step(meta_step, mesh: Mesh):
+def sharded_meta_step(meta_step, mesh: Mesh, spec):
     """``meta_step`` whose input and output states are constrained to the task sharding.
 
-    Cached per ``(meta_step, mesh)`` so the same wrapper (hence the same compiled program) is
-    reused by every chunk.
+    Cached per ``(meta_step, mesh, spec)`` so the same wrapper (hence the same compiled program)
+    is reused by every chunk.
     """
 
     def step(state, hp):
-        state, metrics = meta_step(constrain_state(state, mesh), hp)
-        return constrain_state(state, mesh), metrics
+        state, metrics = meta_step(constrain_state(state, mesh, spec), hp)
+        return constrain_state(state, mesh, spec), metrics
 
     step.__wrapped__ = meta_step
     return step
 
 
-def _sharded_meta_train(meta_step, state, hp, num_steps, mesh):
-    from metadqn_jax.meta import meta_train
-
-    return meta_train(sharded_meta_step(meta_step, mesh), state, hp, num_steps)
+def _sharded_meta_train(train, meta_step, state, hp, num_steps, mesh, spec):
+    return train(sharded_meta_step(meta_step, mesh, spec), state, hp, num_steps)
 
 
 @functools.lru_cache(maxsize=16)
-def jit_meta_train(mesh: Mesh, *, donate: bool = True):
-    """``run(meta_step, state, hp, num_steps) -> (state, metrics)``: :func:`meta_train` jitted
-    with the task-axis shardings (the drop-in sharded version of
-    ``jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))``).
+def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True):
+    """``run(meta_step, state, hp, num_steps) -> (state, metrics)``: ``train`` jitted with the
+    task-axis shardings of ``spec`` — the drop-in sharded version of
+    ``jax.jit(train, static_argnums=(0, 3), donate_argnums=(1,))``.
+
+    Args:
+      train: the chunk function ``train(meta_step, state, hp, num_steps) -> (state, metrics)``,
+        e.g. :func:`metadqn_jax.meta.step.meta_train` (``num_steps`` meta-steps in one ``lax.scan``).
+      mesh: a :func:`make_mesh` mesh.
+      spec: the task-axis spec of the state (:func:`task_axis_spec`).
+      donate: donate the input state's buffers.
 
     Input ``state`` must already be placed by :func:`shard_meta_state` (jit refuses a
     mismatched sharding rather than silently moving data); ``hp`` is replicated; the returned
     state keeps the same shardings and the metrics are replicated.
     """
-    state_sh, rep = state_shardings(mesh), replicated(mesh)
+    state_sh, rep = state_shardings(mesh, spec), replicated(mesh)
     jitted = jax.jit(
         _sharded_meta_train,
-        static_argnums=(0, 3, 4),
+        static_argnums=(0, 1, 4, 5, 6),
         in_shardings=(state_sh, rep),
         out_shardings=(state_sh, rep),
-        donate_argnums=(1,) if donate else (),
+        donate_argnums=(2,) if donate else (),
     )
 
     def run(meta_step, state, hp, num_steps):
-        return jitted(meta_step, state, shard_replicated(hp, mesh), num_steps, mesh)
+        return jitted(train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec)
 
     run.jitted = jitted
     run.lower = lambda meta_step, state, hp, num_steps: jitted.lower(
-        meta_step, state, shard_replicated(hp, mesh), num_steps, mesh)
+        train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec)
     return run
 
 

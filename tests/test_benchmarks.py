@@ -66,7 +66,7 @@ def test_goal_inference_quick(tmp_path, monkeypatch, capsys):
 
     # the script registers an environment and a family: keep them out of the other tests
     monkeypatch.setattr(envs.registry, "_CUSTOM", dict(envs.registry._CUSTOM))
-    monkeypatch.setattr(tasks.family, "FAMILIES", dict(tasks.family.FAMILIES))
+    monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
     path = tmp_path / "gi.json"
     assert _run("goal_inference.py", ["--quick", "--out", str(path)], monkeypatch) == 0
     out = capsys.readouterr().out

@@ -468,6 +468,27 @@ def test_docs_cli_md_is_in_sync():
     assert path.read_text() == cli.render_cli_docs(), "docs/CLI.md is stale: python -m metadqn_jax.cli --write-docs"
 
 
+def test_command_defaults_are_current():
+    """The defaults the help shows (metadqn_jax/app/command_defaults.py, generated) are the
+    resolved defaults of every command."""
+    path = Path(cli.DEFAULTS_PATH)
+    assert path.read_text() == cli.render_command_defaults(), \
+        "metadqn_jax/app/command_defaults.py is stale: python -m metadqn_jax.cli --write-docs"
+
+
+def test_help_imports_no_jax():
+    """``metadqn --help`` and every command's ``--help`` import neither jax nor gymnax."""
+    code = ("import contextlib, io, sys\n"
+            "from metadqn_jax import cli\n"
+            "for argv in ([], ['train'], ['evaluate'], ['dqn'], ['regress'], ['families']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        cli.main([*argv, '--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'jaxlib', 'gymnax'}))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
 def test_num_devices_checked_before_any_work(capsys, tmp_path):
     """Asking for more devices than exist is one clear error, raised before a run folder or
     any program exists (this machine and CI have a single CPU device)."""

@@ -10,6 +10,7 @@ import pytest
 
 from metadqn_jax import dqn, envs
 from metadqn_jax.core import rollout
+from metadqn_jax.core.optim import clipped_adam
 from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.dqn import DQNConfig
 from metadqn_jax.core.networks import make_q_network
@@ -51,7 +52,7 @@ def test_dqn_update_jit_equals_nojit_and_moves_params():
     params = init(jax.random.key(0), jnp.zeros((4,)))
     target = init(jax.random.key(1), jnp.zeros((4,)))
     hp = TINY.hparams(lr=1e-2)
-    opt_state = dqn.make_optimizer(hp.lr, TINY.max_grad_norm).init(params)
+    opt_state = clipped_adam(hp.lr, TINY.max_grad_norm).init(params)
     batch = random_batch(jax.random.key(2), 32, 4, 2)
 
     def step(p, t, o, b, h):

@@ -1,4 +1,4 @@
-"""Tests of the generic meta-learning core (metadqn_jax.meta.gradient) and of meta-DQN (metadqn_jax.meta.step)."""
+"""Tests of the generic meta-learning core (metadqn_jax.meta.gradient) and of meta-DQN (metadqn_jax.meta: config, learners, acting, step)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from metadqn_jax.meta import gradient as meta
 from metadqn_jax import meta as meta_dqn
 from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.meta import MetaConfig
-from metadqn_jax.core.types import Transition
+from metadqn_jax.core.types import Transition, example_transition
 
 from _compile import fast_jit  # tests/_compile.py
 
@@ -542,7 +542,7 @@ def test_online_context_acting_equals_batch_encoder_step_by_step(encoder):
 
     def run(key):
         carry = rollout.init_carry(prog.env, key, env_params)
-        empty = replay.recent(replay.init(meta_dqn.example_transition(prog.obs_shape), 4), 4)
+        empty = replay.recent(replay.init(example_transition(prog.obs_shape), 4), 4)
         stats = jax.tree.map(lambda x: jnp.broadcast_to(x, (E,) + x.shape), learner.online.start(params, empty))
         step = lambda st, k: meta_dqn.online_step(prog.env, learner, params, st, k, env_params, 0.0)
         (_, stats), tr = jax.lax.scan(step, (carry, stats), jax.random.split(jax.random.key(1), n))
@@ -608,7 +608,7 @@ def test_adapted_exploration_acts_on_the_adapted_context_of_the_transitions_so_f
     def run(mode, key):
         carry = rollout.init_carry(env, key, env_params)
         stats = meta_dqn.online_no_data_stats(learner, params, prog.obs_shape, (1,)) if mode == "online" else None
-        buf = replay.init(meta_dqn.example_transition(prog.obs_shape), n)
+        buf = replay.init(example_transition(prog.obs_shape), n)
 
         def step(c, k):
             carry, stats, buf = c
@@ -725,7 +725,7 @@ def test_context_refine_is_damped_gauss_newton_on_the_support_and_ignores_paddin
 def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     from metadqn_jax import tasks
 
-    monkeypatch.setattr(tasks.family, "FAMILIES", dict(tasks.family.FAMILIES))
+    monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
     assert set(meta_dqn.FAMILY_RESOLVED) == set(tasks.FAMILY_META_FIELDS) <= meta_dqn.LIBRARY_DEFAULTS.keys()
     c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
@@ -804,3 +804,23 @@ def test_algorithm_defaults_never_replace_a_chosen_value():
     assert config_for(chosen, "context").setting("random_support") is False
     cavia = config_for(chosen, "cavia")
     assert cavia.hparams().inner_lr == pytest.approx(0.1) and cavia.algorithm == "cavia"
+
+
+def test_defaults_are_plain_data_and_the_meta_step_names_no_algorithm():
+    """``metadqn_jax.meta.defaults`` imports no JAX (the CLI builds its help from it); every
+    algorithm has a learner factory and a settings entry; the meta-step and acting modules
+    decide nothing by algorithm name (the learner's fields and the config decide)."""
+    import inspect
+    import subprocess
+    import sys
+
+    from metadqn_jax.meta import acting, step
+    from metadqn_jax.meta.learners import LEARNERS
+
+    code = "import sys, metadqn_jax.meta.defaults; print('jax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert tuple(LEARNERS) == meta_dqn.ALGORITHMS == tuple(meta_dqn.ALGORITHM_SETTINGS)
+    assert set(meta_dqn.ALGORITHM_DEFAULTS) <= set(meta_dqn.ALGORITHMS)
+    for module in (step, acting):
+        source = inspect.getsource(module)
+        assert not [a for a in meta_dqn.ALGORITHMS if f'"{a}"' in source or f"'{a}'" in source], module.__name__

@@ -1,4 +1,4 @@
-"""Few-shot sinusoid regression on the generic meta core (metadqn_jax.regression.sinusoid)."""
+"""Few-shot sinusoid regression on the generic meta core (metadqn_jax.regression)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_paired_difference_rejects_unpaired_results():
 
 
 def test_cli_verdict_counts_paired_significance_and_falls_back_to_bands():
-    from metadqn_jax.cli import verdict_line
+    from metadqn_jax.app.results import verdict_line
 
     a, b = _pair(shift=0.1)
     scratch = summarize((0, 25, 100), b.returns - 5.0)

@@ -52,6 +52,7 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
     from metadqn_jax import sharding
     from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
     from metadqn_jax.driver import ValidationConfig, train_meta
+    from metadqn_jax.meta import PER_TASK_FIELDS
 
     assert jax.device_count() == 8, jax.devices()
     out = {}
@@ -86,8 +87,10 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
     # 8 devices: the task axis sharded, everything else replicated
     mesh = sharding.make_mesh()
     assert sharding.num_shards(mesh) == 8 and mesh.axis_names == ("tasks",)
-    s = sharding.shard_meta_state(program.init(jax.random.key(0), hp), mesh)
-    run8 = sharding.jit_meta_train(mesh)
+    s = program.init(jax.random.key(0), hp)
+    spec = sharding.task_axis_spec(s, PER_TASK_FIELDS)
+    s = sharding.shard_meta_state(s, mesh, spec)
+    run8 = sharding.jit_meta_train(meta_train, mesh, spec)
     hlo = run8.lower(program.meta_step, s, hp, cfg.chunk_size).compile().as_text()
     out["all_reduce"] = hlo.count("all-reduce(")
     out["all_gather"] = hlo.count("all-gather(")
@@ -132,7 +135,7 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
         out[algo + "_moved"] = maxdiff(a1.state.params, make_meta_step(c).init(jax.random.key(5), hp).params)
 
     # a smaller mesh is fine when it divides the tasks
-    s4 = sharding.shard_meta_state(program.init(jax.random.key(0), hp), sharding.make_mesh(4))
+    s4 = sharding.shard_meta_state(program.init(jax.random.key(0), hp), sharding.make_mesh(4), spec)
     out["mesh4_rows"] = sorted({sh.data.shape[0] for sh in s4.buffers.data.obs.addressable_shards})
 
     # errors: task counts not divisible by the device count, too many devices
@@ -140,7 +143,7 @@ SINGLE_HOST = COMMON + textwrap.dedent('''
     bad = MetaConfig(**{**CFG_KW, "num_tasks": 12})
     bad_program = make_meta_step(bad)
     try:
-        sharding.shard_meta_state(bad_program.init(jax.random.key(0), bad.hparams()), mesh)
+        sharding.shard_meta_state(bad_program.init(jax.random.key(0), bad.hparams()), mesh, spec)
     except ValueError as e:
         errors["shard"] = str(e)
     try:
@@ -167,15 +170,18 @@ MULTI_HOST = COMMON + textwrap.dedent('''
     initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid, initialization_timeout=60)
     import jax
     from metadqn_jax import sharding
-    from metadqn_jax.meta import MetaConfig, make_meta_step
+    from metadqn_jax.meta import PER_TASK_FIELDS
+    from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
 
     assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
     cfg = MetaConfig(**CFG_KW)
     program = make_meta_step(cfg)
     hp = cfg.hparams()
     mesh = sharding.make_mesh()  # all 4 global devices
-    s = sharding.shard_meta_state(program.init(jax.random.key(0), hp), mesh)
-    run = sharding.jit_meta_train(mesh)
+    s = program.init(jax.random.key(0), hp)
+    spec = sharding.task_axis_spec(s, PER_TASK_FIELDS)
+    s = sharding.shard_meta_state(s, mesh, spec)
+    run = sharding.jit_meta_train(meta_train, mesh, spec)
     for _ in range(STEPS // cfg.chunk_size):
         s, m = run(program.meta_step, s, hp, cfg.chunk_size)
     import time

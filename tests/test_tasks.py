@@ -1,4 +1,4 @@
-"""Tests of metadqn_jax.tasks.family: task families, deterministic disjoint splits, batched EnvParams."""
+"""Tests of metadqn_jax.tasks: task families, deterministic disjoint splits, batched EnvParams."""
 
 from __future__ import annotations
 
@@ -384,3 +384,44 @@ def test_validation_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         TaskFamily(**args)
+
+
+def test_registered_derived_fields_apply_to_families(monkeypatch):
+    from flax import struct
+
+    monkeypatch.setattr(envs.registry, "_DERIVED", dict(envs.registry._DERIVED))  # ends with the test
+    monkeypatch.setattr(envs.registry, "_CUSTOM", dict(envs.registry._CUSTOM))
+
+    @struct.dataclass
+    class MirrorParams(envs.PointNavParams):
+        pass
+
+    class MirrorNav(envs.PointNav):  # goal_y is derived: the mirror image of goal_x
+        @property
+        def default_params(self):
+            return MirrorParams()
+
+    assert envs.derived_fields(envs.PointNavParams()) is None
+    assert envs.derived_fields(get_family("cartpole-flipped").base_params).formulas == {
+        "total_mass": "masscart + masspole", "polemass_length": "masspole * length"}
+    envs.register_derived(MirrorParams, {"goal_y": "-goal_x"}, lambda p: p.replace(goal_y=-p.goal_x))
+    with pytest.raises(ValueError, match="already registered"):
+        envs.register_derived(MirrorParams, {}, lambda p: p)
+    envs.register_env("MirrorNav-test-v0", MirrorNav)
+    family = TaskFamily("mirror-test", "MirrorNav-test-v0", ranges={"goal_x": (-0.5, 0.5)},
+                        num_train=8, num_val=4, num_test=4)
+    p = family.tasks("train")
+    np.testing.assert_array_equal(np.asarray(p.goal_y), -np.asarray(p.goal_x))
+    assert float(family.env()[1].goal_y) == -float(family.env()[1].goal_x)
+    with pytest.raises(ValueError, match="'goal_y' is derived \\(goal_y = -goal_x\\)"):
+        TaskFamily("mirror-bad", "MirrorNav-test-v0", ranges={"goal_y": (-0.5, 0.5)})
+
+
+def test_registry_can_be_swapped_for_a_copy(monkeypatch):
+    from metadqn_jax import tasks
+
+    monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
+    family = TaskFamily("swap-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
+    tasks.register_family(family)
+    assert get_family("swap-test") is family and "swap-test" in list_families()
+    assert "swap-test" not in FAMILIES  # the original dict is untouched

@@ -6,9 +6,7 @@ Each preset is a layer ``{section: {field: value}}`` on top of the dataclass def
 arguments; ``QUICK_*`` (``--quick``) is a tiny smoke-test configuration that finishes in
 seconds after compilation.
 
-``DEFAULT_TRAIN`` must finish on a 2-core CPU in <= 5 minutes (``metadqn train``, wall time
-including compilation) and show that meta-learning helps: the meta-learned init against
-the ``pretrained`` (multi-task DQN, same data) and ``scratch`` baselines on held-out tasks.
+Why the defaults are what they are: docs/design.md, "Command line and run folders".
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ Layer = dict[str, dict[str, Any]]
 # ------------------------------------------------------------------------ metadqn train
 DEFAULT_TRAIN: Layer = {
     "meta": {
-        # pointnav-rotated + context: the clearest measured win (BENCHMARKS.md §1): after one
-        # 25-step episode on a held-out task, context -3.62 vs pretrained -10.6, scratch -18.1.
-        "family": "pointnav-rotated",
+        "family": "pointnav-rotated",  # with context: see docs/design.md (command line)
         "num_meta_steps": 2_000,
         "chunk_size": 100,
     },
@@ -35,7 +31,7 @@ DEFAULT_TRAIN: Layer = {
     "validation": {"every": 500, "num_tasks": 32, "patience": 0},
     "run": {
         "algorithms": ["context"],
-        "baselines": ["pretrained", "scratch"],  # add "oracle" (~45 s more) with --oracle
+        "baselines": ["pretrained", "scratch"],  # --oracle adds "oracle"
         "seed": 0,
         "checkpoint_every": 500,
         "keep": 3,

@@ -1,15 +1,17 @@
-"""Configuration files: YAML <-> the frozen config dataclasses, with command-line overrides.
+"""Command configurations: the frozen config dataclasses of ``metadqn train``, ``dqn`` and
+``regress``, their YAML sections, and their resolution from layers.
 
 A command's configuration is one frozen dataclass (:class:`TrainConfig`, :class:`DQNRunConfig`,
 :class:`RegressRunConfig`) made of the package's own frozen, self-validating configs
-(:class:`~metadqn_jax.meta.step.MetaConfig`, :class:`~metadqn_jax.fewshot.FewShotConfig`,
+(:class:`~metadqn_jax.meta.MetaConfig`, :class:`~metadqn_jax.fewshot.FewShotConfig`,
 :class:`~metadqn_jax.driver.ValidationConfig`, :class:`~metadqn_jax.dqn.DQNConfig`,
-:class:`~metadqn_jax.regression.sinusoid.RegressionConfig`) plus small run-level settings defined here.
+:class:`~metadqn_jax.regression.RegressionConfig`) plus the run-level settings of
+:mod:`metadqn_jax.app.settings`.
 
 On disk (YAML) a configuration is a mapping of *sections* to fields. Static settings and
 traced hyper-parameters live in different sections: ``meta`` / ``dqn`` hold the static
 settings (shapes, loop lengths — changing one recompiles), ``hparams`` the defaults of the
-traced hyper-parameters (:class:`~metadqn_jax.meta.step.MetaHParams`,
+traced hyper-parameters (:class:`~metadqn_jax.meta.MetaHParams`,
 :class:`~metadqn_jax.dqn.DQNHParams` — changing one never recompiles)::
 
     command: train
@@ -21,11 +23,12 @@ traced hyper-parameters (:class:`~metadqn_jax.meta.step.MetaHParams`,
 
 A configuration is resolved from *layers* (later wins): the dataclass defaults, a preset
 (:mod:`metadqn_jax.app.presets`), a YAML file, command-line flags and ``--set section.field=value``
-overrides. Every error is one :class:`~metadqn_jax.core.validate.ConfigError` (a ``ValueError``)
-whose message starts with the qualified field name, e.g.
-``meta.num_tasks must be a positive integer, got 0``.
+overrides (:mod:`metadqn_jax.app.yamlio` reads and parses them). Every error is one
+:class:`~metadqn_jax.core.validate.ConfigError` (a ``ValueError``) whose message starts with the
+qualified field name, e.g. ``meta.num_tasks must be a positive integer, got 0``.
 
->>> from metadqn_jax.app.runconfig import TrainConfig, parse_overrides
+>>> from metadqn_jax.app.runconfig import TrainConfig
+>>> from metadqn_jax.app.yamlio import parse_overrides
 >>> cfg = TrainConfig.resolve({"meta": {"num_meta_steps": 100}}, parse_overrides(["hparams.inner_lr=0.05"]))
 >>> cfg.meta.num_meta_steps, float(cfg.meta.inner_lr)
 (100, 0.05)
@@ -35,9 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
-import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,141 +46,27 @@ from typing import Any, ClassVar
 
 import yaml
 
-from metadqn_jax.core.validate import ConfigError, nonneg_int, positive_int, require
+from metadqn_jax.app.settings import (
+    DQNSettings,
+    RegressEvalSettings,
+    RegressSettings,
+    TrainSettings,
+)
+from metadqn_jax.app.yamlio import coerce, load_yaml, plain
+from metadqn_jax.core.validate import ConfigError, require
 from metadqn_jax.dqn import DQNConfig, DQNHParams
-from metadqn_jax.fewshot import FewShotConfig
-from metadqn_jax.meta import ALGORITHM_RESOLVED, ALGORITHMS, MetaConfig, MetaHParams
 from metadqn_jax.driver import ValidationConfig
+from metadqn_jax.fewshot import FewShotConfig
+from metadqn_jax.meta import ALGORITHM_RESOLVED, MetaConfig, MetaHParams
 
 __all__ = [
-    "ConfigError",
-    "TrainSettings",
+    "Section",
     "TrainConfig",
-    "DQNSettings",
     "DQNRunConfig",
-    "RegressSettings",
-    "RegressEvalSettings",
     "RegressRunConfig",
-    "BASELINES",
-    "parse_overrides",
-    "load_yaml",
-    "dump_yaml",
-    "merge",
+    "meta_config_dict",
+    "field_defaults",
 ]
-
-BASELINES: tuple[str, ...] = ("pretrained", "scratch", "oracle")
-
-
-# ------------------------------------------------------------------------ run settings
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """Run-level settings of ``metadqn train`` (section ``run``)."""
-
-    algorithms: tuple[str, ...] = ("context",)  # meta-learning algorithms to train and compare
-    baselines: tuple[str, ...] = ("pretrained", "scratch")  # subset of BASELINES
-    seed: int = 0  # seeds meta-training, evaluation and the scratch init (compare.compare)
-    checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
-    keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
-    num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
-
-    def __post_init__(self):
-        algos = _unique(self.algorithms)
-        require(len(algos) > 0 and all(a in ALGORITHMS for a in algos), "run.algorithms",
-                f"a non-empty list of {ALGORITHMS}", list(self.algorithms))
-        object.__setattr__(self, "algorithms", algos)
-        base = _unique(self.baselines)
-        require(all(b in BASELINES for b in base), "run.baselines", f"a list of {BASELINES}",
-                list(self.baselines))
-        object.__setattr__(self, "baselines", base)
-        nonneg_int("run.seed", self.seed)
-        nonneg_int("run.checkpoint_every", self.checkpoint_every)
-        positive_int("run.keep", self.keep)
-        if self.num_devices is not None:
-            positive_int("run.num_devices", self.num_devices)
-
-    @property
-    def trained(self) -> tuple[str, ...]:
-        """Algorithms that are meta-trained: ``algorithms`` (+ ``pretrained`` as a baseline)."""
-        extra = ("pretrained",) if "pretrained" in self.baselines and "pretrained" not in self.algorithms else ()
-        return self.algorithms + extra
-
-
-@dataclasses.dataclass(frozen=True)
-class DQNSettings:
-    """Run-level settings of ``metadqn dqn`` (section ``run``)."""
-
-    seed: int = 0  # first seed; seeds are seed, seed+1, ... (one vmapped program)
-    seeds: int = 1  # independent training runs
-    family: str | None = None  # train on one task of this family (None: dqn.env_id's default task)
-    task: int = 0  # index of the task in the family's split
-    split: str = "test"  # the family split the task comes from
-
-    def __post_init__(self):
-        nonneg_int("run.seed", self.seed)
-        positive_int("run.seeds", self.seeds)
-        nonneg_int("run.task", self.task)
-        require(self.split in ("train", "val", "test"), "run.split", "'train', 'val' or 'test'", self.split)
-        if self.family is not None:
-            from metadqn_jax import tasks
-
-            try:
-                fam = tasks.get_family(self.family)
-            except ValueError as e:
-                raise ConfigError(f"run.family: {e}") from None
-            n = fam.num_tasks(self.split)
-            require(self.task < n, "run.task", f"< {n} (tasks in the {self.split} split of {self.family})", self.task)
-
-
-@dataclasses.dataclass(frozen=True)
-class RegressSettings:
-    """Run-level settings of ``metadqn regress`` (section ``run``)."""
-
-    algorithms: tuple[str, ...] = ("maml", "pretrained")
-
-    def __post_init__(self):
-        from metadqn_jax.regression import REGRESSION_ALGORITHMS
-
-        algos = _unique(self.algorithms)
-        require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
-                f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
-        object.__setattr__(self, "algorithms", algos)
-
-
-@dataclasses.dataclass(frozen=True)
-class RegressEvalSettings:
-    """Few-shot evaluation of ``metadqn regress`` (section ``eval``)."""
-
-    num_tasks: int = 1000  # held-out sinusoid tasks
-    shots: tuple[int, ...] = (5, 10)  # support points per task (K)
-    steps: tuple[int, ...] = (0, 1, 5, 10)  # inner SGD steps reported (0: the unadapted prior)
-    inner_lr: float = 0.01  # SGD step size of the test-time adaptation
-    seed: int = 1234  # seed of the held-out tasks and their support points
-
-    def __post_init__(self):
-        require(isinstance(self.num_tasks, int) and not isinstance(self.num_tasks, bool) and self.num_tasks >= 2,
-                "eval.num_tasks", "an integer >= 2", self.num_tasks)
-        shots = tuple(sorted(set(self.shots)))
-        require(len(shots) > 0 and all(isinstance(k, int) and k > 0 for k in shots), "eval.shots",
-                "a non-empty list of positive integers", list(self.shots))
-        object.__setattr__(self, "shots", shots)
-        steps = tuple(sorted(set(self.steps)))
-        require(len(steps) > 0 and all(isinstance(k, int) and k >= 0 for k in steps), "eval.steps",
-                "a non-empty list of integers >= 0", list(self.steps))
-        object.__setattr__(self, "steps", steps)
-        from metadqn_jax.core.validate import in_range
-
-        in_range("eval.inner_lr", self.inner_lr, 0.0, math.inf, low_open=True)
-        nonneg_int("eval.seed", self.seed)
-
-
-def _unique(values: Any) -> tuple:
-    if isinstance(values, str):
-        values = (values,)
-    out: list = []
-    for v in values:
-        if v not in out:
-            out.append(v)
-    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -235,9 +122,9 @@ class _Composite:
             for name in s.fields:
                 f = fields[name]
                 if f.default is not dataclasses.MISSING:
-                    values[name] = _plain(f.default)
+                    values[name] = plain(f.default)
                 elif f.default_factory is not dataclasses.MISSING:  # pragma: no cover
-                    values[name] = _plain(f.default_factory())
+                    values[name] = plain(f.default_factory())
             out[s.name] = values
         return out
 
@@ -293,7 +180,7 @@ class _Composite:
             values = merged.get(s.name, {})
             entry = kwargs_by_attr.setdefault(s.attr, (s.cls, {}, {}))
             for name, value in values.items():
-                entry[1][name] = _coerce(value, hints[name], f"{s.name}.{name}")
+                entry[1][name] = coerce(value, hints[name], f"{s.name}.{name}")
                 entry[2][name] = s.name
         built = {}
         for attr, (klass, kwargs, where) in kwargs_by_attr.items():
@@ -311,7 +198,7 @@ class _Composite:
         out: dict[str, Any] = {"command": self.COMMAND}
         for s in self.SECTIONS:
             obj = getattr(self, s.attr)
-            out[s.name] = {name: _plain(getattr(obj, name)) for name in s.fields}
+            out[s.name] = {name: plain(getattr(obj, name)) for name in s.fields}
         return out
 
     def to_yaml(self) -> str:
@@ -431,9 +318,15 @@ class DQNRunConfig(_Composite):
         if cfg.run.family is not None:
             from metadqn_jax import tasks
 
-            env_id = tasks.get_family(cfg.run.family).env_id
-            require(cfg.dqn.env_id == env_id, "dqn.env_id", f"{env_id!r} (the environment of run.family)",
-                    cfg.dqn.env_id)
+            try:
+                fam = tasks.get_family(cfg.run.family)
+            except ValueError as e:
+                raise ConfigError(f"run.family: {e}") from None
+            n = fam.num_tasks(cfg.run.split)
+            require(cfg.run.task < n, "run.task", f"< {n} (tasks in the {cfg.run.split} split of "
+                    f"{cfg.run.family})", cfg.run.task)
+            require(cfg.dqn.env_id == fam.env_id, "dqn.env_id", f"{fam.env_id!r} (the environment of "
+                    "run.family)", cfg.dqn.env_id)
         return cfg
 
 
@@ -464,7 +357,7 @@ class _LazyRegressSections:
 class RegressRunConfig(_Composite):
     """Everything ``metadqn regress`` needs. Sections: ``regression``, ``eval``, ``run``.
 
-    ``regression`` holds :class:`~metadqn_jax.regression.sinusoid.RegressionConfig` without its
+    ``regression`` holds :class:`~metadqn_jax.regression.RegressionConfig` without its
     ``algorithm`` (that comes from ``run.algorithms``); use :meth:`for_algorithm`.
     """
 
@@ -516,170 +409,17 @@ def _unknown(kind: str, name: str, known: Sequence[str], command: str | None = N
     return f"{name}: unknown {kind}{where}{hint} (known: {', '.join(known)})"
 
 
-def _plain(value: Any) -> Any:
-    """A YAML-safe plain value (tuples -> lists, numpy scalars -> Python)."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            return value.item()
-        except (TypeError, ValueError):  # pragma: no cover
-            return value
-    if isinstance(value, float) and math.isinf(value):
-        return value
-    return value
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Converts a YAML / command-line value to the annotated type ``tp`` (or raises)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
-            if type(None) in args:
-                return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, name)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{name}: cannot parse {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            items = [v.strip() for v in value.strip().strip("[]()").split(",") if v.strip()]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            items = [value]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], name) for v in items)
-        if len(items) != len(args):
-            raise ConfigError(f"{name} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, name) for v, a in zip(items, args))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        try:
-            f = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-        if not math.isfinite(f) or f != int(f):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        try:
-            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value  # pragma: no cover - Any and other annotations pass through
-
-
-# --------------------------------------------------------------------------- YAML, --set
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML configuration file (a mapping of sections); ConfigError if unreadable."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def dump_yaml(cfg: _Composite, path: str | Path) -> Path:
-    """Writes ``cfg.to_yaml()`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(cfg.to_yaml())
-    tmp.replace(path)
-    return path
-
-
-def parse_overrides(items: Sequence[str], schema: type[_Composite] | None = None) -> dict[str, dict[str, Any]]:
-    """``["section.field=value", ...]`` -> ``{section: {field: value}}``.
-
-    Values are parsed as YAML (``[32, 32]``, ``0.1``, ``true``, ``null``). With ``schema`` a
-    bare ``field=value`` is accepted when exactly one section has that field.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects section.field=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if "." in key:
-            sec, name = key.split(".", 1)
-        elif schema is not None:
-            owners = schema.field_section(key)
-            if len(owners) != 1:
-                where = f"it is in {', '.join(owners)}" if owners else "no section has it"
-                raise ConfigError(f"--set {key}: qualify the field as section.{key} ({where})")
-            sec, name = owners[0], key
-        else:
-            raise ConfigError(f"--set expects section.field=value, got {item!r}")
-        out.setdefault(sec, {})[name] = value
-    return out
-
-
-def merge(*layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Merges layers of ``{section: {field: value}}`` (later wins)."""
-    out: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        for sec, values in (layer or {}).items():
-            if sec == "command":
-                out["command"] = values
-                continue
-            out.setdefault(sec, {}).update(values or {})
-    return out
-
-
-# ------------------------------------------------------------------------ run folders
+# ------------------------------------------------------------------------ checkpoints
 def meta_config_dict(meta: MetaConfig, validation: ValidationConfig | None = None) -> dict[str, Any]:
     """The settings that determine a meta-training trajectory, as stored in checkpoints:
     ``meta`` (static, without ``num_meta_steps``), ``hparams`` and ``validation``."""
     # algorithm-dependent fields are stored resolved (MetaConfig.setting): a config that leaves
     # them unset and one that names the same value train the same thing
-    value = lambda name: _plain(meta.setting(name) if name in ALGORITHM_RESOLVED else getattr(meta, name))
+    value = lambda name: plain(meta.setting(name) if name in ALGORITHM_RESOLVED else getattr(meta, name))
     static = {name: value(name) for name in _META_STATIC if name != "num_meta_steps"}
     out: dict[str, Any] = {"meta": static, "hparams": {name: value(name) for name in _META_HPARAMS}}
     if validation is not None:
-        out["validation"] = {f: _plain(getattr(validation, f)) for f in _fields(ValidationConfig)}
+        out["validation"] = {f: plain(getattr(validation, f)) for f in _fields(ValidationConfig)}
     return out
 
 
@@ -693,21 +433,5 @@ def field_defaults() -> dict[str, Any]:
                                 ("validation", ValidationConfig, _fields(ValidationConfig))):
         for f in dataclasses.fields(cls):
             if f.name in names and f.default is not None and f.default is not dataclasses.MISSING:
-                out[f"{section}.{f.name}"] = _plain(f.default)
+                out[f"{section}.{f.name}"] = plain(f.default)
     return out
-
-
-def read_run_config(run_dir: str | Path, cls: type[_Composite] = TrainConfig):
-    """The resolved configuration saved in ``run_dir/config.yaml`` (ConfigError if the folder
-    is not a metadqn run of that command)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{str(run_dir)!r} is not a metadqn run directory (no config.yaml)")
-    data = load_yaml(path)
-    command = data.get("command")
-    if command != cls.COMMAND:
-        raise ConfigError(f"{str(run_dir)!r} is a 'metadqn {command}' run, not a 'metadqn {cls.COMMAND}' run")
-    return cls.resolve(data)

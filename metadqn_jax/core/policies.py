@@ -1,10 +1,9 @@
-"""Acting: ε-greedy action selection and exploration schedules (optax schedules)."""
+"""Acting: ε-greedy action selection (the ε schedule is :func:`metadqn_jax.core.optim.linear_epsilon`)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon: jax.Array | float) -> jax.Array:
@@ -18,13 +17,3 @@ def epsilon_greedy(key: jax.Array, q_values: jax.Array, epsilon: jax.Array | flo
     random = jax.random.randint(k_action, shape, 0, q_values.shape[-1], dtype=jnp.int32)
     explore = jax.random.uniform(k_explore, shape) < epsilon
     return jnp.where(explore, random, greedy)
-
-
-def linear_epsilon(start: float, end: float, decay_steps: int) -> optax.Schedule:
-    """ε decays linearly from ``start`` to ``end`` over ``decay_steps`` env steps, then stays."""
-    return optax.linear_schedule(start, end, max(int(decay_steps), 1))
-
-
-def polyak(target_params, online_params, tau: jax.Array | float):
-    """``target <- tau * target + (1 - tau) * online`` (``tau`` = 0.98 keeps 98 % of the old)."""
-    return optax.incremental_update(online_params, target_params, 1.0 - tau)

@@ -5,8 +5,8 @@ only its position ``[2]``, and moves ``step_size`` in one of 4 directions; direc
 points at angle ``a * pi / 2 + action_rotation``, so ``action_rotation`` changes what the
 actions *mean*. Reward is ``-||position - goal||`` after the move; episodes are truncated
 after ``max_steps_in_episode`` steps (no terminal states). gymnax 1.0 API (six-output
-``step`` with auto-reset). gymnax's own meta environments draw the goal from the reset key,
-so they cannot hold a task fixed: here the task lives in ``EnvParams`` only.
+``step`` with auto-reset). The task lives in ``EnvParams`` only: the reset key never changes
+it (why: ``docs/design.md``, "Task families").
 """
 
 from __future__ import annotations

@@ -7,25 +7,28 @@ with auto-reset and ``info["final_observation"]``.
 
 Built-in environments of this package (tasks live in ``EnvParams``, never in the reset key):
 
-* ``PointNav-v0`` — discrete 2-D point navigation to an unobserved goal (in the spirit of
-  MAML's 2-D navigation benchmark). The agent starts at the origin, observes only its
-  position, and moves ``step_size`` in one of 4 directions; direction ``a`` points at angle
-  ``a * pi / 2 + action_rotation``, so ``action_rotation`` changes what the actions *mean*.
-  Reward is ``-||position - goal||`` after the move; episodes are truncated after
-  ``max_steps_in_episode`` steps (no terminal states).
-* ``CartPoleSigned-v0`` — gymnax CartPole with a per-task ``force_sign`` (+1 / -1): the
-  meaning of "push left / push right" is flipped on half the tasks.
+* ``PointNav-v0`` (:mod:`.pointnav`) — discrete 2-D point navigation to an unobserved goal;
+  ``action_rotation`` changes what the actions mean.
+* ``CartPoleSigned-v0`` (:mod:`.cartpole_signed`) — gymnax CartPole with a per-task
+  ``force_sign`` (+1 / -1) that flips the meaning of the actions.
+
+Derived fields. Some ``EnvParams`` hold fields computed from others (gymnax CartPole's
+``total_mass`` and ``polemass_length``, :mod:`.cartpole`). :func:`derived_fields` returns the
+hook that recomputes them for a params class (registered with :func:`register_derived`); task
+families apply it to every task they build and refuse to vary a derived field directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import gymnax
 import jax
 from gymnax.environments import environment, spaces
+from gymnax.environments.classic_control import cartpole
 
+from metadqn_jax.envs.cartpole import CARTPOLE_DERIVED, derive_cartpole
 from metadqn_jax.envs.cartpole_signed import CartPoleSigned
 from metadqn_jax.envs.pointnav import PointNav
 
@@ -92,3 +95,52 @@ def obs_shape(env, env_params) -> tuple[int, ...]:
     """Observation shape from a dummy reset (works for every gymnax environment)."""
     obs, _ = jax.eval_shape(env.reset, jax.random.key(0), env_params)
     return tuple(obs.shape)
+
+
+# -------------------------------------------------------------------- derived fields
+class DerivedFields(NamedTuple):
+    """How one ``EnvParams`` class recomputes its derived fields."""
+
+    # derived field -> formula text (shown in error messages)
+    formulas: Mapping[str, str]
+    # params -> params with those fields recomputed; on scalar leaves (one task) and
+    # elementwise on leaves [n] (a batch; numpy or JAX arrays)
+    derive: Callable[[Any], Any]
+
+
+# Keyed by params class; subclasses inherit an entry (derived_fields).
+_DERIVED: dict[type, DerivedFields] = {
+    cartpole.EnvParams: DerivedFields(CARTPOLE_DERIVED, derive_cartpole),  # CartPoleSigned too
+}
+
+
+def register_derived(params_type: type, formulas: Mapping[str, str], derive: Callable[[Any], Any],
+                     *, overwrite: bool = False) -> None:
+    """Declares the derived fields of ``params_type`` (and its subclasses).
+
+    Args:
+      params_type: an ``EnvParams`` class.
+      formulas: ``{field: formula text}`` of the fields ``derive`` recomputes.
+      derive: ``params -> params`` recomputing them; must work on one task (scalar leaves)
+        and elementwise on a batch (leaves ``[n]``).
+      overwrite: replace an existing entry for ``params_type``.
+
+    Raises:
+      ValueError: ``params_type`` already has an entry (and not ``overwrite``), or ``derive``
+        is not callable.
+    """
+    if not callable(derive):
+        raise ValueError(f"register_derived({params_type.__name__}): derive must be callable")
+    if params_type in _DERIVED and not overwrite:
+        raise ValueError(f"derived fields of {params_type.__name__} are already registered "
+                         "(pass overwrite=True to replace them)")
+    _DERIVED[params_type] = DerivedFields(dict(formulas), derive)
+
+
+def derived_fields(params: Any) -> DerivedFields | None:
+    """The derived-field hook of ``params``' class, else of its nearest base class that has
+    one (``CartPoleSignedParams`` uses gymnax CartPole's); ``None`` if there is none."""
+    for params_type in type(params).__mro__:
+        if params_type in _DERIVED:
+            return _DERIVED[params_type]
+    return None

@@ -1,0 +1,96 @@
+"""``metadqn dqn``: single-task DQN on a gymnax environment or one task of a family, every
+seed in one compiled program (:func:`metadqn_jax.dqn.make_train`, vmapped over seeds).
+
+Writes ``config.yaml``, ``metrics.csv`` (one row per seed and evaluation), ``tb/seed_<s>/``,
+``returns.png`` and ``dqn.md/.json`` into the run folder and prints the table of greedy
+return (mean +- 95 % CI over seeds: the formula of :func:`metadqn_jax.core.stats.mean_ci95`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from metadqn_jax.app import presets, runs
+from metadqn_jax.app.common import configure_jax, info, resolve_config
+
+__all__ = ["cmd_dqn"]
+
+
+def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
+    """``metadqn dqn`` (``flags``: the config layer of the options given); returns 0."""
+    from metadqn_jax.app.runconfig import DQNRunConfig
+
+    cfg = resolve_config(DQNRunConfig, args, flags, presets.DEFAULT_DQN, presets.QUICK_DQN)
+    if args.print_config:
+        sys.stdout.write(cfg.to_yaml())
+        return 0
+    run_dir = runs.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
+    configure_jax(args)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from metadqn_jax import dqn, envs
+    from metadqn_jax.app.logs import CSVLog, TBLog
+    from metadqn_jax.app.plots import plot_curves
+    from metadqn_jax.core.stats import Z95
+
+    runs.write_config(run_dir, cfg)
+    info(f"run folder: {run_dir}")
+    if cfg.run.family is not None:
+        from metadqn_jax import tasks
+
+        fam = tasks.get_family(cfg.run.family)
+        env_params = jax.tree.map(lambda x: x[cfg.run.task], fam.tasks(cfg.run.split))
+        where = f"{cfg.run.family} {cfg.run.split} task {cfg.run.task}"
+    else:
+        env_params = envs.make_env(cfg.dqn.env_id)[1]
+        where = cfg.dqn.env_id
+    train = dqn.make_train(cfg.dqn, env_params)
+    hp = cfg.dqn.hparams()
+    keys = jax.vmap(jax.random.key)(jnp.arange(cfg.run.seed, cfg.run.seed + cfg.run.seeds))
+    info(f"training DQN on {where}: {cfg.dqn.total_steps} env steps x {cfg.run.seeds} seed(s) as one "
+         "compiled program (no progress bar: results appear when it finishes)")
+    t0 = time.perf_counter()
+    _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
+    metrics = jax.tree.map(np.asarray, metrics)
+    wall = time.perf_counter() - t0
+    csv_log = CSVLog(runs.metrics_path(run_dir), ("seed", "env_steps", "eval_return", "train_return", "loss"))
+    for i in range(cfg.run.seeds):
+        tb = TBLog(runs.tb_dir(run_dir, f"seed_{cfg.run.seed + i}"))
+        for j in range(metrics.env_steps.shape[1]):
+            row = {"seed": cfg.run.seed + i, "env_steps": int(metrics.env_steps[i, j]),
+                   "eval_return": float(metrics.eval_return[i, j]),
+                   "train_return": float(metrics.train_return[i, j]), "loss": float(metrics.loss[i, j])}
+            csv_log.write(row)
+            tb.scalars({"eval/return": row["eval_return"], "train/return": row["train_return"],
+                        "train/loss": row["loss"]}, row["env_steps"])
+        tb.close()
+    solved = np.asarray(dqn.first_solved_step(jax.tree.map(jnp.asarray, metrics), cfg.dqn.solve_threshold))
+    ev = metrics.eval_return  # [seeds, evaluations]
+    n = ev.shape[0]
+    # mean_ci95's formula, on the float32 returns (mean_ci95 casts to float64: other digits)
+    ci = Z95 * ev.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(ev.shape[1])
+    lines = [f"**DQN on {where}: greedy return ({cfg.dqn.eval_episodes} episodes, mean +- 95% CI over "
+             f"{n} seed(s))**", "", "| env steps | eval return |", "|---|---|"]
+    for j in range(ev.shape[1]):
+        lines.append(f"| {int(metrics.env_steps[0, j])} | {ev[:, j].mean():.2f} ± {ci[j]:.2f} |")
+    solved_txt = [int(s) if s >= 0 else None for s in solved]
+    lines += ["", f"first evaluation >= {cfg.dqn.solve_threshold:g}: {solved_txt} (env steps per seed; "
+                  f"None: never); wall time {wall:.0f} s (compile + train)"]
+    text = "\n".join(lines) + "\n"
+    runs.output_path(run_dir, "dqn", ".md").write_text(text)
+    runs.output_path(run_dir, "dqn", ".json").write_text(json.dumps({
+        "env_steps": metrics.env_steps[0].tolist(), "eval_return": ev.tolist(),
+        "train_return": metrics.train_return.tolist(), "loss": metrics.loss.tolist(),
+        "first_solved_step": solved_txt, "wall_s": wall, "config": cfg.to_dict()}, indent=1))
+    plot_curves(runs.output_path(run_dir, "returns", ".png"), metrics.env_steps[0], ev, f"DQN on {where}",
+                "env steps", "greedy return")
+    print(text, end="")
+    print(f"\nrun folder: {run_dir}")
+    return 0

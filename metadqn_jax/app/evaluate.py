@@ -1,0 +1,90 @@
+"""``metadqn evaluate``: the few-shot evaluation of the initialisations saved in a
+``metadqn train`` run folder (its exported policies; the latest checkpoints of an unfinished
+run), with the run's protocol and keys, so an unchanged protocol reproduces the run's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from metadqn_jax.app import runs
+from metadqn_jax.app.common import check_unchanged, configure_jax, info, with_oracle
+
+__all__ = ["EVALUATE_MAY_CHANGE", "cmd_evaluate", "load_init"]
+
+# the settings 'metadqn evaluate' may change ("section.*": the whole section)
+EVALUATE_MAY_CHANGE = ("few_shot.*", "run.baselines")
+
+
+def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
+    """``metadqn evaluate RUN_DIR`` (``flags``: the config layer of the options given);
+    writes ``RUN_DIR/<tag>.md/.png/.json``, prints the table and returns 0."""
+    from metadqn_jax.app.results import write_few_shot
+    from metadqn_jax.app.runconfig import TrainConfig
+    from metadqn_jax.app.yamlio import parse_overrides
+    from metadqn_jax.core.validate import ConfigError
+
+    run_dir = Path(args.run_dir)
+    stored = runs.read_run_config(run_dir, TrainConfig)
+    layers = [stored.to_dict(), flags, parse_overrides(args.set or [], TrainConfig)]
+    cfg = with_oracle(TrainConfig.resolve(*layers), args)
+    check_unchanged(stored, cfg, EVALUATE_MAY_CHANGE, "evaluate")
+    missing = [a for a in cfg.run.trained if a not in stored.run.trained]
+    if missing:
+        raise ConfigError(f"run.baselines: {missing[0]} was not trained in {str(run_dir)!r}")
+    configure_jax(args)
+    import jax.numpy as jnp
+
+    from metadqn_jax.compare import compare
+    from metadqn_jax.driver import EarlyStop, TrainResult
+
+    def restore(cfg_a, key):
+        params, target, note = load_init(run_dir, cfg, cfg_a)
+        if note:
+            info(note)
+        es = EarlyStop(jnp.float32(jnp.nan), jnp.int32(-1), jnp.int32(0), params, target)
+        return TrainResult(None, es, [], False)
+
+    comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
+                   scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
+                   progress=False, log=info, train=restore)
+    comp = comp._replace(train_wall_s={})
+    text = write_few_shot(run_dir, args.tag, cfg, comp, trained=())
+    print(text, end="")
+    print(f"\nwrote {runs.output_path(run_dir, args.tag, '.md')}, .png and .json")
+    return 0
+
+
+def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
+    """The meta-parameters of one trained algorithm.
+
+    Returns:
+      ``(meta_params, meta_target, note)``: from its exported policy (``note`` empty), else (an
+      unfinished run) the best parameters of its latest checkpoint (the latest parameters if
+      it was never validated), with a note saying so.
+
+    Raises:
+      CheckpointError: neither an export nor a checkpoint, or one that does not match ``cfg_a``.
+    """
+    from metadqn_jax.app.train import restore_meta_checkpoint
+    from metadqn_jax.checkpoint import Checkpointer, CheckpointError
+    from metadqn_jax.deploy import load_policy
+
+    algo = cfg_a.algorithm
+    if runs.policy_dir(run_dir, algo).exists():
+        pol = load_policy(run_dir, algo)
+        return pol.meta_params, pol.meta_target, ""
+    ck = Checkpointer(runs.checkpoint_dir(run_dir, algo), keep=cfg.run.keep)
+    if ck.latest_step() is None:
+        raise CheckpointError(f"{algo} has neither an exported policy nor a checkpoint in {str(run_dir)!r}")
+    r = restore_meta_checkpoint(ck, cfg_a, cfg.validation)
+    es = r.tree["early_stop"]
+    if int(es.best_step) >= 0:
+        params, target = es.best_params, es.best_target
+    else:
+        params, target = r.tree["state"].params, r.tree["state"].target_params
+    return params, target, (f"note: no exported policy for {algo} (unfinished run?); evaluating the best "
+                            f"parameters of its latest checkpoint (meta-step {r.step})")

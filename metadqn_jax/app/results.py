@@ -1,0 +1,98 @@
+"""The few-shot results of a ``metadqn train`` run folder: ``<tag>.md`` (table and verdict),
+``<tag>.png`` (plot), ``<tag>.json`` (numbers, per-run returns, config) and TensorBoard scalars
+under ``tb/<tag>``, written by ``train`` (tag ``few_shot``) and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from metadqn_jax.app import runs
+
+__all__ = ["write_few_shot", "verdict_line"]
+
+
+def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]) -> str:
+    """Writes ``<tag>.md/.png/.json`` and the ``tb/<tag>`` scalars of a comparison.
+
+    Args:
+      run_dir: the run folder.
+      tag: the file stem (``few_shot`` after training).
+      cfg: the run's :class:`~metadqn_jax.app.runconfig.TrainConfig`.
+      comp: the :func:`metadqn_jax.compare.compare` result.
+      trained: the inits whose training time is shown in the table (``()``: no time column).
+
+    Returns:
+      The printed text: the Markdown table and the verdict line(s).
+    """
+    from metadqn_jax import report
+    from metadqn_jax.app.logs import TBLog
+
+    results = comp.results
+    fs = cfg.few_shot
+    title = (f"{cfg.meta.family}: greedy return after adapting on held-out test tasks "
+             f"({fs.num_tasks} tasks x {fs.seeds} seeds, mean +- 95% CI)")
+    times = {k: f"{comp.train_wall_s[k]:.0f} s" for k in comp.train_wall_s if k in trained}
+    table = report.markdown_table(results, title=title, extra={"train time": times} if times else None)
+    verdict = verdict_line(results, cfg.run.algorithms)
+    text = table + ("\n\n" + verdict if verdict else "") + "\n"
+    runs.output_path(run_dir, tag, ".md").write_text(text)
+    report.plot(results, runs.output_path(run_dir, tag, ".png"), title=f"{cfg.meta.family}: few-shot adaptation")
+    data = {
+        "results": report.to_dict(results),
+        "returns": {k: r.returns.tolist() for k, r in results.items()},
+        "train_wall_s": dict(comp.train_wall_s),
+        "verdict": verdict,
+        "config": cfg.to_dict(),
+    }
+    runs.output_path(run_dir, tag, ".json").write_text(json.dumps(data, indent=1))
+    tb = TBLog(runs.tb_dir(run_dir, tag), purge_step=0)  # a re-evaluation replaces the previous one
+    for j, b in enumerate(fs.budgets):
+        tb.scalars({f"{tag}/{name}": float(r.mean[j]) for name, r in results.items()}, b)
+    tb.text(f"{tag}/table", table)
+    tb.close()
+    return text
+
+
+def verdict_line(results, algorithms: Sequence[str]) -> str:
+    """One line per meta-learned init: at how many budgets it beats every baseline.
+
+    "Significantly" means the 95 % CI of the difference to every baseline, paired by (task,
+    seed) run (:func:`metadqn_jax.report.paired_difference`; ``compare`` evaluates every init
+    on the same runs), lies above 0. Results without per-run returns fall back to
+    non-overlapping CI bands.
+
+    Args:
+      results: ``{init name: FewShotResult}`` (``mean``, ``ci95``, ``budgets``, ``returns``).
+      algorithms: the meta-learned inits; every other name except ``oracle`` is a baseline.
+
+    Returns:
+      The lines joined by newlines; ``""`` when there is no baseline.
+    """
+    import numpy as np
+
+    from metadqn_jax import report
+
+    baselines = [n for n in results if n not in algorithms and n != "oracle"]
+    if not baselines:
+        return ""
+    lines = []
+    budgets = next(iter(results.values())).budgets
+    for a in algorithms:
+        if a not in results:
+            continue
+        ra = results[a]
+        paired = ra.returns is not None and all(results[n].returns is not None for n in baselines)
+        if paired:
+            lower = np.min([np.subtract(*report.paired_difference(ra, results[n])) for n in baselines], axis=0)
+        else:
+            lower = np.min([(ra.mean - ra.ci95) - (results[n].mean + results[n].ci95) for n in baselines], axis=0)
+        gains = np.asarray(ra.mean) - np.max([results[n].mean for n in baselines], axis=0)
+        best = int(np.argmax(gains))
+        how = "paired 95% CI of the difference above 0" if paired else "95% CIs separated"
+        lines.append(f"{a} vs. {', '.join(baselines)}: higher mean return at {int((gains > 0).sum())}/{len(budgets)} "
+                     f"budgets (significantly, {how}, at {int((lower > 0).sum())}/{len(budgets)}); largest margin "
+                     f"{gains[best]:+.2f} at {budgets[best]} env steps.")
+    return "\n".join(lines)

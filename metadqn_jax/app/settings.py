@@ -1,0 +1,121 @@
+"""Run-level settings of the commands (the ``run`` and ``eval`` sections of a config file).
+
+Each is a frozen dataclass that checks its own fields on construction and raises one
+:class:`~metadqn_jax.core.validate.ConfigError` naming the qualified field. They are plain
+data: settings that need a registry (``DQNSettings.family`` and its task index) are checked
+by the command configuration that holds them (:class:`metadqn_jax.app.runconfig.DQNRunConfig`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from metadqn_jax.core.validate import in_range, nonneg_int, positive_int, require
+from metadqn_jax.meta.defaults import ALGORITHMS
+
+__all__ = ["BASELINES", "TrainSettings", "DQNSettings", "RegressSettings", "RegressEvalSettings"]
+
+BASELINES: tuple[str, ...] = ("pretrained", "scratch", "oracle")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Run-level settings of ``metadqn train`` (section ``run``)."""
+
+    algorithms: tuple[str, ...] = ("context",)  # meta-learning algorithms to train and compare
+    baselines: tuple[str, ...] = ("pretrained", "scratch")  # subset of BASELINES
+    seed: int = 0  # seeds meta-training, evaluation and the scratch init (compare.compare)
+    checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
+    keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
+    num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
+
+    def __post_init__(self):
+        algos = _unique(self.algorithms)
+        require(len(algos) > 0 and all(a in ALGORITHMS for a in algos), "run.algorithms",
+                f"a non-empty list of {ALGORITHMS}", list(self.algorithms))
+        object.__setattr__(self, "algorithms", algos)
+        base = _unique(self.baselines)
+        require(all(b in BASELINES for b in base), "run.baselines", f"a list of {BASELINES}",
+                list(self.baselines))
+        object.__setattr__(self, "baselines", base)
+        nonneg_int("run.seed", self.seed)
+        nonneg_int("run.checkpoint_every", self.checkpoint_every)
+        positive_int("run.keep", self.keep)
+        if self.num_devices is not None:
+            positive_int("run.num_devices", self.num_devices)
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """Algorithms that are meta-trained: ``algorithms`` (+ ``pretrained`` as a baseline)."""
+        extra = ("pretrained",) if "pretrained" in self.baselines and "pretrained" not in self.algorithms else ()
+        return self.algorithms + extra
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNSettings:
+    """Run-level settings of ``metadqn dqn`` (section ``run``)."""
+
+    seed: int = 0  # first seed; seeds are seed, seed+1, ... (one vmapped program)
+    seeds: int = 1  # independent training runs
+    family: str | None = None  # train on one task of this family (None: dqn.env_id's default task)
+    task: int = 0  # index of the task in the family's split (< its size: DQNRunConfig checks)
+    split: str = "test"  # the family split the task comes from
+
+    def __post_init__(self):
+        nonneg_int("run.seed", self.seed)
+        positive_int("run.seeds", self.seeds)
+        nonneg_int("run.task", self.task)
+        require(self.split in ("train", "val", "test"), "run.split", "'train', 'val' or 'test'", self.split)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressSettings:
+    """Run-level settings of ``metadqn regress`` (section ``run``)."""
+
+    algorithms: tuple[str, ...] = ("maml", "pretrained")
+
+    def __post_init__(self):
+        from metadqn_jax.regression import REGRESSION_ALGORITHMS
+
+        algos = _unique(self.algorithms)
+        require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
+                f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
+        object.__setattr__(self, "algorithms", algos)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressEvalSettings:
+    """Few-shot evaluation of ``metadqn regress`` (section ``eval``)."""
+
+    num_tasks: int = 1000  # held-out sinusoid tasks
+    shots: tuple[int, ...] = (5, 10)  # support points per task (K)
+    steps: tuple[int, ...] = (0, 1, 5, 10)  # inner SGD steps reported (0: the unadapted prior)
+    inner_lr: float = 0.01  # SGD step size of the test-time adaptation
+    seed: int = 1234  # seed of the held-out tasks and their support points
+
+    def __post_init__(self):
+        require(isinstance(self.num_tasks, int) and not isinstance(self.num_tasks, bool) and self.num_tasks >= 2,
+                "eval.num_tasks", "an integer >= 2", self.num_tasks)
+        shots = tuple(sorted(set(self.shots)))
+        require(len(shots) > 0 and all(isinstance(k, int) and k > 0 for k in shots), "eval.shots",
+                "a non-empty list of positive integers", list(self.shots))
+        object.__setattr__(self, "shots", shots)
+        steps = tuple(sorted(set(self.steps)))
+        require(len(steps) > 0 and all(isinstance(k, int) and k >= 0 for k in steps), "eval.steps",
+                "a non-empty list of integers >= 0", list(self.steps))
+        object.__setattr__(self, "steps", steps)
+        in_range("eval.inner_lr", self.inner_lr, 0.0, math.inf, low_open=True)
+        nonneg_int("eval.seed", self.seed)
+
+
+def _unique(values: Any) -> tuple:
+    """``values`` as a tuple without repeats, in first-seen order (a string is one value)."""
+    if isinstance(values, str):
+        values = (values,)
+    out: list = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return tuple(out)

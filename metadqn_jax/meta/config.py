@@ -1,0 +1,273 @@
+"""Meta-training configuration.
+
+* :class:`MetaConfig` — static settings (a frozen dataclass, hashed into ``jit``: sizes, step
+  counts, the algorithm);
+* :class:`MetaHParams` — traced hyper-parameters (a pytree of float32 scalars: changing them
+  never recompiles, a sweep over them is one ``vmap``);
+* :func:`resolve` — the one function that turns a ``None`` field into its default
+  (tables in :mod:`metadqn_jax.meta.defaults`);
+* ``validate_*`` — the named checks a config passes when it is built; each raises one
+  :class:`~metadqn_jax.core.validate.ConfigError` that names the field and what it must be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+from metadqn_jax import tasks
+from metadqn_jax.core.validate import (
+    ConfigError,
+    as_hparams,
+    check_hparams,
+    in_range,
+    nonneg_int,
+    positive_int,
+    require,
+)
+from metadqn_jax.meta.defaults import (
+    ALGORITHM_DEFAULTS,
+    ALGORITHM_RESOLVED,
+    ALGORITHM_SETTINGS,
+    ALGORITHMS,
+    FAMILY_RESOLVED,
+    LIBRARY_DEFAULTS,
+)
+
+
+class MetaHParams(NamedTuple):
+    """Traced meta-training hyper-parameters (float32 leaves; changing them never recompiles)."""
+
+    inner_lr: Any  # shape=() float32: inner-loop learning rate, > 0
+    meta_lr: Any  # shape=() float32: meta-optimiser (Adam) learning rate, > 0
+    weight_decay: Any  # shape=() float32: decoupled weight decay of the meta-optimiser, >= 0
+    gamma: Any  # shape=() float32: discount in [0, 1]
+    epsilon: Any  # shape=() float32: ε of the data-collecting meta-policy, in [0, 1]
+    tau: Any  # shape=() float32: Polyak factor of the meta-target, in [0, 1)
+
+
+# name -> (low, high, low_open, high_open), checked by core.validate.check_hparams
+META_HPARAM_RULES = {
+    "inner_lr": (0.0, math.inf, True, True),
+    "meta_lr": (0.0, math.inf, True, True),
+    "weight_decay": (0.0, math.inf, False, True),
+    "gamma": (0.0, 1.0, False, False),
+    "epsilon": (0.0, 1.0, False, False),
+    "tau": (0.0, 1.0, False, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Static meta-training settings plus defaults for the traced :class:`MetaHParams`.
+
+    Sizes: per meta-step ``num_tasks × envs_per_task × rollout_steps`` environment steps;
+    per-task replay memory ``num_tasks × buffer_size`` transitions (see
+    :func:`metadqn_jax.meta.step.memory_bytes`).
+
+    ``task_lifetime``, ``query_source`` and ``buffer_size`` left at ``None`` are resolved when the
+    config is built: the family's recommendation (:attr:`TaskFamily.meta_defaults
+    <metadqn_jax.tasks.family.TaskFamily>`), else :data:`~metadqn_jax.meta.defaults.LIBRARY_DEFAULTS`.
+    The built config holds the concrete values (``dataclasses.replace(cfg, family=...)`` keeps
+    them: pass ``None`` again to re-resolve). ``random_support``, ``inner_lr`` and ``meta_lr``
+    left at ``None`` stay ``None`` and are resolved on use (:meth:`setting`), ``gamma`` likewise
+    (the family's discount). Layer widths are stored as tuples of ints.
+
+    Raises:
+      ConfigError: on construction, naming the first invalid field.
+    """
+
+    family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks.family)
+    algorithm: str = "maml"  # one of ALGORITHMS
+    num_tasks: int = 32  # tasks per meta-step (the meta-batch, the task axis)
+    envs_per_task: int = 4  # environments per task
+    rollout_steps: int = 25  # steps of every environment per meta-step
+    support_size: int = 100  # most recent transitions forming the support set
+    buffer_size: int | None = None  # replay capacity per task, transitions (None: the family's, else 100)
+    query_batch: int = 128  # query transitions per task per meta-step
+    query_source: str | None = None  # "adapted": query from a rollout of the adapted policy
+    #                                 "buffer": query sampled from the task's replay buffer
+    #                                 (None: the family's recommendation, else "adapted")
+    query_epsilon: float = 0.3  # ε of the adapted policy's query rollout
+    task_lifetime: int | None = None  # meta-steps before a slot draws a new task (None: the family's, else 1)
+    inner_steps: int = 5  # inner TD-gradient steps (k)
+    inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
+    adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
+    context_dim: int = 8  # CAVIA context / context-encoder output width
+    encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
+    encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
+    random_support: bool | None = None  # train on random support prefixes (robust to small
+    #                                     budgets); None: the algorithm's (ALGORITHM_DEFAULTS)
+    online_context: bool = True  # context only (ignored otherwise): collect the support acting
+    #                              on the context inferred online from each env's transitions so far
+    context_decoder: float = 0.0  # context only: weight of an auxiliary loss that trains z to predict
+    #                               the query's rewards and state changes (VariBAD-style decoder); 0: off
+    context_refine: int = 0  # context only: damped Gauss-Newton steps that refine the encoder's z
+    #                          against the decoder's residuals on the support (needs context_decoder > 0)
+    context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
+    decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
+    cavia_first_order: bool = False
+    hidden: tuple[int, ...] = (64, 64)
+    dueling: bool = False
+    double: bool = True
+    huber: bool = True
+    max_grad_norm: float = 10.0  # meta-gradient global-norm clip
+    task_micro_batch: int = 0  # 0: one vmap over all tasks; n: per-task meta-gradients n tasks
+    #                            at a time (lax.map), a smaller working set (see BENCHMARKS.md)
+    num_meta_steps: int = 2_000
+    chunk_size: int = 100  # meta-steps per compiled call (logging granularity)
+    # defaults of the traced hyper-parameters (gamma: None = the family's recommendation)
+    # (inner_lr / meta_lr None: the algorithm's default, see ALGORITHM_DEFAULTS)
+    inner_lr: float | None = None
+    meta_lr: float | None = None
+    weight_decay: float = 0.0
+    gamma: float | None = None
+    epsilon: float = 0.5
+    tau: float = 0.95
+
+    def __post_init__(self):
+        validate_algorithm(self.algorithm)
+        family = family_of(self.family)
+        self._complete({name: resolve(self, name, family) for name in FAMILY_RESOLVED})
+        validate_sizes(self)
+        self._complete(layer_widths(self))
+        validate_buffer(self)
+        validate_choices(self)
+        validate_ranges(self)
+        validate_context(self)
+        check_hparams(self.hparams(), META_HPARAM_RULES)
+
+    def _complete(self, values: dict[str, Any]) -> None:
+        # the one way a built config is written: its family defaults and normalised layer tuples
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def task_family(self) -> tasks.TaskFamily:
+        return tasks.get_family(self.family)
+
+    def setting(self, name: str) -> Any:
+        """The value of a field, its default where it is ``None`` (:func:`resolve`); e.g. the
+        algorithm-dependent ``random_support``, ``inner_lr``, ``meta_lr``."""
+        return resolve(self, name)
+
+    def hparams(self, **overrides) -> MetaHParams:
+        """Traced hyper-parameters from this config's defaults (``overrides`` validated).
+
+        Returns:
+          :class:`MetaHParams` with float32 scalar leaves.
+
+        Raises:
+          ConfigError: ``"MetaHParams.<field> must be in ..."`` for a value out of range.
+        """
+        values = {f: resolve(self, f) for f in MetaHParams._fields}
+        values.update(overrides)
+        hp = as_hparams(MetaHParams, **values)
+        check_hparams(hp, META_HPARAM_RULES)
+        return hp
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether the Q-network takes a task context (``context_dim`` is one of the algorithm's settings)."""
+        return "context_dim" in ALGORITHM_SETTINGS[self.algorithm]
+
+    @property
+    def env_steps_per_meta_step(self) -> int:
+        """Environment steps simulated per meta-step: the support rollout, plus the query
+        rollout of the adapted policy when ``query_source == "adapted"``."""
+        rollouts = 2 if self.query_source == "adapted" else 1
+        return rollouts * self.num_tasks * self.envs_per_task * self.rollout_steps
+
+
+# ------------------------------------------------------------------------ defaults
+def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) -> Any:
+    """The value of field ``name`` of ``cfg``; where it is ``None``, its default:
+
+    * ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the algorithm's
+      (:data:`ALGORITHM_DEFAULTS`), else :data:`LIBRARY_DEFAULTS`;
+    * ``task_lifetime``, ``query_source``, ``buffer_size`` (:data:`FAMILY_RESOLVED`): the family's
+      recommendation (``TaskFamily.meta_defaults``), else :data:`LIBRARY_DEFAULTS`;
+    * ``gamma``: the family's discount.
+
+    Args:
+      cfg: the config (its ``algorithm`` and ``family`` choose the defaults).
+      name: a :class:`MetaConfig` field.
+      family: the config's task family, if already looked up.
+    """
+    value = getattr(cfg, name)
+    if value is not None:
+        return value
+    if name in ALGORITHM_RESOLVED:
+        return ALGORITHM_DEFAULTS.get(cfg.algorithm, {}).get(name, LIBRARY_DEFAULTS[name])
+    if name in FAMILY_RESOLVED or name == "gamma":
+        family = tasks.get_family(cfg.family) if family is None else family
+        return family.gamma if name == "gamma" else family.meta_defaults.get(name, LIBRARY_DEFAULTS[name])
+    return value
+
+
+# ---------------------------------------------------------------------- validation
+SIZE_FIELDS = ("num_tasks", "envs_per_task", "rollout_steps", "support_size", "buffer_size",
+               "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim")
+LAYER_FIELDS = {"hidden": False, "encoder_hidden": False, "encoder_post": True, "decoder_hidden": True}  # -> may be ()
+
+
+def validate_algorithm(algorithm: str) -> None:
+    require(algorithm in ALGORITHMS, "algorithm", f"one of {ALGORITHMS}", algorithm)
+
+
+def family_of(name: str) -> tasks.TaskFamily:
+    """The registered task family ``name``; :class:`ConfigError` ``"family: ..."`` if there is none."""
+    try:
+        return tasks.get_family(name)
+    except ValueError as e:
+        raise ConfigError(f"family: {e}") from None
+
+
+def validate_sizes(cfg: MetaConfig) -> None:
+    for name in SIZE_FIELDS:
+        positive_int(name, getattr(cfg, name))
+    nonneg_int("inner_steps", cfg.inner_steps)
+    nonneg_int("task_micro_batch", cfg.task_micro_batch)
+
+
+def layer_widths(cfg: MetaConfig) -> dict[str, tuple[int, ...]]:
+    """Every layer-width field as a tuple of ints (a YAML list becomes a tuple), checked."""
+    widths = {}
+    for name, may_be_empty in LAYER_FIELDS.items():
+        value = tuple(int(h) for h in getattr(cfg, name))
+        require((len(value) > 0 or may_be_empty) and all(h > 0 for h in value), name,
+                "a list of positive layer widths" if may_be_empty
+                else "a non-empty list of positive layer widths", getattr(cfg, name))
+        widths[name] = value
+    return widths
+
+
+def validate_buffer(cfg: MetaConfig) -> None:
+    per_step = cfg.envs_per_task * cfg.rollout_steps
+    require(per_step <= cfg.buffer_size, "buffer_size",
+            f">= envs_per_task * rollout_steps ({per_step})", cfg.buffer_size)
+    require(cfg.support_size <= cfg.buffer_size, "support_size",
+            f"<= buffer_size ({cfg.buffer_size})", cfg.support_size)
+
+
+def validate_choices(cfg: MetaConfig) -> None:
+    require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
+    require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
+    require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",
+            cfg.query_source)
+
+
+def validate_ranges(cfg: MetaConfig) -> None:
+    in_range("query_epsilon", cfg.query_epsilon, 0.0, 1.0)
+    in_range("max_grad_norm", cfg.max_grad_norm, 0.0, math.inf, low_open=True)
+
+
+def validate_context(cfg: MetaConfig) -> None:
+    """The context learner's decoder and refinement settings (checked for every algorithm)."""
+    in_range("context_decoder", cfg.context_decoder, 0.0, math.inf)
+    nonneg_int("context_refine", cfg.context_refine)
+    in_range("context_refine_damping", cfg.context_refine_damping, 0.0, math.inf, low_open=True)
+    require(cfg.context_refine == 0 or cfg.context_decoder > 0,
+            "context_refine", "0 unless context_decoder > 0 (it refines z against the decoder)",
+            cfg.context_refine)

@@ -1,0 +1,80 @@
+"""The built-in task families, as one literal tuple (registered by :mod:`.registry`).
+
+* ``cartpole-physics`` (``CartPole-v1``): pole length and mass, gravity, force magnitude.
+* ``pointnav-rotated`` (``PointNav-v0``): the meaning of the actions rotates; fixed goal (0.7, 0).
+* ``pointnav-goal`` (``PointNav-v0``): the unobserved goal, on a circle of radius 0.7.
+* ``cartpole-flipped`` (``CartPoleSigned-v0``): pole length; action meaning flipped on half the tasks.
+
+Why the CartPole families recommend ``CARTPOLE_META_DEFAULTS``: ``docs/design.md``, "Task families".
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from metadqn_jax import envs
+from metadqn_jax.tasks.family import TaskFamily
+from metadqn_jax.tasks.pools import SampleFn
+
+POINTNAV_GOAL_RADIUS = 0.7
+# CartPole (episodes of up to 500 steps): task slots live 20 meta-steps and the query comes from
+# each task's 2,000-transition buffer.
+CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000}
+
+
+def goal_circle_sampler(radius: float) -> SampleFn:
+    """A ``sample_fn`` putting PointNav's goal uniformly on a circle of ``radius``.
+
+    Returns ``fn(key, n) -> {"goal_x": [n], "goal_y": [n]}`` (float32) with angle ``U[0, 2 pi)``.
+    """
+
+    def sample_goal(key: jax.Array, n: int) -> dict[str, jax.Array]:
+        angle = jax.random.uniform(key, (n,), jnp.float32, 0.0, 2.0 * jnp.pi)
+        return {"goal_x": radius * jnp.cos(angle), "goal_y": radius * jnp.sin(angle)}
+
+    return sample_goal
+
+
+BUILTIN_FAMILIES: tuple[TaskFamily, ...] = (
+    TaskFamily(
+        "cartpole-physics",
+        "CartPole-v1",
+        ranges={
+            "length": (0.25, 1.0),
+            "masspole": (0.05, 0.5),
+            "gravity": (7.0, 12.0),
+            "force_mag": (5.0, 15.0),
+        },
+        gamma=0.99,
+        meta_defaults=CARTPOLE_META_DEFAULTS,
+        description="CartPole with varied physics (one policy can serve all tasks)",
+    ),
+    TaskFamily(
+        "pointnav-rotated",
+        "PointNav-v0",
+        ranges={"action_rotation": (0.0, 2.0 * math.pi)},
+        base_params=envs.PointNavParams(goal_x=POINTNAV_GOAL_RADIUS, goal_y=0.0),
+        gamma=0.5,
+        description="conflicting: fixed goal (0.7, 0), the meaning of the actions rotates per task",
+    ),
+    TaskFamily(
+        "pointnav-goal",
+        "PointNav-v0",
+        sample_fn=goal_circle_sampler(POINTNAV_GOAL_RADIUS),
+        sample_desc=f"goal = {POINTNAV_GOAL_RADIUS:g}*(cos a, sin a), a~U[0, 2pi)",
+        gamma=0.5,
+        description="unobserved goal on a circle of radius 0.7",
+    ),
+    TaskFamily(
+        "cartpole-flipped",
+        "CartPoleSigned-v0",
+        ranges={"length": (0.4, 0.6)},
+        choices={"force_sign": (-1.0, 1.0)},
+        gamma=0.99,
+        meta_defaults=CARTPOLE_META_DEFAULTS,
+        description="conflicting: the action meaning is flipped on half the tasks",
+    ),
+)
