@@ -4,10 +4,12 @@
 
 Meta-trains every algorithm with the same environment-step budget, adapts each init on the
 same held-out test tasks × seeds with the same protocol (metadqn_jax.fewshot), and writes
-JSON (``budgets``, per init ``mean`` / ``ci95`` per budget and every run's ``returns``,
-``oracle``, wall times, ``paired_vs_pretrained``: each init minus pretrained, paired by
-(task, seed)), markdown tables (the returns; the paired differences) and a PNG of return vs.
-environment steps with 95 % CI bands.
+JSON (``budgets``, ``axes``, ``ci_method``, ``meta_seeds``; per init ``mean`` / ``ci95`` /
+``ci_low`` / ``ci_high`` / ``iqm`` (with its interval) per budget and every run's ``returns``
+``[meta_seed][task][adapt_seed][budget]``; ``oracle``, wall times, ``paired_vs_pretrained``:
+each init minus pretrained and P(init > pretrained), paired by task, with intervals that
+resample whole tasks), markdown tables (the returns; the paired differences), a PNG of return
+vs. environment steps with 95 % bands and a PNG of performance profiles (``*_profile.png``).
 ``--quick`` runs a small version (used by the test suite).
 """
 
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
                   progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
     wall = time.perf_counter() - t0
     results = cmp.results
-    out = report.to_dict(results)
+    out = report.to_dict(results, meta_seeds=[args.seed])
     out.update(
         family=args.family,
         meta_steps=base.num_meta_steps,
@@ -182,17 +184,20 @@ def main(argv=None) -> int:
                                   f"({fs.num_tasks} tasks x {fs.seeds} seeds, 95% CI)", extra=extra)
     if "pretrained" in results and len(results) > 1:  # same tasks and keys for every init: paired
         paired = report.paired_table(results, "pretrained", title=f"{args.family}: difference to pretrained, "
-                                     "paired by (task, seed), 95% CI (bold: excludes 0)")
+                                     "paired by task, 95% CI and P(improvement) (bold: the CI excludes 0)")
         table += "\n\n" + paired
         out["paired_vs_pretrained"] = {
-            k: dict(zip(("mean", "ci95"), (v.tolist() for v in report.paired_difference(r, results["pretrained"]))))
-            for k, r in results.items() if k not in ("pretrained", "oracle")}
+            k: {f: getattr(pr, f).tolist() for f in ("diff", "diff_low", "diff_high", "p_improve", "p_low", "p_high")}
+            for k, r in results.items() if k not in ("pretrained", "oracle")
+            for pr in [report.paired(r, results["pretrained"])]}
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     args.out.with_suffix(".md").write_text(table + "\n")
     write_plots(out, args.out)
+    report.plot_profile(results, args.out.with_name(args.out.stem + "_profile.png"),
+                        title=f"{args.family}: performance profiles on held-out tasks")
     return 0
 
 

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "train_meta": "metadqn_jax.driver",
     "EarlyStop": "metadqn_jax.driver",
     "TrainResult": "metadqn_jax.driver",
+    "DivergenceError": "metadqn_jax.driver",
     "evaluate_few_shot": "metadqn_jax.fewshot",
     "make_train": "metadqn_jax.dqn",
     # task families
@@ -79,4 +80,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from metadqn_jax.fewshot import FewShotConfig, evaluate_few_shot
     from metadqn_jax.meta import MetaConfig, MetaHParams, MetaState, make_meta_step
     from metadqn_jax.tasks import TaskFamily, get_family, list_families, register_family
-    from metadqn_jax.driver import EarlyStop, TrainResult, ValidationConfig, train_meta
+    from metadqn_jax.driver import DivergenceError, EarlyStop, TrainResult, ValidationConfig, train_meta

@@ -19,7 +19,12 @@ Layout of a checkpoint directory (one :class:`orbax.checkpoint.CheckpointManager
   checkpoint; the metadata carries this package's format tag (anything else is "foreign");
   the stored config equals the expected one (naming the first differing field); every leaf
   has the expected path, shape and dtype (naming the leaf); the arrays are readable and
-  match their metadata (otherwise "corrupt"). Each failure is one :class:`CheckpointError`.
+  match their metadata (otherwise "corrupt"). Each failure is one :class:`CheckpointError`;
+  an unreadable or damaged step raises its subclass :class:`CorruptCheckpointError`.
+* A damaged latest step need not block a run: :meth:`Checkpointer.restore_latest_intact`
+  restores the newest step that reads back and reports the broken ones (incomplete step
+  folders, e.g. a deleted ``state/``, and corrupt ones); :meth:`Checkpointer.set_aside` renames
+  a broken step to ``<step>.broken-<n>`` so that its step number can be saved again.
 
 >>> import jax, jax.numpy as jnp, tempfile
 >>> from metadqn_jax.checkpoint import Checkpointer
@@ -55,6 +60,10 @@ _ITEMS = ("state", "meta")
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, foreign or does not match the configuration."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint step exists but cannot be read back (damaged or missing files)."""
 
 
 class Restored(NamedTuple):
@@ -204,6 +213,70 @@ class Checkpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def broken_steps(self) -> list[int]:
+        """Steps whose folder exists but is not a complete checkpoint (no ``meta/`` or no
+        ``state/``, e.g. deleted by hand), ascending. Orbax still counts such a folder as the
+        step, so saving that step again fails until it is :meth:`set_aside`."""
+        if not self.directory.is_dir():
+            return []
+        complete = set(self.steps())
+        return sorted(int(p.name) for p in self.directory.iterdir()
+                      if p.is_dir() and p.name.isdigit() and int(p.name) not in complete)
+
+    def set_aside(self, step: int) -> Path:
+        """Renames the folder of ``step`` to ``<step>.broken-<n>`` (the first free ``n``), where
+        no step listing sees it and the step number can be saved again; returns the new path.
+
+        Raises:
+          CheckpointError: the folder cannot be renamed.
+        """
+        self.close()  # the manager caches the step list
+        src = self.directory / str(int(step))
+        n = 1
+        while (self.directory / f"{int(step)}.broken-{n}").exists():
+            n += 1
+        dst = self.directory / f"{int(step)}.broken-{n}"
+        try:
+            src.rename(dst)
+        except OSError as e:
+            raise CheckpointError(f"cannot move the broken checkpoint {src} aside ({e.strerror or e})") from None
+        return dst
+
+    def restore_latest_intact(self, like: Any, *, config: Mapping[str, Any] | None = None,
+                              ignore: Iterable[str] = (), absent: Mapping[str, Any] | None = None,
+                              ) -> tuple[Restored, list[tuple[int, str]]]:
+        """:meth:`restore` of the newest step that reads back, skipping broken ones.
+
+        Returns:
+          ``(restored, broken)``: ``broken`` lists ``(step, reason)`` for every step that cannot
+          be read (:meth:`broken_steps`, and complete steps newer than the restored one that
+          raise :class:`CorruptCheckpointError`), ascending. Nothing is moved
+          (:meth:`set_aside` does that).
+
+        Raises:
+          CheckpointError: no step reads back (the newest one's error; with a note on the
+            others), or the newest readable step does not match ``config`` / ``like``.
+        """
+        broken = [(s, "incomplete: its meta/ or state/ folder is missing") for s in self.broken_steps()]
+        first_error: CorruptCheckpointError | None = None
+        for step in reversed(self.steps()):
+            try:
+                restored = self.restore(like, step=step, config=config, ignore=ignore, absent=absent)
+            except CorruptCheckpointError as e:
+                first_error = first_error or e
+                broken.append((step, str(e)))
+                continue
+            return restored, sorted(broken)
+        if first_error is None:
+            if broken:
+                step, why = broken[-1]
+                raise CorruptCheckpointError(f"no intact checkpoint in {self.directory}: step {step} is {why}")
+            self._require_step(None)  # the directory's own error (missing, empty, foreign, ...)
+            raise CheckpointError(f"no checkpoint in {self.directory}")  # pragma: no cover
+        others = len(broken) - 1
+        more = f"; {others} other step(s) cannot be read either" if others else ""
+        raise CorruptCheckpointError(f"{first_error}{more}")
+
     def _require_step(self, step: int | None) -> int:
         if not self.directory.exists():
             raise CheckpointError(f"no checkpoint at {self.directory} (the directory does not exist)")
@@ -234,8 +307,8 @@ class Checkpointer:
             raise CheckpointError(f"{self.directory / str(step)} is not a metadqn_jax checkpoint "
                                   "(no metadata)") from None
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt: "
-                                  f"unreadable metadata ({type(e).__name__})") from None
+            raise CorruptCheckpointError(f"checkpoint {self.directory / str(step)} is corrupt: "
+                                         f"unreadable metadata ({type(e).__name__})") from None
         if not isinstance(info, dict) or info.get("format") != self.kind:
             found = info.get("format") if isinstance(info, dict) else None
             raise CheckpointError(f"{self.directory / str(step)} is not a {self.kind} checkpoint "
@@ -320,8 +393,8 @@ class Checkpointer:
             out = self._manager(create=False).restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         except Exception as e:  # noqa: BLE001
             self.close()
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or unreadable "
-                                  f"({type(e).__name__})") from None
+            raise CorruptCheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or unreadable "
+                                         f"({type(e).__name__})") from None
         arrays = {k: np.asarray(v) for k, v in dict(out["state"]).items()}
         for name, spec in info["leaves"].items():
             if name not in arrays:
@@ -364,22 +437,22 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001
             self.close()
             msg = str(e).splitlines()[0] if str(e) else ""
-            raise CheckpointError(f"checkpoint {where} is corrupt or unreadable "
-                                  f"({type(e).__name__}: {msg[:200]})") from None
+            raise CorruptCheckpointError(f"checkpoint {where} is corrupt or unreadable "
+                                         f"({type(e).__name__}: {msg[:200]})") from None
         for name, spec in stored.items():
             want = tuple(spec["shape"])
             if spec["dtype"] == "prng_key":
                 if name in arrays and arrays[name].shape[: len(want)] != want:
-                    raise CheckpointError(f"checkpoint {where} is corrupt: key {name} has shape "
-                                          f"{arrays[name].shape}, its metadata says {want}")
+                    raise CorruptCheckpointError(f"checkpoint {where} is corrupt: key {name} has shape "
+                                                 f"{arrays[name].shape}, its metadata says {want}")
                 continue
             size = int(np.prod(want)) if want else 1
             if size and name not in arrays:
-                raise CheckpointError(f"checkpoint {where} is corrupt: the array {name} is missing")
+                raise CorruptCheckpointError(f"checkpoint {where} is corrupt: the array {name} is missing")
             if name in arrays and (arrays[name].shape != want or arrays[name].dtype.name != spec["dtype"]):
-                raise CheckpointError(f"checkpoint {where} is corrupt: {name} is "
-                                      f"{arrays[name].shape} {arrays[name].dtype.name}, its metadata "
-                                      f"says {_shape_str(spec)}")
+                raise CorruptCheckpointError(f"checkpoint {where} is corrupt: {name} is "
+                                             f"{arrays[name].shape} {arrays[name].dtype.name}, its metadata "
+                                             f"says {_shape_str(spec)}")
         tree = unflatten(like, arrays, stored)
         return Restored(tree, step, info)
 

@@ -11,8 +11,10 @@ Every option's help ends with its default, taken from the resolved default confi
 its command (:mod:`metadqn_jax.app.command_defaults`, generated with ``docs/CLI.md``) and the
 per-algorithm defaults (:mod:`metadqn_jax.meta.defaults`): building the parser imports no jax.
 
-Every user-facing error (bad option or config value, bad run folder or checkpoint) prints one
-line ``error: <message>`` on stderr and exits with status 2 (``METADQN_DEBUG=1`` shows the
+Every user-facing error (bad option or config value, bad run folder or checkpoint, an
+operating-system error such as a read-only folder) prints one line ``error: <message>`` on
+stderr and exits with status 2; training that diverged (a non-finite loss, gradient norm or
+parameter) prints one ``error:`` line and exits with status 3 (``METADQN_DEBUG=1`` shows the
 traceback instead). Results go to stdout, progress and notes to stderr.
 """
 
@@ -235,7 +237,7 @@ def _flag_layer(args: argparse.Namespace, opts: Sequence[Opt]) -> dict[str, dict
 
 
 def _add_common(parser: argparse.ArgumentParser, *, config: bool = True, out: bool = True,
-                quick: str | None = None, progress: bool = True,
+                quick: str | None = None, progress: bool = True, diverge: str | None = None,
                 set_example: str = "--set meta.hidden=[32,32] or --set hparams.tau=0.9") -> None:
     if config:
         parser.add_argument("--config", metavar="FILE.yaml", default=None,
@@ -254,6 +256,9 @@ def _add_common(parser: argparse.ArgumentParser, *, config: bool = True, out: bo
                                  "<command>-<family or env>-<date>-<time>]")
     if quick:
         parser.add_argument("--quick", action="store_true", help=f"{quick} [default: off]")
+    if diverge:
+        parser.add_argument("--keep-going-on-divergence", action="store_true",
+                            help=f"{diverge} [default: off: stop with one error line and exit status 3]")
     if progress:
         parser.add_argument("--no-progress", action="store_true",
                             help="no progress bar [default: off: a tqdm bar on stderr, updated every chunk, "
@@ -291,7 +296,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
         prog=PROG, formatter_class=fmt,
         description="Meta-learning Deep Q-Networks in JAX over gymnax task families.",
         epilog="Run 'metadqn COMMAND --help' for the options of a command. Errors print one line "
-               "'error: ...' and exit with status 2.",
+               "'error: ...' and exit with status 2; training that diverged, with status 3.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -327,7 +332,9 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
                    help="stop meta-training at the first chunk boundary >= STEP, after saving a checkpoint, "
                         "and exit (a deliberate interruption; continue with --resume) [default: none; unit: "
                         "meta-steps]")
-    _add_common(p, quick="tiny settings for smoke tests (metadqn_jax/app/presets.py QUICK_TRAIN)")
+    _add_common(p, quick="tiny settings for smoke tests (metadqn_jax/app/presets.py QUICK_TRAIN)",
+                diverge="keep meta-training after a non-finite loss, gradient norm or parameter, and "
+                        "export and evaluate what it gives")
     p.set_defaults(func=train.cmd_train, opts=TRAIN_OPTS)
 
     # ---- evaluate
@@ -354,6 +361,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
     )
     _add_opts(p, DQN_OPTS, d["dqn"])
     _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_DQN)", progress=False,
+                diverge="keep training after a non-finite loss or parameter and write the results anyway",
                 set_example="--set dqn.hidden=[32,32] or --set hparams.tau=0.99")
     p.set_defaults(func=dqn.cmd_dqn, opts=DQN_OPTS)
 
@@ -365,6 +373,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
     )
     _add_opts(p, REGRESS_OPTS, d["regress"])
     _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_REGRESS)",
+                diverge="keep meta-training after a non-finite loss or parameter and report what it gives",
                 set_example="--set regression.hidden=[40,40] or --set eval.inner_lr=0.02")
     p.set_defaults(func=regress.cmd_regress, opts=REGRESS_OPTS)
 
@@ -381,8 +390,9 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
 
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``metadqn``: returns the exit status (0 ok, 2 usage/config/checkpoint error,
-    130 interrupted)."""
+    """Entry point of ``metadqn``: returns the exit status (0 ok, 2 usage, config, run-folder,
+    checkpoint or operating-system error, 3 training diverged, 130 interrupted); every error is
+    one ``error:`` line on stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("METADQN_DEBUG", "") not in ("", "0")
     try:
@@ -391,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)
             return 2
+        args.argv = argv  # recorded in a run folder's lock file
         return int(args.func(args, _flag_layer(args, args.opts)) or 0)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -404,6 +415,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (e.g. '| head'): stop quietly (Python's SIGPIPE recipe)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+    except OSError as e:  # e.g. a folder that became read-only or a full disk while writing
+        if debug:
+            raise
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "DivergenceError" or debug:
+            raise
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 3
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system error: its reason and the path(s) it names."""
+    why = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    paths = [repr(str(p)) for p in (e.filename, e.filename2) if p is not None]
+    return f"{why}: {' -> '.join(paths)}" if paths else why
 
 
 # --------------------------------------------------------------------------- docs

@@ -42,7 +42,7 @@ from metadqn_jax.fewshot import FewShotConfig, make_few_shot
 from metadqn_jax.meta import Learner, MetaConfig, make_learner
 from metadqn_jax.tasks import TaskFamily
 
-__all__ = ["Policy", "load_policy", "adapt_to_task", "export_policy", "policy_dir"]
+__all__ = ["Policy", "load_policy", "adapt_to_task", "check_task", "export_policy", "policy_dir"]
 
 
 class Policy(NamedTuple):
@@ -131,6 +131,76 @@ def _adapt_program(cfg: MetaConfig, fs: FewShotConfig, learner: Learner):
     return jax.jit(run)
 
 
+def _describe(value: Any) -> str:
+    """``None``, a builtin type's name (``dict``) or a class's full name, for messages."""
+    if value is None:
+        return "None"
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _batch_shape(shape: tuple[int, ...]) -> str:
+    """``(n,)``, ``(n, 2)``: a field's shape in a batch of tasks."""
+    return "(" + ", ".join(["n", *map(str, shape)]) + ("," if not shape else "") + ")"
+
+
+def check_task(policy: Policy, env_params: Any) -> bool:
+    """Checks that ``env_params`` is one task, or a batch of tasks, of ``policy``'s family.
+
+    A task is an instance of the family's ``EnvParams`` class with the same fields as the
+    family's tasks, every field numeric, with the shape of that field in the family's base task
+    (a batch: every field with one more, leading axis of the same length n >= 1), and every
+    float field finite where the base task's is. Host-side checks only (no compilation).
+
+    Returns:
+      ``True`` for a batch of tasks, ``False`` for one task.
+
+    Raises:
+      ValueError: one line, ``"adapt_to_task: env_params must be a <params class> (the <env id>
+        params of the policy's family <name>)..."``, then what is wrong.
+    """
+    _, base = policy.family.env()
+    cls = type(base).__name__
+    what = (f"adapt_to_task: env_params must be a {cls} (the {policy.family.env_id} params of the policy's "
+            f"family {policy.family.name})")
+    if not isinstance(env_params, type(base)):
+        raise ValueError(f"{what}, got {_describe(env_params)}")
+    given, tree = jax.tree_util.tree_flatten_with_path(env_params)
+    expected, base_tree = jax.tree_util.tree_flatten_with_path(base)
+    if tree != base_tree:
+        names = lambda leaves: [jax.tree_util.keystr(p) for p, _ in leaves]
+        missing = [n for n in names(expected) if n not in names(given)]
+        detail = f"no value for {', '.join('env_params' + n for n in missing)}" if missing else \
+            "its fields differ from the family's tasks"
+        raise ValueError(f"{what}; {detail}")
+    batch_sizes = set()
+    for (path, x), (_, b) in zip(given, expected):
+        field = f"env_params{jax.tree_util.keystr(path)}"
+        kind = getattr(getattr(x, "dtype", None), "kind", None) or np.asarray(x).dtype.kind
+        if kind not in "biuf":
+            raise ValueError(f"{what}; {field} is not numeric (got {_describe(x)})")
+        shape, base_shape = tuple(np.shape(x)), tuple(np.shape(b))
+        if shape == base_shape:
+            batch_sizes.add(None)
+        elif len(shape) == len(base_shape) + 1 and shape[1:] == base_shape:
+            batch_sizes.add(shape[0])
+        else:
+            raise ValueError(f"{what}; {field} has shape {shape}, not {base_shape} (one task) or "
+                             f"{_batch_shape(base_shape)} (a batch of n tasks)")
+        if len(batch_sizes) > 1:
+            raise ValueError(f"{what}; mismatched leaf shapes: give every field one task's shape, or every "
+                             f"field a leading task axis of the same length ({field} has shape {shape})")
+        if kind == "f" and not isinstance(x, jax.core.Tracer) and np.all(np.isfinite(np.asarray(b))):
+            values = np.asarray(x)
+            if not np.all(np.isfinite(values)):
+                bad = values[~np.isfinite(values)].ravel()[0]
+                raise ValueError(f"{what}; {field} holds {bad} (every field of a task must be finite)")
+    n = batch_sizes.pop() if batch_sizes else None
+    if n == 0:
+        raise ValueError(f"{what}; the batch of tasks is empty (leading axis of length 0)")
+    return n is not None
+
+
 def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array | None = None, *,
                   few_shot: FewShotConfig | None = None) -> Any:
     """Adapts ``policy`` to the task ``env_params`` with ``budget`` environment steps.
@@ -151,16 +221,20 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
 
     Returns:
       Adapted task parameters for ``policy.act`` (with a leading axis for a batch of tasks).
+
+    Raises:
+      ValueError: before any compilation: ``budget`` is not an integer >= 0, or ``env_params``
+        is not a task of the policy's family (:func:`check_task`: the wrong ``EnvParams``
+        class, a dict, ``None``, mismatched field shapes, a non-finite field), naming the
+        expected params class.
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
         raise ValueError(f"budget must be an integer >= 0 (environment steps), got {budget!r}")
+    batched = check_task(policy, env_params)
     key = jax.random.key(0) if key is None else key
     fs = few_shot or policy.few_shot
     fs = dataclasses.replace(fs, budgets=(int(budget),), num_tasks=1, seeds=1, eval_episodes=1)
     run = _adapt_program(policy.config, fs, policy.learner)
-    _, base = policy.family.env()
-    base_ndim = np.ndim(jax.tree.leaves(base)[0])
-    batched = np.ndim(jax.tree.leaves(env_params)[0]) > base_ndim
     tasks = env_params if batched else jax.tree.map(lambda x: jnp.asarray(x)[None], env_params)
     n = jax.tree.leaves(tasks)[0].shape[0]
     keys = jax.random.split(key, n)

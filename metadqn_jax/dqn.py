@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from metadqn_jax import envs
@@ -154,6 +155,12 @@ class DQNMetrics(NamedTuple):
     eval_return: jax.Array  # float32, mean greedy return over eval_episodes
     train_return: jax.Array  # float32, mean return of the last finished training episodes
     loss: jax.Array  # float32, mean TD loss over the period
+    # divergence guard (computed in the compiled program; read with first_divergence):
+    diverged_step: jax.Array  # int32, env steps after the period's first iteration whose applied
+    #                           updates had a non-finite TD loss or left a non-finite online
+    #                           parameter (-1: none in this period)
+    diverged_loss: jax.Array  # float32, that iteration's mean TD loss (non-finite: the loss
+    #                           diverged; finite: the parameters did; 0 when diverged_step is -1)
 
 
 def dqn_update(
@@ -212,6 +219,12 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
       cfg: static configuration (validated on construction).
       env_params: the task (an unbatched ``EnvParams``); default: the env's default params.
         ``train`` also accepts it as a third argument, so a batch of tasks is one ``vmap``.
+
+    The metrics carry the divergence guard, computed in the program (no host work, no extra
+    synchronisation): per evaluation period the env step of the first iteration whose applied
+    updates had a non-finite TD loss or left a non-finite online parameter
+    (:attr:`DQNMetrics.diverged_step`); :func:`first_divergence` reads it. Training itself is
+    not stopped (one compiled program): the caller decides.
     """
     env, default_params = envs.make_env(cfg.env_id)
     env_params = default_params if env_params is None else env_params
@@ -271,20 +284,48 @@ def make_train(cfg: DQNConfig, env_params: Any | None = None):
                 new_t = polyak_update(target, params, hp.tau)
                 target = jax.tree.map(lambda a, b: jnp.where(ready, a, b), new_t, target)
             s = DQNState(params, target, opt_state, buffer, carry, env_steps, updates)
-            return s, loss.mean()
+            loss = loss.mean()
+            # updates apply only once ready: a non-finite loss or parameter before that is not one
+            bad = ready & ~(jnp.isfinite(loss) & _all_finite(params))
+            return s, (loss, bad)
 
         def period(s: DQNState, k):
             k_it, k_eval = jax.random.split(k)
-            s, loss = jax.lax.scan(iteration, s, jax.random.split(k_it, cfg.iterations_per_eval))
+            start = s.env_steps
+            s, (loss, bad) = jax.lax.scan(iteration, s, jax.random.split(k_it, cfg.iterations_per_eval))
             eval_params = rollout.broadcast_params(task_params, cfg.eval_episodes)
             act = lambda obs: jnp.argmax(q_fn(s.params, obs), axis=-1)
             returns = rollout.greedy_returns(env, act, k_eval, eval_params, max_steps)
             train_ret = jnp.where(s.carry.episodes > 0, s.carry.last_return, jnp.nan)
-            return s, DQNMetrics(s.env_steps, returns.mean(), jnp.nanmean(train_ret), loss.mean())
+            first = jnp.argmax(bad)
+            diverged = bad.any()
+            diverged_step = jnp.where(diverged, start + (first + 1) * cfg.num_envs, -1).astype(jnp.int32)
+            diverged_loss = jnp.where(diverged, loss[first], 0.0)
+            return s, DQNMetrics(s.env_steps, returns.mean(), jnp.nanmean(train_ret), loss.mean(),
+                                 diverged_step, diverged_loss)
 
         return jax.lax.scan(period, state, jax.random.split(k_loop, cfg.num_evals))
 
     return train
+
+
+def _all_finite(tree) -> jax.Array:
+    """A bool scalar: every element of every leaf of ``tree`` is finite."""
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]).all()
+
+
+def first_divergence(metrics: DQNMetrics) -> tuple[int, str, float] | None:
+    """Where one training run (metrics leaves ``[num_evals]``, on the host or device) first
+    diverged: ``(env_steps, quantity, value)`` with ``quantity`` ``"loss"`` (the TD loss of the
+    updates of that iteration was ``value``, non-finite) or ``"params"`` (an online parameter
+    became non-finite; ``value`` is the finite loss); ``None`` if it never did."""
+    steps = np.asarray(metrics.diverged_step).reshape(-1)
+    hit = np.flatnonzero(steps >= 0)
+    if hit.size == 0:
+        return None
+    j = int(hit[0])
+    value = float(np.asarray(metrics.diverged_loss).reshape(-1)[j])
+    return int(steps[j]), ("params" if np.isfinite(value) else "loss"), value
 
 
 def first_solved_step(metrics: DQNMetrics, threshold: float) -> jax.Array:

@@ -10,12 +10,22 @@ hyper-parameters every chunk.
 Early stopping keeps the meta-parameters with the best validation return and stops after
 ``patience`` validations without improvement; its state is a pytree (:class:`EarlyStop`)
 so a checkpoint resumes it exactly.
+
+Divergence guard: every meta-step reports, inside the compiled chunk, its query loss, its
+meta-gradient norm and whether every meta-parameter is finite after the update
+(:class:`metadqn_jax.meta.step.MetaStepMetrics`); the driver reads them with the chunk's other
+metrics at the chunk edge (no extra host synchronisation, no recompilation) and raises
+:class:`DivergenceError` naming the first bad meta-step *before* validating or calling the
+callback for that chunk, so a caller's last checkpoint stays the last good one
+(``allow_divergence=True`` keeps going instead).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,6 +64,68 @@ class ValidationConfig:
         budgets = tuple(sorted(set(int(b) for b in self.budgets)))
         require(all(b >= 0 for b in budgets), "validation.budgets", "a list of env-step counts >= 0", self.budgets)
         object.__setattr__(self, "budgets", budgets)
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient norm or parameter.
+
+    Attributes:
+      step: the first bad step (meta-steps taken when it happened, counted like
+        ``row["meta_step"]``; for other trainers the unit is in ``unit``).
+      quantity: what was non-finite first at that step: ``"query_loss"``, ``"grad_norm"`` or
+        ``"meta_params"`` (meta-training; checked in that order), or the trainer's own names.
+      value: its value (``nan``, ``inf`` or ``-inf``; ``nan`` for parameters).
+      detail: the message without the hint, e.g. ``"meta-training diverged at meta-step 40:
+        query_loss is inf"`` (for callers that print their own hint).
+
+    ``str()`` is one line: ``detail`` followed by ``hint`` in parentheses.
+    """
+
+    def __init__(self, step: int, quantity: str, value: float, *, what: str = "meta-training",
+                 unit: str = "meta-step", hint: str = "set allow_divergence=True to keep going"):
+        self.step, self.quantity, self.value = int(step), str(quantity), float(value)
+        self.what, self.unit, self.hint = what, unit, hint
+        if quantity.endswith("params"):
+            state = f"{quantity} not all finite"
+        else:
+            state = f"{quantity} is {self.value!r}"
+        self.detail = f"{what} diverged at {unit} {self.step}: {state}"
+        super().__init__(f"{self.detail} ({hint})" if hint else self.detail)
+
+    def __reduce__(self):  # picklable (keyword-only arguments)
+        return _divergence_error, (self.step, self.quantity, self.value, self.what, self.unit, self.hint)
+
+
+def _divergence_error(step, quantity, value, what, unit, hint):
+    return DivergenceError(step, quantity, value, what=what, unit=unit, hint=hint)
+
+
+def first_divergence(checks: dict[str, Any], start_step: int) -> tuple[int, str, float] | None:
+    """The first bad step of a chunk of per-step diagnostics, or ``None`` if every step is fine.
+
+    Args:
+      checks: ordered ``{quantity: per-step array [n]}``: float arrays are bad where non-finite,
+        bool arrays (``*_finite`` flags, reported as the quantity without ``_finite``) where
+        ``False``; at one step the first bad quantity in this order is reported.
+      start_step: steps taken before the chunk (step ``i`` of the chunk is ``start_step + i + 1``).
+
+    Returns:
+      ``(step, quantity, value)`` (``value``: the non-finite value, ``nan`` for a flag).
+    """
+    bad = {}
+    for name, v in checks.items():
+        v = np.asarray(v).reshape(-1)
+        bad[name] = ~v if v.dtype == bool else ~np.isfinite(v)
+    any_bad = np.logical_or.reduce(list(bad.values()))
+    if not any_bad.any():
+        return None
+    i = int(np.argmax(any_bad))
+    for name, b in bad.items():
+        if b[i]:
+            if name.endswith("_finite"):
+                return start_step + i + 1, name[: -len("_finite")], math.nan
+            return start_step + i + 1, name, float(np.asarray(checks[name]).reshape(-1)[i])
+    raise AssertionError("unreachable")
 
 
 class EarlyStop(NamedTuple):
@@ -112,6 +184,7 @@ def train_meta(
     program: MetaProgram | None = None,
     mesh: Any = None,
     num_devices: int | None = None,
+    allow_divergence: bool = False,
 ) -> TrainResult:
     """Meta-trains ``cfg.num_meta_steps`` meta-steps (or continues ``state`` up to it): the
     Python loop over chunks of the jitted :func:`metadqn_jax.meta.step.meta_train` scan
@@ -129,10 +202,19 @@ def train_meta(
         a 1-D ``jax.sharding.Mesh`` with axis ``"tasks"``, or the number of devices to build
         one over. Default (both ``None``): all devices (``jax.devices()``); with a single
         device, or ``num_devices=1``, the program is the plain single-device ``jit``.
+      allow_divergence: keep training after a non-finite query loss, gradient norm or
+        meta-parameter (one ``RuntimeWarning``, the first time; each chunk's row that holds
+        a bad meta-step records the first one as ``row["diverged_step"]``). Default: raise.
 
     Returns:
       :class:`TrainResult`. Validation uses keys derived from the meta-step number only, so a
       resumed run sees exactly what an uninterrupted one would.
+
+    Raises:
+      DivergenceError: (unless ``allow_divergence``) at the edge of the first chunk in which a
+        meta-step's query loss or meta-gradient norm is non-finite, or a meta-parameter is
+        non-finite after its update; it names that meta-step and quantity. That chunk is neither
+        validated nor passed to ``callback``: the callback's last state is the last good one.
     """
     validation = validation or ValidationConfig()
     hp = cfg.hparams() if hp is None else hp
@@ -164,11 +246,26 @@ def train_meta(
     t0 = time.perf_counter()
     stopped = False
     val_every_chunks = max(1, -(-validation.every // cfg.chunk_size)) if validation.every else 0
+    warned = False
     while int(state.step) < cfg.num_meta_steps:
-        n = min(cfg.chunk_size, cfg.num_meta_steps - int(state.step))
+        before = int(state.step)
+        n = min(cfg.chunk_size, cfg.num_meta_steps - before)
         state, metrics = run(program.meta_step, state, hp, n)
         step = int(state.step)
-        row = {k: float(np.mean(np.asarray(v))) for k, v in metrics._asdict().items()}
+        host = {k: np.asarray(v) for k, v in metrics._asdict().items()}
+        bad = first_divergence({"query_loss": host["query_loss"], "grad_norm": host["grad_norm"],
+                                "meta_params_finite": host["params_finite"]}, before)
+        if bad is not None and not allow_divergence:
+            if bar is not None:
+                bar.close()
+            raise DivergenceError(*bad)
+        row = {k: float(np.mean(v)) for k, v in host.items() if k != "params_finite"}
+        if bad is not None:
+            row["diverged_step"] = bad[0]
+            if not warned:
+                warnings.warn(f"{DivergenceError(*bad, hint='').detail}; continuing (allow_divergence=True)",
+                              RuntimeWarning, stacklevel=2)
+                warned = True
         row["meta_step"] = step
         row["env_steps"] = step * cfg.env_steps_per_meta_step
         chunk_index = -(-step // cfg.chunk_size)

@@ -32,7 +32,7 @@ import numpy as np
 from metadqn_jax import dqn, envs
 from metadqn_jax.core import policies, replay, rollout
 from metadqn_jax.core.optim import clipped_adam, polyak_update
-from metadqn_jax.core.stats import mean_ci95
+from metadqn_jax.core.stats import as_runs, summarize_runs
 from metadqn_jax.core.types import example_transition
 from metadqn_jax.core.validate import in_range, positive_int, require
 from metadqn_jax.dqn import DQNConfig, DQNHParams
@@ -81,7 +81,12 @@ def _inferring_mode(meta_cfg: MetaConfig) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class FewShotConfig:
-    """Static settings of the few-shot protocol (budgets in environment steps)."""
+    """Static settings of the few-shot protocol (budgets in environment steps).
+
+    Checked on construction (one ``ConfigError`` naming the field): ``budgets`` is a non-empty
+    list of distinct env-step counts >= 0 (stored sorted), the counts are positive integers,
+    the ε's are in [0, 1], ``split`` and ``explore`` are known names.
+    """
 
     budgets: tuple[int, ...] = (0, 250, 500, 1000, 2000, 5000)
     num_tasks: int = 20  # held-out tasks
@@ -105,6 +110,9 @@ class FewShotConfig:
         object.__setattr__(self, "budgets", tuple(sorted(int(b) for b in self.budgets)))
         require(len(self.budgets) > 0 and self.budgets[0] >= 0, "budgets",
                 "a non-empty list of env-step counts >= 0", self.budgets)
+        repeated = sorted({b for b in self.budgets if self.budgets.count(b) > 1})
+        require(not repeated, "budgets", f"a list of distinct env-step counts ({', '.join(map(str, repeated))} "
+                "given more than once)", list(self.budgets))
         require(self.split in ("train", "val", "test"), "split", "'train', 'val' or 'test'", self.split)
         require(self.explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), self.explore)
         for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes"):
@@ -120,20 +128,41 @@ class FewShotConfig:
 
 
 class FewShotResult(NamedTuple):
-    """Greedy returns of every (task, seed) run at every budget, and their summary."""
+    """Greedy returns of every run at every budget, and their summary (:mod:`metadqn_jax.core.stats`).
+
+    ``returns`` keeps the named axes ``[meta_seed, task, adapt_seed, budget]``
+    (:data:`metadqn_jax.core.stats.AXES`); the intervals resample whole tasks (and meta-training
+    seeds), never the adaptation seeds of one task. Results read back from JSON may lack
+    ``returns`` and the interval bounds (``None``).
+    """
 
     budgets: tuple[int, ...]
-    returns: np.ndarray  # [num_tasks * seeds, num_budgets] float
-    mean: np.ndarray  # [num_budgets]
-    ci95: np.ndarray  # [num_budgets], 95 % half-width (core.stats.mean_ci95)
+    returns: np.ndarray | None  # [meta_seed, task, adapt_seed, budget] float64
+    mean: np.ndarray  # [budget]
+    ci95: np.ndarray  # [budget], half-width of [ci_low, ci_high]
+    ci_low: np.ndarray | None = None  # [budget], 95 % interval of the mean (bootstrap over tasks)
+    ci_high: np.ndarray | None = None
+    iqm: np.ndarray | None = None  # [budget], interquartile mean of the per-task means
+    iqm_low: np.ndarray | None = None  # [budget], its 95 % interval
+    iqm_high: np.ndarray | None = None
 
 
-def summarize(budgets, returns) -> FewShotResult:
-    """A :class:`FewShotResult` of ``returns [runs, num_budgets]`` (float64): the mean over runs and
-    the 95 % half-width of :func:`metadqn_jax.core.stats.mean_ci95` at every budget."""
-    returns = np.asarray(returns, np.float64)
-    mean, ci = mean_ci95(returns, axis=0)
-    return FewShotResult(tuple(budgets), returns, mean, ci)
+def summarize(budgets, returns, axes: str = "mtsb") -> FewShotResult:
+    """A :class:`FewShotResult` of ``returns`` (axes named by ``axes``, see
+    :func:`metadqn_jax.core.stats.as_runs`; e.g. ``"tsb"`` for ``[task, adapt_seed, budget]``):
+    mean, IQM and 95 % intervals per budget from :func:`metadqn_jax.core.stats.summarize_runs`."""
+    runs = as_runs(returns, axes)
+    if runs.shape[-1] != len(budgets):
+        raise ValueError(f"returns have {runs.shape[-1]} budgets, expected {len(budgets)}")
+    s = summarize_runs(runs)
+    return FewShotResult(tuple(budgets), runs, s.mean, s.ci95, s.ci_low, s.ci_high, s.iqm, s.iqm_low, s.iqm_high)
+
+
+def _by_task(returns, seeds: int) -> np.ndarray:
+    """``[tasks * seeds, B]`` (task-major, as :func:`few_shot_tasks` lays the runs out) ->
+    ``[tasks, seeds, B]``."""
+    returns = np.asarray(returns)
+    return returns.reshape(-1, seeds, returns.shape[-1])
 
 
 def _explore_step(env, learner: Learner, mode: str, meta_params, meta_target, hp, state, buf, support_size,
@@ -284,7 +313,7 @@ def evaluate_few_shot(
     run, _ = make_few_shot(meta_cfg, fs, learner)
     task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
     returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
-    return summarize(fs.budgets, np.asarray(returns))
+    return summarize(fs.budgets, _by_task(returns, fs.seeds), axes="tsb")
 
 
 def first_episode_explore(meta_cfg: MetaConfig) -> str:
@@ -348,7 +377,7 @@ def first_episode_curve(
 
     task_params, keys = few_shot_tasks(family, fs, key)
     curves = jax.jit(jax.vmap(one_run))(task_params, keys)
-    return summarize(tuple(range(1, steps + 1)), np.asarray(curves))
+    return summarize(tuple(range(1, steps + 1)), _by_task(curves, fs.seeds), axes="tsb")
 
 
 def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
@@ -366,8 +395,9 @@ def oracle_returns(
 ) -> FewShotResult:
     """The oracle: a DQN trained from scratch on each held-out task for a long budget.
 
-    Returns the best periodic greedy evaluation of each (task, seed) run, reported at
-    every budget (a horizontal reference line). Tasks × seeds are one vmapped program.
+    Returns the final greedy evaluation of each (task, seed) run (not the best of the periodic
+    ones, which would pick the luckiest evaluation), reported at every budget (a horizontal
+    reference line). Tasks × seeds are one vmapped program.
     """
     dqn_cfg = dqn_cfg or default_oracle_config(family)
     env, base = family.env()
@@ -375,8 +405,8 @@ def oracle_returns(
     hp = dqn_cfg.hparams(gamma=family.gamma)
     task_params, keys = few_shot_tasks(family, fs, key)
     _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, hp, task_params)
-    best = np.asarray(metrics.eval_return).max(axis=-1)
-    return summarize(fs.budgets, np.repeat(best[:, None], len(fs.budgets), axis=1))
+    final = np.asarray(metrics.eval_return)[:, -1]  # the trained DQN's last evaluation, not the best one
+    return summarize(fs.budgets, _by_task(np.repeat(final[:, None], len(fs.budgets), axis=1), fs.seeds), axes="tsb")
 
 
 def default_oracle_config(family: TaskFamily) -> DQNConfig:

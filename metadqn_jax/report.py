@@ -1,49 +1,61 @@
-"""Few-shot results as a markdown table, a JSON-ready dict and a PNG plot with CI bands."""
+"""Few-shot results as markdown tables, a JSON-ready dict, a return-vs-budget plot with 95 % bands and a
+performance profile; every number comes from :mod:`metadqn_jax.core.stats`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from metadqn_jax.core.stats import mean_ci95
+from metadqn_jax.core import stats
 from metadqn_jax.fewshot import FewShotResult
 
+SUMMARY_FIELDS = ("ci_low", "ci_high", "iqm", "iqm_low", "iqm_high")
 
-def to_dict(results: Mapping[str, FewShotResult]) -> dict:
-    """``{name: {"mean": [...], "ci95": [...], "returns": [[...] per run]}}`` plus ``"budgets"``
-    (JSON-serialisable; ``returns`` only where the per-run returns are known)."""
+
+def to_dict(results: Mapping[str, FewShotResult], *, meta_seeds: Sequence[int] | None = None) -> dict:
+    """JSON-ready: ``"budgets"``, ``"axes"`` of the returns (:data:`metadqn_jax.core.stats.AXES`),
+    ``"ci_method"``, ``"meta_seeds"`` (when given) and per init ``{"mean", "ci95", "ci_low",
+    "ci_high", "iqm", "iqm_low", "iqm_high": [B], "returns": [meta_seed][task][adapt_seed][budget]}``
+    (fields a result lacks, e.g. one read back from JSON, are left out)."""
     budgets = next(iter(results.values())).budgets
-    out: dict = {"budgets": list(budgets)}
+    out: dict = {"budgets": list(budgets), "axes": list(stats.AXES), "ci_method": stats.CI_METHOD}
+    if meta_seeds is not None:
+        out["meta_seeds"] = [int(m) for m in meta_seeds]
     for name, r in results.items():
         out[name] = {"mean": [float(x) for x in r.mean], "ci95": [float(x) for x in r.ci95]}
+        for field in SUMMARY_FIELDS:
+            if getattr(r, field) is not None:
+                out[name][field] = [float(x) for x in getattr(r, field)]
         if r.returns is not None:
             out[name]["returns"] = np.round(np.asarray(r.returns, np.float64), 4).tolist()
     return out
 
 
-def paired_difference(a: FewShotResult, b: FewShotResult) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and 95 % CI half-width of ``a − b`` per budget, *paired* by run.
+def paired(a: FewShotResult, b: FewShotResult) -> stats.Paired:
+    """``a − b`` per budget and the probability that ``a`` beats ``b``, paired by (meta seed,
+    task), with 95 % intervals that resample whole tasks (:func:`metadqn_jax.core.stats.paired_compare`).
 
-    Valid when both were evaluated on the same tasks with the same keys (as
-    :func:`metadqn_jax.compare.compare` does): the variation between tasks, which both inits
-    share, cancels, so the interval is much tighter than comparing two ``ci95`` bands.
-    Returns ``(mean [B], ci95 [B])``.
+    Valid when both were evaluated on the same tasks (as :func:`metadqn_jax.compare.compare`
+    does): the variation between tasks, which both inits share, cancels.
+
+    Raises:
+      ValueError: a result lacks its per-run returns, or the runs or budgets differ.
     """
     if a.returns is None or b.returns is None:
-        raise ValueError("paired_difference needs the per-run returns of both results")
+        raise ValueError("paired needs the per-run returns of both results")
     ra, rb = np.asarray(a.returns, np.float64), np.asarray(b.returns, np.float64)
     if ra.shape != rb.shape or tuple(a.budgets) != tuple(b.budgets):
-        raise ValueError(f"paired_difference needs the same runs and budgets, got returns {ra.shape} with "
+        raise ValueError(f"paired needs the same runs and budgets, got returns {ra.shape} with "
                          f"budgets {tuple(a.budgets)} and {rb.shape} with {tuple(b.budgets)}")
-    return mean_ci95(ra - rb, axis=0)
+    return stats.paired_compare(ra, rb)
 
 
 def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:
     """Markdown: every other init (the oracle and ``baseline`` excluded) minus ``baseline``,
-    paired by run (:func:`paired_difference`), ``mean ± ci95`` per budget; bold where the
-    interval excludes 0 (a difference the runs resolve)."""
+    paired by task (:func:`paired`): ``mean ± half-width`` of the difference and the
+    probability of improvement per budget; bold where the difference's interval excludes 0."""
     budgets = next(iter(results.values())).budgets
     lines = [f"**{title}**", ""] if title else []
     lines.append(f"| init − {baseline} | " + " | ".join(f"{b} steps" for b in budgets) + " |")
@@ -51,9 +63,9 @@ def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrain
     for name, r in results.items():
         if name in (baseline, "oracle"):
             continue
-        mean, ci = paired_difference(r, results[baseline])
-        cells = [f"{m:+.2f} ± {c:.2f}" for m, c in zip(mean, ci)]
-        cells = [f"**{cell}**" if abs(m) > c else cell for cell, m, c in zip(cells, mean, ci)]
+        pr = paired(r, results[baseline])
+        cells = [f"{m:+.2f} ± {c:.2f} (P {p:.2f})" for m, c, p in zip(pr.diff, pr.ci95, pr.p_improve)]
+        cells = [f"**{cell}**" if sig else cell for cell, sig in zip(cells, pr.significant)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -111,7 +123,8 @@ def plot(
         style = dict(ls="--", color="black", lw=1) if name == "oracle" else dict(marker="o", ms=4)
         ax.plot(x, r.mean, label=name, **style)
         if name != "oracle":
-            ax.fill_between(x, r.mean - r.ci95, r.mean + r.ci95, alpha=0.2)
+            lo, hi = (r.ci_low, r.ci_high) if r.ci_low is not None else (r.mean - r.ci95, r.mean + r.ci95)
+            ax.fill_between(x, lo, hi, alpha=0.2)
     for label, (x, y) in (points or {}).items():
         ax.plot([x], [y], marker="*", ms=12, color="black", ls="none", label=label)
     if log_x:
@@ -123,6 +136,55 @@ def plot(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_profile(
+    results: Mapping[str, FewShotResult],
+    path: str | Path,
+    *,
+    budgets: Sequence[int] | None = None,
+    title: str = "",
+    num_thresholds: int = 101,
+) -> Path:
+    """Performance profiles (Agarwal et al. 2021): for each init, the fraction of held-out tasks
+    whose mean return exceeds a threshold ``τ``, against ``τ`` — one panel per budget (default:
+    the smallest non-zero budget and the largest). Inits without per-run returns (e.g. read back
+    from JSON) and the oracle's reference line are skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    runs = {n: r for n, r in results.items() if r.returns is not None}
+    all_budgets = list(next(iter(results.values())).budgets)
+    if budgets is None:
+        positive = [b for b in all_budgets if b > 0] or all_budgets
+        budgets = sorted({positive[0], all_budgets[-1]})
+    cols = [all_budgets.index(b) for b in budgets]
+    per_task = {n: stats.task_means(r.returns).reshape(-1, len(all_budgets)) for n, r in runs.items()}
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.8), dpi=120, squeeze=False)
+    for ax, j, b in zip(axes[0], cols, budgets):
+        values = np.concatenate([v[:, j] for v in per_task.values()]) if per_task else np.zeros(1)
+        finite = values[np.isfinite(values)]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        tau = np.linspace(lo - 1e-9, hi, num_thresholds)
+        for name, r in runs.items():
+            frac = stats.performance_profile(r.returns[..., j:j + 1], tau)[:, 0]
+            ax.plot(tau, frac, label=name, ls="--" if name == "oracle" else "-")
+        ax.set_title(f"after {b} env steps", fontsize=9)
+        ax.set_xlabel("return threshold τ")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction of tasks with return > τ")
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -1,14 +1,15 @@
 """Sharding the task axis of meta-training across devices (and hosts) with ``jit`` — no ``pmap``.
 
 A state (e.g. :class:`metadqn_jax.meta.step.MetaState`) has two kinds of leaves, told apart by a
-**task-axis spec**: a tree prefix of the state whose leaves are bools (:func:`task_axis_spec`
-builds one for a ``NamedTuple`` state from the names of its per-task fields):
+**task-axis spec**: a tree prefix of the state whose leaves are ints — the position of the task
+axis, or ``-1`` for none (:func:`task_axis_spec` builds one for a ``NamedTuple`` state from the
+names of its per-task fields):
 
-* **per-task** leaves (``True``), with a leading task axis ``T`` — for meta-training the task
+* **per-task** leaves (``0``; ``1`` under a leading meta-training seed axis), with a task axis ``T`` — for meta-training the task
   parameters ``[T]``, env states ``[T, E, ...]`` and replay buffers ``[T, capacity, ...]``
   (:data:`metadqn_jax.meta.step.PER_TASK_FIELDS`) — placed on ``NamedSharding(mesh, P("tasks"))``,
   so each device holds ``T / num_devices`` tasks;
-* **shared** leaves (``False``) — meta-parameters, meta-target, optimiser state, the step
+* **shared** leaves (``-1``) — meta-parameters, meta-target, optimiser state, the step
   counter and the PRNG key — replicated on every device (``P()``).
 
 :func:`jit_meta_train` jits a chunk function such as :func:`metadqn_jax.meta.step.meta_train`
@@ -149,24 +150,27 @@ def check_num_tasks(num_tasks: int, mesh: Mesh) -> None:
 
 
 # ------------------------------------------------------------------------------ shardings
-def task_axis_spec(state, per_task: Collection[str]):
+def task_axis_spec(state, per_task: Collection[str], axis: int = 0):
     """The task-axis spec of a ``NamedTuple`` state (or state class): the same ``NamedTuple``
-    with ``True`` for the fields named in ``per_task`` (every leaf under them has a leading task
-    axis) and ``False`` for the others. Hashable, so it can key compiled programs.
+    with ``axis`` (the position of the task axis in every leaf under the field: 0, or 1 when a
+    meta-training seed axis leads) for the fields named in ``per_task`` and ``-1`` (no task
+    axis) for the others. Hashable, so it can key compiled programs.
 
     Raises:
-      ValueError: a name in ``per_task`` is not a field of the state.
+      ValueError: a name in ``per_task`` is not a field of the state, or ``axis < 0``.
     """
     cls = state if isinstance(state, type) else type(state)
     unknown = sorted(set(per_task) - set(cls._fields))
     if unknown:
         raise ValueError(f"per-task fields {unknown} are not fields of {cls.__name__} {cls._fields}")
-    return cls(**{f: f in per_task for f in cls._fields})
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
+        raise ValueError(f"axis must be an int >= 0, got {axis!r}")
+    return cls(**{f: (axis if f in per_task else -1) for f in cls._fields})
 
 
-def task_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (task) axis split over ``"tasks"``; every other axis whole."""
-    return NamedSharding(mesh, P(TASK_AXIS))
+def task_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Axis ``axis`` split over ``"tasks"``; every other axis whole."""
+    return NamedSharding(mesh, P(*([None] * axis), TASK_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -174,23 +178,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def state_shardings(mesh: Mesh, spec):
-    """``spec`` with each ``True`` replaced by :func:`task_sharding` and each ``False`` by
-    :func:`replicated`: a *tree prefix* of the state (each sharding applies to every leaf under it)."""
-    task, rep = task_sharding(mesh), replicated(mesh)
-    return jax.tree.map(lambda per_task: task if per_task else rep, spec)
+    """``spec`` with each task-axis position ``k >= 0`` replaced by ``task_sharding(mesh, k)`` and
+    each ``-1`` by :func:`replicated`: a *tree prefix* of the state (each sharding applies to every
+    leaf under it)."""
+    rep = replicated(mesh)
+    return jax.tree.map(lambda axis: task_sharding(mesh, axis) if axis >= 0 else rep, spec)
 
 
 def _per_task_leaves(state, spec):
-    """``(name, leaf)`` of every leaf of ``state`` that ``spec`` marks per-task."""
-    marks = jax.tree.map(lambda per_task, sub: jax.tree.map(lambda _: per_task, sub), spec, state)
-    for (path, leaf), per_task in zip(jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(marks)):
-        if per_task:
-            yield jax.tree_util.keystr(path).lstrip("."), leaf
+    """``(name, leaf, task axis)`` of every leaf of ``state`` that ``spec`` marks per-task."""
+    marks = jax.tree.map(lambda axis, sub: jax.tree.map(lambda _: axis, sub), spec, state)
+    for (path, leaf), axis in zip(jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(marks)):
+        if axis >= 0:
+            yield jax.tree_util.keystr(path).lstrip("."), leaf, axis
 
 
 def state_num_tasks(state, spec) -> int:
     """The task-axis size of ``state`` (checks every per-task leaf of ``spec`` agrees)."""
-    sizes = {name: (np.shape(leaf)[0] if np.ndim(leaf) else None) for name, leaf in _per_task_leaves(state, spec)}
+    sizes = {name: (np.shape(leaf)[axis] if np.ndim(leaf) > axis else None)
+             for name, leaf, axis in _per_task_leaves(state, spec)}
     distinct = set(sizes.values())
     if len(distinct) != 1 or None in distinct:
         raise ValueError(f"per-task leaves of the meta-state disagree on the task axis: {sizes}")
@@ -246,12 +252,18 @@ def sharded_meta_step(meta_step, mesh: Mesh, spec):
     return step
 
 
-def _sharded_meta_train(train, meta_step, state, hp, num_steps, mesh, spec):
-    return train(sharded_meta_step(meta_step, mesh, spec), state, hp, num_steps)
+def _sharded_meta_train(train, meta_step, state, hp, num_steps, mesh, spec, step_spec):
+    return train(sharded_meta_step(meta_step, mesh, step_spec), state, hp, num_steps)
+
+
+def _unbatched_spec(spec, batch_axes: int):
+    """``spec`` as one meta-step sees the state when ``train`` vmaps ``batch_axes`` leading axes
+    (e.g. meta-training seeds) away: every task-axis position moves ``batch_axes`` to the left."""
+    return jax.tree.map(lambda axis: axis - batch_axes if axis >= 0 else -1, spec)
 
 
 @functools.lru_cache(maxsize=16)
-def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True):
+def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True, batch_axes: int = 0):
     """``run(meta_step, state, hp, num_steps) -> (state, metrics)``: ``train`` jitted with the
     task-axis shardings of ``spec`` — the drop-in sharded version of
     ``jax.jit(train, static_argnums=(0, 3), donate_argnums=(1,))``.
@@ -262,6 +274,9 @@ def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True):
       mesh: a :func:`make_mesh` mesh.
       spec: the task-axis spec of the state (:func:`task_axis_spec`).
       donate: donate the input state's buffers.
+      batch_axes: leading axes of the state that ``train`` vmaps away before calling
+        ``meta_step`` (1 for a seed-batched state, :func:`metadqn_jax.driver.train_meta` with
+        several keys); the per-step constraint uses the spec of the unbatched state.
 
     Input ``state`` must already be placed by :func:`shard_meta_state` (jit refuses a
     mismatched sharding rather than silently moving data); ``hp`` is replicated; the returned
@@ -270,18 +285,20 @@ def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True):
     state_sh, rep = state_shardings(mesh, spec), replicated(mesh)
     jitted = jax.jit(
         _sharded_meta_train,
-        static_argnums=(0, 1, 4, 5, 6),
+        static_argnums=(0, 1, 4, 5, 6, 7),
         in_shardings=(state_sh, rep),
         out_shardings=(state_sh, rep),
         donate_argnums=(2,) if donate else (),
     )
 
+    step_spec = _unbatched_spec(spec, batch_axes)
+
     def run(meta_step, state, hp, num_steps):
-        return jitted(train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec)
+        return jitted(train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec, step_spec)
 
     run.jitted = jitted
     run.lower = lambda meta_step, state, hp, num_steps: jitted.lower(
-        train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec)
+        train, meta_step, state, shard_replicated(hp, mesh), num_steps, mesh, spec, step_spec)
     return run
 
 

@@ -28,10 +28,14 @@ def test_few_shot_quick(tmp_path, monkeypatch):
         assert all(np.isfinite(v) for v in data[name]["mean"])
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| init |" in out.with_suffix(".md").read_text()
-    # paired by (task, seed) against pretrained: every other init but the oracle, every budget
+    # paired by task against pretrained: every other init but the oracle, every budget
     paired = data["paired_vs_pretrained"]
-    assert set(paired) == {"maml", "context", "scratch"} and all(len(v["ci95"]) == 3 for v in paired.values())
-    assert np.asarray(data["maml"]["returns"]).shape == (4, 3)  # 2 tasks x 2 seeds, 3 budgets
+    assert set(paired) == {"maml", "context", "scratch"}
+    assert all(len(v["diff_low"]) == len(v["p_improve"]) == 3 for v in paired.values())
+    assert np.asarray(data["maml"]["returns"]).shape == (1, 2, 2, 3)  # 1 meta seed, 2 tasks x 2 seeds, 3 budgets
+    assert data["axes"] == ["meta_seed", "task", "adapt_seed", "budget"] and data["meta_seeds"] == [0]
+    assert "bootstrap" in data["ci_method"]
+    assert (tmp_path / "fs_profile.png").stat().st_size > 10_000
     assert "| init − pretrained |" in out.with_suffix(".md").read_text()
     # first-episode curves: cumulative return per step of a PointNav episode (25 steps)
     first = data["first_episode"]
@@ -58,7 +62,7 @@ def test_context_variants_quick(tmp_path, monkeypatch, capsys):
     data = json.loads(out.read_text())
     assert data["sets"] == {"encoder_post": "(8,)"} and len(data["mean"]) == len(data["budgets"])
     assert f"{data['mean'][1]:.2f} ± {data['ci95'][1]:.2f}" in line  # the JSON holds what the line printed
-    assert np.asarray(data["returns"]).shape[1] == len(data["budgets"])
+    assert np.asarray(data["returns"]).shape[-1] == len(data["budgets"])
 
 
 def test_goal_inference_quick(tmp_path, monkeypatch, capsys):

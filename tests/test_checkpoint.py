@@ -216,3 +216,49 @@ def test_leaf_specs_of_abstract_and_concrete_trees_agree(tiny):
     assert {"state.params.net.params.hidden_0.kernel", "state.buffers.data.obs", "state.carry.env_state.pos",
             "early_stop.best_return", "state.key"} <= a.keys()
     assert any(k.startswith("state.opt_state.") for k in a)
+
+
+def test_broken_steps_fall_back_and_are_set_aside(tmp_path):
+    """A deleted ``state/`` (incomplete step) and garbage arrays (corrupt step) are skipped by
+    ``restore_latest_intact``, which restores the newest readable step; moved aside, their
+    step numbers can be saved again (orbax would otherwise raise StepAlreadyExistsError)."""
+    import shutil
+
+    from metadqn_jax.checkpoint import CorruptCheckpointError
+
+    tree = {"w": jnp.arange(4.0), "n": jnp.int32(0)}
+    ck = Checkpointer(tmp_path / "ck", keep=3)
+    for step in (1, 2, 3):
+        ck.save(step, {"w": tree["w"] * step, "n": jnp.int32(step)})
+    ck.close()
+    shutil.rmtree(tmp_path / "ck" / "2" / "state")
+    for f in (tmp_path / "ck" / "3" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\x00garbage")
+    ck = Checkpointer(tmp_path / "ck", keep=3)
+    assert ck.steps() == [1, 3] and ck.broken_steps() == [2]
+    with pytest.raises(CorruptCheckpointError, match="ck/3 is corrupt or unreadable"):
+        ck.restore(tree)
+    restored, broken = ck.restore_latest_intact(tree)
+    assert restored.step == 1 and int(restored.tree["n"]) == 1
+    assert [s for s, _ in broken] == [2, 3]
+    assert "incomplete" in broken[0][1] and "corrupt or unreadable" in broken[1][1]
+    assert ck.set_aside(2).name == "2.broken-1" and ck.set_aside(3).name == "3.broken-1"
+    assert ck.steps() == [1] and ck.broken_steps() == []
+    ck.save(2, {"w": tree["w"], "n": jnp.int32(22)}, config={"a": 0})  # the step numbers are free again
+    ck.save(3, {"w": tree["w"], "n": jnp.int32(33)}, config={"a": 0})
+    assert ck.steps() == [1, 2, 3] and int(ck.restore(tree).tree["n"]) == 33
+    shutil.rmtree(tmp_path / "ck" / "3" / "state")
+    assert ck.set_aside(3).name == "3.broken-2"  # the first free name
+    ck.close()
+    # a config mismatch is not "broken": no fallback past it
+    with pytest.raises(CheckpointError, match="does not match the config: a is 0 in the checkpoint but 1") as e:
+        Checkpointer(tmp_path / "ck").restore_latest_intact(tree, config={"a": 1})
+    assert not isinstance(e.value, CorruptCheckpointError)
+    # nothing readable at all: the newest step's error, naming how many others failed
+    only = Checkpointer(tmp_path / "only", keep=2)
+    only.save(1, tree)
+    only.close()
+    shutil.rmtree(tmp_path / "only" / "1" / "state")
+    with pytest.raises(CorruptCheckpointError, match=r"no intact checkpoint in .*only: step 1 is incomplete"):
+        Checkpointer(tmp_path / "only").restore_latest_intact(tree)

@@ -156,8 +156,18 @@ def test_train_end_to_end(runs):
     assert (run / "few_shot.png").read_bytes()[:4] == b"\x89PNG"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["command"] == "train" and cfg["meta"]["num_meta_steps"] == 20 and cfg["meta"]["hidden"] == [16, 16]
-    assert set(cfg) == {"command", "meta", "hparams", "few_shot", "validation", "run"}
+    assert set(cfg) == {"command", "meta", "hparams", "few_shot", "validation", "run", "defaults_used"}
     assert "inner_lr" in cfg["hparams"] and "inner_lr" not in cfg["meta"]  # static apart from traced
+    # the values used, not null, and which were defaults (per algorithm where they differ)
+    from metadqn_jax import tasks
+
+    gamma = tasks.get_family("pointnav-rotated").gamma
+    assert cfg["hparams"]["gamma"] == gamma and cfg["hparams"]["inner_lr"] == 0.1
+    assert cfg["defaults_used"] == {"meta.random_support": {"context": True, "pretrained": False},
+                                    "hparams.inner_lr": 0.1,
+                                    "hparams.meta_lr": {"context": 0.003, "pretrained": 0.001},
+                                    "hparams.gamma": gamma}
+    assert cfg["hparams"]["meta_lr"] is None and cfg["meta"]["random_support"] is None
     data = json.loads((run / "few_shot.json").read_text())
     assert data["results"]["budgets"] == [0, 10] and set(data["returns"]) == {"context", "pretrained", "scratch"}
     assert (run / "few_shot.md").read_text().startswith("**pointnav-rotated")
@@ -174,14 +184,25 @@ def test_train_end_to_end(runs):
         assert [int(r["meta_step"]) for r in mine] == [5, 10, 15, 20]
         assert [bool(r["val_return"]) for r in mine] == [False, True, False, True]
         assert all(np.isfinite(float(r["query_loss"])) for r in mine)
-    # TensorBoard: the same scalars
+        # blank, not misleading: no training episode ends within the quick run's 5-step rollouts
+        # (the meta-step reports 0.0 then), and the context learner has no inner loss
+        assert [r["train_return"] for r in mine] == [""] * 4
+        assert all((r["pre_adapt_loss"] == "") == (algo == "context") for r in mine)
+    # TensorBoard: the same scalars, against environment steps (the meta-step is a scalar)
     tb = read_tb_scalars(run / "tb")
     ctx = [r for r in rows if r["algorithm"] == "context"]
-    assert [s for s, _ in tb["context/train/query_loss"]] == [5, 10, 15, 20]
+    env_steps = [int(r["env_steps"]) for r in ctx]
+    assert env_steps == [env_steps[0] * k for k in (1, 2, 3, 4)] and env_steps[0] > 5
+    assert [s for s, _ in tb["context/train/query_loss"]] == env_steps
+    assert tb["context/progress/meta_step"] == [(e, float(m)) for e, m in zip(env_steps, (5, 10, 15, 20))]
     np.testing.assert_allclose([v for _, v in tb["context/train/query_loss"]],
                                [float(r["query_loss"]) for r in ctx], rtol=1e-6)
-    assert [s for s, _ in tb["context/validation/return"]] == [10, 20]
-    assert {"pretrained/train/grad_norm", "pretrained/progress/env_steps"} <= set(tb)
+    assert [s for s, _ in tb["context/validation/return"]] == [env_steps[1], env_steps[3]]
+    assert {"pretrained/train/grad_norm", "pretrained/progress/env_steps", "pretrained/train/pre_adapt_loss"} <= set(tb)
+    assert not {"context/train/pre_adapt_loss", "context/train/train_return"} & set(tb)
+    # the resolved settings and config.yaml, logged once per algorithm (a text summary)
+    events = b"".join(f.read_bytes() for f in (run / "tb" / "context").glob("events.out.tfevents.*"))
+    assert b"context: resolved settings" in events and b"hparams.gamma" in events and b"defaults_used" in events
     assert [s for s, _ in tb["few_shot/few_shot/context"]] == [0, 10]
     np.testing.assert_allclose([v for _, v in tb["few_shot/few_shot/scratch"]], data["results"]["scratch"]["mean"],
                                rtol=1e-6)
@@ -231,12 +252,25 @@ def test_evaluate_command(runs):
     # the same protocol and keys as at the end of training: the same numbers
     a = json.loads((run / "few_shot.json").read_text())["results"]
     b = json.loads((run / "eval.json").read_text())["results"]
-    assert set(b) == {"budgets", "context", "scratch"}
+    assert {k for k, v in b.items() if isinstance(v, dict)} == {"context", "scratch"}  # the inits
     assert all(b[k] == a[k] for k in b)
+
+
+def _as_old_format(run: Path) -> None:
+    """Rewrites ``run``'s config.yaml as written before ``defaults_used`` existed (nulls)."""
+    from metadqn_jax.app.runconfig import TrainConfig
+
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    for key in data.pop("defaults_used"):
+        section, field = key.split(".")
+        data[section][field] = None
+    (run / "config.yaml").write_text(TrainConfig.resolve(data).to_yaml())
+    assert "defaults_used" not in (run / "config.yaml").read_text()
 
 
 def test_evaluate_falls_back_to_checkpoints(runs, capsys, tmp_path):
     run = _copy_run(runs, tmp_path)
+    _as_old_format(run)  # a run folder written before config.yaml recorded its defaults
     shutil.rmtree(run / "policy")  # e.g. a run stopped before its end
     rc, out, err = run_main(capsys, ["evaluate", str(run), "--tag", "ck", "--baselines", "pretrained"])  # no scratch
     assert rc == 0, err
@@ -244,7 +278,7 @@ def test_evaluate_falls_back_to_checkpoints(runs, capsys, tmp_path):
            "latest checkpoint (meta-step 20)" in err
     a = json.loads((runs["root"] / "full" / "few_shot.json").read_text())["results"]
     b = json.loads((run / "ck.json").read_text())["results"]
-    assert set(b) == {"budgets", "context", "pretrained"}
+    assert {k for k, v in b.items() if isinstance(v, dict)} == {"context", "pretrained"}  # the inits
     assert b["context"] == a["context"] and b["pretrained"] == a["pretrained"]
     rc, _, err = run_main(capsys, ["evaluate", str(run), "--budgets", "0,5", "--set", "meta.hidden=[8]"])
     assert rc == 2 and err.startswith("error: evaluate: meta.hidden is [16, 16] in the run's config.yaml and "
@@ -282,8 +316,9 @@ def test_families_command(runs):
 
     p = runs["procs"]["families"].check()
     lines = p.out.strip().splitlines()
-    assert lines == [tasks.get_family(n).describe() for n in tasks.list_families()]
-    assert any("pointnav-goal: PointNav-v0; goal = 0.7*(cos a, sin a)" in line for line in lines)
+    names = [line.split()[0].rstrip(":") for line in lines if line.strip()]
+    assert all(n in names for n in tasks.list_families()), names  # one line per family (a table or not)
+    assert any(line.startswith("pointnav-goal") and "PointNav-v0" in line for line in lines)
     assert cli.main(["families", "--json"]) == 0
 
 
@@ -407,15 +442,18 @@ def _resume(capsys, run: Path):
 
 
 def test_corrupt_foreign_and_mismatched_checkpoints(runs, capsys, tmp_path):
-    # corrupt: garbage array data in the latest context checkpoint
+    # corrupt: garbage array data in every context checkpoint (with one intact step left, resume
+    # falls back to it: test_broken_latest_step_resumes)
     run = _copy_run(runs, tmp_path, "corrupt")
-    for f in (run / "checkpoints" / "context" / "20" / "state").rglob("*"):
-        if f.is_file() and f.name != "commit_success.txt":
-            f.write_bytes(b"\x00garbage")
+    for step in ("10", "20"):
+        for f in (run / "checkpoints" / "context" / step / "state").rglob("*"):
+            if f.is_file() and f.name != "commit_success.txt":
+                f.write_bytes(b"\x00garbage")
     rc, _, err = _resume(capsys, run)
     assert rc == 2 and err.startswith(f"error: checkpoint {run.absolute()}/checkpoints/context/20 is corrupt or "
                                       "unreadable"), err
-    assert err.count("\n") == 1
+    assert err.count("\n") == 1 and "1 other step(s) cannot be read either" in err
+    assert sorted(p.name for p in (run / "checkpoints" / "context").iterdir()) == ["10", "20"]  # nothing moved
     # foreign: somebody else's files where the checkpoints should be
     run = _copy_run(runs, tmp_path, "foreign")
     shutil.rmtree(run / "checkpoints" / "context")
@@ -431,6 +469,63 @@ def test_corrupt_foreign_and_mismatched_checkpoints(runs, capsys, tmp_path):
     rc, _, err = _resume(capsys, run)
     assert rc == 2 and err == (f"error: checkpoint {run.absolute()}/checkpoints/context/20 does not match the "
                                "config: meta.hidden is [16, 16] in the checkpoint but [32, 32] in the config\n")
+
+
+def test_broken_latest_step_resumes(runs, capsys, tmp_path):
+    """The latest step's state/ deleted: resume falls back to the newest intact step, moves the
+    broken folder aside (one line), re-trains and saves that step number again, bit-identical
+    to the uninterrupted run. The folder's config.yaml predates ``defaults_used``: old run
+    folders resume as before."""
+    run = _copy_run(runs, tmp_path, "broken")
+    _as_old_format(run)
+    ck_dir = run / "checkpoints" / "context"
+    shutil.rmtree(ck_dir / "20" / "state")
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--no-progress", "--baselines", "none"])
+    assert rc == 0, err
+    assert ("context: checkpoint step 20 is broken (incomplete: its meta/ or state/ folder is missing); moved "
+            "aside to 20.broken-1") in err
+    assert "context: resuming from the checkpoint at meta-step 10" in err
+    assert sorted(p.name for p in ck_dir.iterdir()) == ["10", "20", "20.broken-1"]
+    a = Checkpointer(runs["root"] / "full" / "checkpoints" / "context").read_arrays(20)
+    b = Checkpointer(ck_dir).read_arrays(20)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    rows = [r for r in _csv_rows(run) if r["algorithm"] == "context"]
+    assert [int(r["meta_step"]) for r in rows] == [5, 10, 15, 20]
+
+
+def test_broken_step_does_not_touch_the_folder_when_resume_fails(runs, capsys, tmp_path):
+    """A resume refused after finding a broken step leaves config.yaml, metrics.csv and the
+    checkpoints as they were."""
+    run = _copy_run(runs, tmp_path, "broken_refused")
+    shutil.rmtree(run / "checkpoints" / "context" / "20" / "state")
+    before = {f: (run / f).read_bytes() for f in ("config.yaml", "metrics.csv")}
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--meta-steps", "5"])
+    assert rc == 2 and err.startswith("error: --resume: meta.num_meta_steps is 5 but the context checkpoint "
+                                      "(meta-step 10) is past it"), err
+    assert {f: (run / f).read_bytes() for f in before} == before
+    assert sorted(p.name for p in (run / "checkpoints" / "context").iterdir()) == ["10", "20"]
+
+
+def test_resume_refuses_edited_config_and_fewer_steps(runs, capsys, tmp_path):
+    """An edit of a fixed setting in config.yaml is refused like the same change by flag, and
+    so is --meta-steps below a checkpoint's step; neither rewrites anything."""
+    run = _copy_run(runs, tmp_path, "edited")
+    text = (run / "config.yaml").read_text()
+    assert "  seed: 0\n" in text
+    (run / "config.yaml").write_text(text.replace("  seed: 0\n", "  seed: 3\n"))
+    metrics = (run / "metrics.csv").read_bytes()
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--no-progress"])
+    assert rc == 2 and err == ("error: --resume: run.seed is 0 in the context checkpoint (meta-step 20) but 3 in "
+                               "the run's config.yaml, and it cannot change; only meta.num_meta_steps, few_shot.*, "
+                               "run.baselines, run.checkpoint_every, run.keep may\n"), err
+    (run / "config.yaml").write_text(text)
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--seed", "3"])  # the same by flag
+    assert rc == 2 and err.startswith("error: --resume: run.seed is 0 in the run's config.yaml and cannot change "
+                                      "(requested 3)"), err
+    rc, _, err = run_main(capsys, ["train", "--resume", str(run), "--meta-steps", "15"])
+    assert rc == 2 and err == ("error: --resume: meta.num_meta_steps is 15 but the context checkpoint (meta-step 20) "
+                               "is past it; it can only grow (--meta-steps 20 or more)\n"), err
+    assert (run / "config.yaml").read_text() == text and (run / "metrics.csv").read_bytes() == metrics
 
 
 # ------------------------------------------------------------------ in-process: misc

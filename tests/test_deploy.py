@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadqn_jax import ConfigError, adapt_to_task, deploy, load_policy
+from metadqn_jax import ConfigError, TaskFamily, adapt_to_task, deploy, load_policy
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
 
 from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
@@ -94,6 +94,22 @@ def test_adapt_pretrained_gradient_and_finetuning(run_dir):
         assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, unadapted))
     assert any(not np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree.leaves(adapted["net"]), jax.tree.leaves(tuned["net"])))
+
+
+def test_adapt_to_task_refuses_what_is_not_a_task(run_dir):
+    """A task of another environment, a dict, None, a batch with mismatched fields or a NaN
+    field: one ValueError naming the policy's params class (the trained run's policy)."""
+    policy = load_policy(run_dir)
+    pool = policy.family.tasks("test")
+    task = jax.tree.map(lambda x: x[0], pool)
+    cartpole = jax.tree.map(lambda x: x[0], TaskFamily("deploy-cartpole", "CartPole-v1", ranges={"length": (0.3, 1.2)},
+                                                       num_train=2, num_val=2, num_test=2).tasks("test"))
+    prefix = ("adapt_to_task: env_params must be a PointNavParams (the PointNav-v0 params of the policy's "
+              f"family {policy.family.name})")
+    for bad in (cartpole, {"goal_x": 0.7}, None, jax.tree.map(lambda x: x[:2], pool).replace(goal_x=task.goal_x),
+                task.replace(action_rotation=jnp.float32(jnp.nan))):
+        with pytest.raises(ValueError, match=re.escape(prefix)):
+            adapt_to_task(policy, bad, budget=10, key=jax.random.key(0))
 
 
 def test_documented_example_runs(run_dir):

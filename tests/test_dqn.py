@@ -136,6 +136,37 @@ def test_vmap_over_seeds_equals_single_runs(traced_train):
     assert not np.allclose(np.asarray(jax.tree.leaves(state0.params)[0]), np.asarray(jax.tree.leaves(state1.params)[0]))
 
 
+# ------------------------------------------------------------- the divergence guard
+def test_normal_run_flags_no_divergence(traced_train):
+    _, _, _, (_, metrics) = traced_train
+    np.testing.assert_array_equal(metrics.diverged_step, [-1, -1])
+    np.testing.assert_array_equal(metrics.diverged_loss, [0.0, 0.0])
+    assert dqn.first_divergence(metrics) is None
+
+
+def test_divergence_is_flagged_inside_the_compiled_program(traced_train):
+    """lr = 1e6 (the issue's trigger): the program flags the first iteration whose TD loss is
+    non-finite (env steps after it), with the same compiled program (lr is traced)."""
+    _, run, traces, _ = traced_train
+    _, metrics = run(jax.random.key(0), TINY.hparams(lr=1e6))
+    assert len(traces) == 1
+    step, quantity, value = dqn.first_divergence(metrics)
+    assert quantity == "loss" and not np.isfinite(value)
+    # after learning_starts (the first update), in the first period, at an iteration boundary
+    assert TINY.learning_starts <= step <= TINY.eval_every and step % TINY.num_envs == 0, step
+    assert int(metrics.diverged_step[0]) == step
+    assert not np.isfinite(float(metrics.loss[0]))  # the period's mean loss shows it too
+
+
+def test_first_divergence_reads_the_flags():
+    m = dqn.DQNMetrics(env_steps=np.array([200, 400, 600]), eval_return=np.zeros(3), train_return=np.zeros(3),
+                       loss=np.array([1.0, 2.0, np.nan]), diverged_step=np.array([-1, 260, 404], np.int32),
+                       diverged_loss=np.array([0.0, 3.5, np.nan], np.float32))
+    assert dqn.first_divergence(m) == (260, "params", 3.5)  # a finite loss: the parameters diverged
+    step, quantity, value = dqn.first_divergence(m._replace(diverged_step=np.array([-1, -1, 404], np.int32)))
+    assert (step, quantity) == (404, "loss") and np.isnan(value)
+
+
 # ---------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     "kwargs,field",

@@ -36,6 +36,7 @@ COMMON = textwrap.dedent('''
                   support_size=8, buffer_size=16, query_batch=8, inner_steps=1, hidden=(16, 16),
                   chunk_size=2, num_meta_steps=4, task_lifetime=2, query_source="adapted")
     STEPS = 4
+    HANG_GUARD_S = 1800  # seconds; a bound on a hang only (a loaded machine never gets near it)
 
     def leaves(tree):
         import jax
@@ -167,7 +168,8 @@ MULTI_HOST = COMMON + textwrap.dedent('''
     from metadqn_jax.sharding import initialize_distributed  # imports no gymnax: backend not started
 
     port, pid, ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid, initialization_timeout=60)
+    # HANG_GUARD_S: only a guard against a hang, never a limit a slow (loaded) machine can reach
+    initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=pid, initialization_timeout=HANG_GUARD_S)
     import jax
     from metadqn_jax import sharding
     from metadqn_jax.meta import PER_TASK_FIELDS
@@ -185,8 +187,11 @@ MULTI_HOST = COMMON + textwrap.dedent('''
     for _ in range(STEPS // cfg.chunk_size):
         s, m = run(program.meta_step, s, hp, cfg.chunk_size)
     import time
-    deadline = time.time() + 240
-    while not os.path.exists(ref + ".done") and time.time() < deadline:  # written by the 8-device run
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not os.path.exists(ref + ".done"):  # written by the 8-device run (".failed": it ended without)
+        if os.path.exists(ref + ".failed") or time.monotonic() > deadline:
+            print("RESULT " + json.dumps({"pid": pid, "error": "no reference from the 8-device run"}))
+            sys.exit(1)
         time.sleep(0.2)
     expected = np.load(ref)
     got = leaves(s.params)
@@ -206,6 +211,51 @@ def _env(devices: int) -> dict:
     return env
 
 
+# A subprocess is waited for by polling, not with a timeout a loaded machine can reach: this bound
+# only ends a hung process (the quiet-machine time of the whole module is about 2-3 minutes).
+HANG_GUARD_S = 1800
+
+
+def _wait(procs: list[subprocess.Popen], on_exit=None) -> list[tuple[str, str]]:
+    """Waits for every process (reading their pipes as they write, so none blocks on a full
+    pipe), at most :data:`HANG_GUARD_S` seconds in all; a process still running then is killed
+    (its output then ends with a note). ``on_exit(i, returncode)`` runs as process ``i`` ends.
+    Returns ``[(stdout, stderr)]`` in the order of ``procs``."""
+    import threading
+    import time
+
+    outs: list[list[str]] = [["", ""] for _ in procs]
+
+    def drain(i, j, stream):
+        with stream:  # closed once read (no unclosed-pipe ResourceWarning)
+            outs[i][j] = stream.read()
+
+    readers = [threading.Thread(target=drain, args=(i, j, stream), daemon=True)
+               for i, p in enumerate(procs) for j, stream in enumerate((p.stdout, p.stderr))]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + HANG_GUARD_S
+    done = [False] * len(procs)
+    while not all(done):
+        for i, p in enumerate(procs):
+            if not done[i] and p.poll() is not None:
+                done[i] = True
+                if on_exit is not None:
+                    on_exit(i, p.returncode)
+        if time.monotonic() > deadline:
+            for i, p in enumerate(procs):
+                if not done[i]:
+                    p.kill()
+                    p.wait()
+                    done[i] = True
+                    outs[i][1] += f"\n[killed after the {HANG_GUARD_S} s hang guard]"
+            break
+        time.sleep(0.5)
+    for t in readers:
+        t.join()
+    return [(o, e) for o, e in outs]
+
+
 def _result(stdout: str, stderr: str) -> dict:
     for line in stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
@@ -215,30 +265,40 @@ def _result(stdout: str, stderr: str) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Starts the two multi-host processes, then runs the 8-device process (they overlap: the
-    multi-host ones compile while it runs, and compare with its reference when it is written)."""
+    """Starts the two multi-host processes, then the 8-device process (they overlap: the
+    multi-host ones compile while it runs, and compare with its reference when it is written).
+    No timeout that load can reach: the processes are polled (:func:`_wait`). Returns
+    ``((stdout, stderr) of the 8-device run, [(stdout, stderr)] of the two multi-host ones)``."""
     ref = tmp_path_factory.mktemp("sharding") / "single_device_params.npz"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    popen = dict(cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = [subprocess.Popen([sys.executable, "-c", MULTI_HOST, str(port), str(pid), str(ref)], env=_env(2),
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for pid in (0, 1)]
+                              **popen) for pid in (0, 1)]
     try:
-        single = subprocess.run([sys.executable, "-c", SINGLE_HOST, str(ref)], env=_env(8), cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)
-        multi = [p.communicate(timeout=300) for p in procs]
+        procs.append(subprocess.Popen([sys.executable, "-c", SINGLE_HOST, str(ref)], env=_env(8), **popen))
+
+        def on_exit(i, returncode):  # the 8-device run ended without its reference: don't wait for it
+            if i == 2 and not Path(str(ref) + ".done").exists():
+                Path(str(ref) + ".failed").touch()
+
+        *multi, single = _wait(procs, on_exit)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait()
+            for stream in (p.stdout, p.stderr):
+                if not stream.closed:
+                    stream.close()
     return single, multi
 
 
 @pytest.fixture(scope="module")
 def single_host(runs):
     single, _ = runs
-    return _result(single.stdout, single.stderr)
+    return _result(*single)
 
 
 def test_sharded_meta_step_matches_single_device(single_host):
@@ -290,6 +350,7 @@ def test_two_processes_on_localhost(runs):
     _, multi = runs
     results = [_result(stdout, stderr) for stdout, stderr in multi]
     for r in results:
+        assert "error" not in r, (results, multi)
         assert r["params_maxdiff"] <= 1e-5, results
         assert r["local_rows"] == [4]  # 16 tasks over 4 global devices, 2 of them local
         assert r["gathered_shape"] == [16, 16, 4]

@@ -79,6 +79,8 @@ def test_describe_is_one_line(name):
     assert name in line and family.env_id in line
     for field in family.ranges:
         assert field in line
+    varying = family.describe_varying()
+    assert "\n" not in varying and varying in line and line.startswith(f"{name}: {family.env_id}; {varying}; ")
 
 
 # ------------------------------------------------------------------------ splits
@@ -356,6 +358,12 @@ def test_register_env_makes_a_user_environment_usable_by_families(monkeypatch):
             "'gravity' is in both ranges and choices",
         ),
         (dict(ranges={"max_steps_in_episode": (10, 20.5)}), "'max_steps_in_episode'.*integer"),
+        (dict(ranges={"length": (0.0, 1e39)}), "ranges\\['length'\\] = \\(0, 1e\\+39\\) does not fit the field's float32"),
+        (dict(ranges={"max_steps_in_episode": (1, 2**31)}), "does not fit the field's int32"),
+        (dict(choices={"gravity": (9.8, -1e39)}), "choices\\['gravity'\\].*does not fit the field's float32"),
+        (dict(name=""), "TaskFamily: name must be a non-empty string"),
+        (dict(name=123), "TaskFamily: name must be a non-empty string.*got 123"),
+        (dict(env_id=None), "env_id must be a non-empty environment id string"),
         (dict(num_train=0), "num_train must be an int > 0"),
         (dict(num_val=-1), "num_val must be an int > 0"),
         (dict(num_test=2.5), "num_test must be an int > 0"),

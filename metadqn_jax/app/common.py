@@ -44,19 +44,21 @@ def configure_jax(args: argparse.Namespace) -> None:
 def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], default_layer: Mapping[str, Any],
                    quick_layer: Mapping[str, Any] | None):
     """A command's configuration ``cls`` from its layers, later winning: ``default_layer``,
-    ``quick_layer`` (with ``--quick``), the ``--config`` file, the command-line ``flags``
-    (the layer of the options given), then the ``--set`` overrides.
+    ``quick_layer`` (with ``--quick``), the ``--config`` file (its ``defaults_used`` read as
+    by :func:`metadqn_jax.app.runs.config_layer`), the command-line ``flags`` (the layer of the
+    options given), then the ``--set`` overrides.
 
     Raises:
       ConfigError: an unreadable config file, an unknown field, or an invalid value.
     """
+    from metadqn_jax.app.runs import config_layer
     from metadqn_jax.app.yamlio import load_yaml, parse_overrides
 
     layers = [default_layer]
     if getattr(args, "quick", False):
         layers.append(quick_layer)
-    if getattr(args, "config", None):
-        layers.append(load_yaml(args.config))
+    if getattr(args, "config", None):  # a run's config.yaml is a valid --config file
+        layers.append(config_layer(load_yaml(args.config), str(args.config)))
     layers.append(flags)
     layers.append(parse_overrides(args.set or [], cls))
     return cls.resolve(*layers)
@@ -69,13 +71,47 @@ def with_oracle(cfg, args: argparse.Namespace):
     return cfg
 
 
-def check_unchanged(old, new, allowed: Sequence[str], what: str) -> None:
+def check_unchanged(old, new, allowed: Sequence[str], what: str, *, old_name: str = "the run's config.yaml",
+                    new_name: str | None = None) -> None:
     """Raises ConfigError naming the first field (outside ``allowed``: ``"section.field"`` or
-    ``"section.*"``) where ``new`` differs from the run's stored config ``old``."""
+    ``"section.*"``) where ``new`` differs from ``old``.
+
+    Args:
+      old, new: command configurations, or their ``to_dict()`` mappings (then only the fields
+        present in both are compared: a record written by an older version may lack some).
+      allowed: the fields that may differ.
+      what: the message's prefix (``"--resume"``, ``"evaluate"``).
+      old_name: where ``old`` comes from (default: the run's config.yaml).
+      new_name: where ``new`` comes from (default: what was requested on the command line).
+    """
     from metadqn_jax.core.validate import ConfigError
 
-    diff = old.diff(new, ignore=allowed)
+    if isinstance(old, Mapping) or isinstance(new, Mapping):
+        diff = _dict_diff(old if isinstance(old, Mapping) else old.to_dict(),
+                          new if isinstance(new, Mapping) else new.to_dict(), allowed)
+    else:
+        diff = old.diff(new, ignore=allowed)
     if diff:
         key, a, b = diff[0]
-        raise ConfigError(f"{what}: {key} is {a!r} in the run's config.yaml and cannot change (requested "
-                          f"{b!r}); only {', '.join(allowed)} may")
+        if new_name is None:
+            raise ConfigError(f"{what}: {key} is {a!r} in {old_name} and cannot change (requested "
+                              f"{b!r}); only {', '.join(allowed)} may")
+        raise ConfigError(f"{what}: {key} is {a!r} in {old_name} but {b!r} in {new_name}, and it cannot "
+                          f"change; only {', '.join(allowed)} may")
+
+
+def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any], allowed: Sequence[str]) -> list[tuple[str, Any, Any]]:
+    """``[(section.field, a value, b value)]`` for the fields of both ``a`` and ``b`` that differ
+    (outside ``allowed``), in ``a``'s order."""
+    out = []
+    for section, values in a.items():
+        if section == "command" or not isinstance(values, Mapping) or f"{section}.*" in allowed:
+            continue
+        other = b.get(section)
+        if not isinstance(other, Mapping):
+            continue
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if key not in allowed and name in other and other[name] != value:
+                out.append((key, value, other[name]))
+    return out

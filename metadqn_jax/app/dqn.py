@@ -3,13 +3,14 @@ seed in one compiled program (:func:`metadqn_jax.dqn.make_train`, vmapped over s
 
 Writes ``config.yaml``, ``metrics.csv`` (one row per seed and evaluation), ``tb/seed_<s>/``,
 ``returns.png`` and ``dqn.md/.json`` into the run folder and prints the table of greedy
-return (mean +- 95 % CI over seeds: the formula of :func:`metadqn_jax.core.stats.mean_ci95`).
+return (mean and 95 % interval over seeds: :func:`metadqn_jax.core.stats.summarize_runs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -22,7 +23,11 @@ __all__ = ["cmd_dqn"]
 
 
 def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
-    """``metadqn dqn`` (``flags``: the config layer of the options given); returns 0."""
+    """``metadqn dqn`` (``flags``: the config layer of the options given); returns 0, or 3 when a
+    seed's training diverged (a non-finite TD loss or network parameter, flagged inside the
+    compiled program): then it prints one ``error:`` line naming the env step, seed and quantity
+    and writes no results (dqn.md/.json, returns.png, table), only config.yaml, metrics.csv and
+    tb/; with ``args.keep_going_on_divergence`` it prints a warning line and writes them all."""
     from metadqn_jax.app.runconfig import DQNRunConfig
 
     cfg = resolve_config(DQNRunConfig, args, flags, presets.DEFAULT_DQN, presets.QUICK_DQN)
@@ -30,6 +35,15 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         sys.stdout.write(cfg.to_yaml())
         return 0
     run_dir = runs.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
+    lock = runs.create_run_dir(run_dir, "dqn", getattr(args, "argv", None))
+    try:
+        return _dqn(args, cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
+    """The body of :func:`cmd_dqn` once the run folder is created and locked."""
     configure_jax(args)
     import jax
     import jax.numpy as jnp
@@ -38,7 +52,7 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     from metadqn_jax import dqn, envs
     from metadqn_jax.app.logs import CSVLog, TBLog
     from metadqn_jax.app.plots import plot_curves
-    from metadqn_jax.core.stats import Z95
+    from metadqn_jax.core import stats
 
     runs.write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
@@ -60,6 +74,11 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     metrics = jax.tree.map(np.asarray, metrics)
     wall = time.perf_counter() - t0
+    diverged = _divergence(metrics, cfg.run.seed)
+    tb_warnings = logging.getLogger("tensorboardX.x2num")  # warns on each non-finite scalar logged
+    tb_level = tb_warnings.level
+    if diverged is not None:  # the one line below says it; metrics.csv and tb/ keep the values
+        tb_warnings.setLevel(logging.ERROR)
     csv_log = CSVLog(runs.metrics_path(run_dir), ("seed", "env_steps", "eval_return", "train_return", "loss"))
     for i in range(cfg.run.seeds):
         tb = TBLog(runs.tb_dir(run_dir, f"seed_{cfg.run.seed + i}"))
@@ -71,15 +90,22 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
             tb.scalars({"eval/return": row["eval_return"], "train/return": row["train_return"],
                         "train/loss": row["loss"]}, row["env_steps"])
         tb.close()
+    tb_warnings.setLevel(tb_level)
+    if diverged is not None:
+        if not getattr(args, "keep_going_on_divergence", False):
+            print(f"error: {diverged}; the log is in {runs.metrics_path(run_dir)}; no results written "
+                  "(--keep-going-on-divergence writes them anyway)", file=sys.stderr)
+            return 3
+        info(f"warning: {diverged}; results written anyway (--keep-going-on-divergence)")
     solved = np.asarray(dqn.first_solved_step(jax.tree.map(jnp.asarray, metrics), cfg.dqn.solve_threshold))
     ev = metrics.eval_return  # [seeds, evaluations]
     n = ev.shape[0]
-    # mean_ci95's formula, on the float32 returns (mean_ci95 casts to float64: other digits)
-    ci = Z95 * ev.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(ev.shape[1])
-    lines = [f"**DQN on {where}: greedy return ({cfg.dqn.eval_episodes} episodes, mean +- 95% CI over "
-             f"{n} seed(s))**", "", "| env steps | eval return |", "|---|---|"]
+    summary = stats.summarize_runs(stats.as_runs(ev, "mb"))  # each seed an independent training run
+    lines = [f"**DQN on {where}: greedy return ({cfg.dqn.eval_episodes} episodes, mean and 95% CI over "
+             f"{n} seed(s), bootstrap)**", "", "| env steps | eval return | 95% CI |", "|---|---|---|"]
     for j in range(ev.shape[1]):
-        lines.append(f"| {int(metrics.env_steps[0, j])} | {ev[:, j].mean():.2f} ± {ci[j]:.2f} |")
+        lines.append(f"| {int(metrics.env_steps[0, j])} | {summary.mean[j]:.2f} | "
+                     f"[{summary.ci_low[j]:.2f}, {summary.ci_high[j]:.2f}] |")
     solved_txt = [int(s) if s >= 0 else None for s in solved]
     lines += ["", f"first evaluation >= {cfg.dqn.solve_threshold:g}: {solved_txt} (env steps per seed; "
                   f"None: never); wall time {wall:.0f} s (compile + train)"]
@@ -94,3 +120,21 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     print(text, end="")
     print(f"\nrun folder: {run_dir}")
     return 0
+
+
+def _divergence(metrics, first_seed: int) -> str | None:
+    """One line on the earliest divergence over the seeds (``metrics`` leaves ``[seeds, evals]``,
+    from :func:`metadqn_jax.dqn.make_train`), or ``None`` when no seed diverged."""
+    from metadqn_jax import dqn
+
+    found = []
+    for i in range(metrics.diverged_step.shape[0]):
+        d = dqn.first_divergence(type(metrics)(*(x[i] for x in metrics)))
+        if d is not None:
+            found.append((d[0], first_seed + i, d[1], d[2]))
+    if not found:
+        return None
+    step, seed, quantity, value = min(found)
+    what = f"the TD loss is {value!r}" if quantity == "loss" else "a network parameter is not finite"
+    others = f"; {len(found)} of {metrics.diverged_step.shape[0]} seeds diverged" if len(found) > 1 else ""
+    return f"DQN diverged at env step {step} (seed {seed}{others}): {what}"

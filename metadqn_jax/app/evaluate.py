@@ -1,11 +1,17 @@
 """``metadqn evaluate``: the few-shot evaluation of the initialisations saved in a
 ``metadqn train`` run folder (its exported policies; the latest checkpoints of an unfinished
 run), with the run's protocol and keys, so an unchanged protocol reproduces the run's numbers.
+
+It writes into the run folder, so it locks it like ``train`` does
+(:func:`metadqn_jax.app.runs.open_run_dir`: refused while another process writes it, and
+checked for writing before anything is computed), and prints its table before it writes the
+result files.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +26,13 @@ EVALUATE_MAY_CHANGE = ("few_shot.*", "run.baselines")
 
 
 def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
-    """``metadqn evaluate RUN_DIR`` (``flags``: the config layer of the options given);
-    writes ``RUN_DIR/<tag>.md/.png/.json``, prints the table and returns 0."""
-    from metadqn_jax.app.results import write_few_shot
+    """``metadqn evaluate RUN_DIR`` (``flags``: the config layer of the options given); prints
+    the table, then writes ``RUN_DIR/<tag>.md/.png/.json``, and returns 0.
+
+    Raises:
+      ConfigError, CheckpointError: a bad option, run folder (missing, in use by another
+        process, not writable) or checkpoint; raised before any computation.
+    """
     from metadqn_jax.app.runconfig import TrainConfig
     from metadqn_jax.app.yamlio import parse_overrides
     from metadqn_jax.core.validate import ConfigError
@@ -35,27 +45,46 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     missing = [a for a in cfg.run.trained if a not in stored.run.trained]
     if missing:
         raise ConfigError(f"run.baselines: {missing[0]} was not trained in {str(run_dir)!r}")
+    if "/" in args.tag or args.tag in ("", ".", ".."):
+        raise ConfigError(f"--tag must be a plain file name stem, got {args.tag!r}")
+    with runs.open_run_dir(run_dir, getattr(args, "argv", None)):
+        return _evaluate(args, cfg, run_dir)
+
+
+def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:
+    """The body of :func:`cmd_evaluate` once the run folder is locked."""
     configure_jax(args)
     import jax.numpy as jnp
 
+    from metadqn_jax.app.results import write_few_shot
+    from metadqn_jax.app.train import _protocol, announcing_log
     from metadqn_jax.compare import compare
     from metadqn_jax.driver import EarlyStop, TrainResult
 
+    inits = {a: load_init(run_dir, cfg, _config_for(cfg, a)) for a in cfg.run.trained}  # check all first
+
     def restore(cfg_a, key):
-        params, target, note = load_init(run_dir, cfg, cfg_a)
+        params, target, note = inits[cfg_a.algorithm]
         if note:
             info(note)
+        info(f"{cfg_a.algorithm}: evaluating on {_protocol(cfg)}")
         es = EarlyStop(jnp.float32(jnp.nan), jnp.int32(-1), jnp.int32(0), params, target)
         return TrainResult(None, es, [], False)
 
     comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                    scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                   progress=False, log=info, train=restore)
+                   progress=False, log=announcing_log(cfg), train=restore)
     comp = comp._replace(train_wall_s={})
-    text = write_few_shot(run_dir, args.tag, cfg, comp, trained=())
-    print(text, end="")
+    write_few_shot(run_dir, args.tag, cfg, comp, trained=(), show=lambda t: print(t, end="", flush=True))
     print(f"\nwrote {runs.output_path(run_dir, args.tag, '.md')}, .png and .json")
+    sys.stdout.flush()
     return 0
+
+
+def _config_for(cfg, algorithm: str):
+    from metadqn_jax.compare import config_for
+
+    return config_for(cfg.meta, algorithm)
 
 
 def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
@@ -63,8 +92,8 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
 
     Returns:
       ``(meta_params, meta_target, note)``: from its exported policy (``note`` empty), else (an
-      unfinished run) the best parameters of its latest checkpoint (the latest parameters if
-      it was never validated), with a note saying so.
+      unfinished run) the best parameters of its newest readable checkpoint (the latest
+      parameters if it was never validated), with a note saying so.
 
     Raises:
       CheckpointError: neither an export nor a checkpoint, or one that does not match ``cfg_a``.
@@ -78,13 +107,16 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
         pol = load_policy(run_dir, algo)
         return pol.meta_params, pol.meta_target, ""
     ck = Checkpointer(runs.checkpoint_dir(run_dir, algo), keep=cfg.run.keep)
-    if ck.latest_step() is None:
+    if ck.latest_step() is None and not ck.broken_steps():
         raise CheckpointError(f"{algo} has neither an exported policy nor a checkpoint in {str(run_dir)!r}")
-    r = restore_meta_checkpoint(ck, cfg_a, cfg.validation)
+    broken: list = []
+    r = restore_meta_checkpoint(ck, cfg_a, cfg.validation, broken=broken)
     es = r.tree["early_stop"]
     if int(es.best_step) >= 0:
         params, target = es.best_params, es.best_target
     else:
         params, target = r.tree["state"].params, r.tree["state"].target_params
+    skipped = [s for s, _ in broken if s > r.step]
+    also = f"; newer step(s) {', '.join(map(str, skipped))} cannot be read" if skipped else ""
     return params, target, (f"note: no exported policy for {algo} (unfinished run?); evaluating the best "
-                            f"parameters of its latest checkpoint (meta-step {r.step})")
+                            f"parameters of its latest checkpoint (meta-step {r.step}){also}")

@@ -3,8 +3,9 @@
 Everything here runs on the host at chunk boundaries with plain Python floats: logging never
 touches a jitted function, so it never triggers a recompilation.
 
-* :class:`CSVLog` appends rows to one CSV file (fixed header; missing values empty). On resume,
-  :meth:`CSVLog.truncate` drops the rows an interrupted run wrote after its last checkpoint.
+* :class:`CSVLog` appends rows to one CSV file (fixed header; missing and ``None`` values
+  empty). On resume, :meth:`CSVLog.truncate` drops the rows an interrupted run wrote after its
+  last checkpoint.
 * :class:`TBLog` wraps ``tensorboardX.SummaryWriter`` (``purge_step`` on resume, so
   TensorBoard discards the events after the checkpoint) and flushes after every chunk.
 * :func:`read_csv` and :func:`read_tb_scalars` read them back (the latter parses the TFRecord
@@ -136,19 +137,24 @@ def read_tb_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 # ------------------------------------------------------------------- meta-training rows
+# metrics.csv of 'metadqn train': a cell is blank where the value would mislead (train_return
+# before any training episode has ended; pre/post_adapt_loss of a learner without an inner loop)
 META_CSV_FIELDS = ("algorithm", "meta_step", "env_steps", "query_loss", "pre_adapt_loss", "post_adapt_loss",
                    "train_return", "grad_norm", "val_return", "wall_s")
 
 
 def meta_row_scalars(row: Mapping[str, Any]) -> dict[str, float]:
-    """TensorBoard tags of a :func:`metadqn_jax.driver.train_meta` history row."""
+    """TensorBoard tags of a :func:`metadqn_jax.driver.train_meta` history row (logged against
+    environment steps, ``row["env_steps"]``): ``train/<metric>``, ``validation/return``,
+    ``progress/env_steps``, ``progress/wall_s`` and ``progress/meta_step``. ``None`` values
+    (blank cells) and ``diverged_step`` (a marker, not a metric) are left out."""
     out = {}
     for k, v in row.items():
-        if k in ("meta_step", "algorithm"):
+        if k in ("algorithm", "diverged_step") or v is None:
             continue
         if k == "val_return":
             out["validation/return"] = v
-        elif k in ("env_steps", "wall_s"):
+        elif k in ("env_steps", "wall_s", "meta_step"):
             out[f"progress/{k}"] = v
         else:
             out[f"train/{k}"] = v

@@ -22,7 +22,11 @@ __all__ = ["cmd_regress"]
 
 
 def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
-    """``metadqn regress`` (``flags``: the config layer of the options given); returns 0."""
+    """``metadqn regress`` (``flags``: the config layer of the options given); returns 0, or 3 when
+    an algorithm's meta-training diverged (a non-finite query loss or meta-parameter, found at a
+    chunk edge): then it prints one ``error:`` line naming the algorithm, iteration and quantity
+    and writes no results (regress.md/.json/.png, table); metrics.csv and tb/ keep the chunks
+    before it. With ``args.keep_going_on_divergence`` it trains on and reports what it gets."""
     from metadqn_jax.app.runconfig import RegressRunConfig
 
     cfg = resolve_config(RegressRunConfig, args, flags, presets.DEFAULT_REGRESS, presets.QUICK_REGRESS)
@@ -30,11 +34,21 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         sys.stdout.write(cfg.to_yaml())
         return 0
     run_dir = runs.new_run_dir(args.out, args.name, "regress", "sinusoid")
+    lock = runs.create_run_dir(run_dir, "regress", getattr(args, "argv", None))
+    try:
+        return _regress(args, cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
+    """The body of :func:`cmd_regress` once the run folder is created and locked."""
     configure_jax(args)
     import jax
     import numpy as np
 
     from metadqn_jax import regression
+    from metadqn_jax.driver import DivergenceError, first_divergence
     from metadqn_jax.app.logs import CSVLog, TBLog
     from metadqn_jax.app.plots import plot_regress
 
@@ -46,6 +60,7 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     eval_key = jax.random.fold_in(jax.random.key(ev.seed), 7)
     csv_log = CSVLog(runs.metrics_path(run_dir), ("algorithm", "iteration", "pre_adapt_loss", "post_adapt_loss",
                                                   "query_loss", "wall_s"))
+    keep_going = bool(getattr(args, "keep_going_on_divergence", False))
     results: dict[str, dict] = {}
     walls: dict[str, float] = {}
     for algo in cfg.run.algorithms:
@@ -60,19 +75,33 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         t0 = time.perf_counter()
 
         def callback(step, m, algo=algo, tb=tb, bar=bar, t0=t0):
-            row = {k: float(np.mean(np.asarray(v))) for k, v in m._asdict().items()}
+            row = {k: float(np.mean(np.asarray(v))) for k, v in m._asdict().items() if k != "params_finite"}
             csv_log.write({"algorithm": algo, "iteration": step, **row, "wall_s": time.perf_counter() - t0})
             tb.scalars({f"train/{k}": v for k, v in row.items()}, step)
             if bar is not None:
                 bar.set_postfix({"query_mse": f"{row['query_loss']:.3f}"})
                 bar.update(step - bar.n)
 
+        diverged = None
         try:
-            state, _ = trainer.run(callback=callback)
+            state, train_metrics = trainer.run(callback=callback, allow_divergence=keep_going)
+        except DivergenceError as e:
+            diverged = e
         finally:
             if bar is not None:
                 bar.close()
             tb.close()
+        if diverged is not None:
+            log = runs.metrics_path(run_dir)
+            where = f"; the chunks before it are logged in {log}" if log.exists() else ""
+            print(f"error: {diverged.detail}{where}; no results written (--keep-going-on-divergence trains on)",
+                  file=sys.stderr)
+            return 3
+        bad = first_divergence({"query_loss": train_metrics.query_loss,
+                                "meta_params_finite": train_metrics.params_finite}, 0) if keep_going else None
+        if bad is not None:
+            e = DivergenceError(*bad, what=f"{algo} meta-training", unit="iteration")
+            info(f"warning: {e.detail}; trained on (--keep-going-on-divergence)")
         walls[algo] = time.perf_counter() - t0
         results[algo] = regression.evaluate(state.params, tasks, eval_key, shots=ev.shots, steps=ev.steps,
                                             inner_lr=ev.inner_lr)

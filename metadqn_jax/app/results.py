@@ -1,12 +1,12 @@
 """The few-shot results of a ``metadqn train`` run folder: ``<tag>.md`` (table and verdict),
-``<tag>.png`` (plot), ``<tag>.json`` (numbers, per-run returns, config) and TensorBoard scalars
+``<tag>.png`` (plot), ``<tag>_profile.png`` (performance profiles), ``<tag>.json`` (numbers, per-run returns, config) and TensorBoard scalars
 under ``tb/<tag>``, written by ``train`` (tag ``few_shot``) and ``evaluate``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from metadqn_jax.app import runs
@@ -14,7 +14,8 @@ from metadqn_jax.app import runs
 __all__ = ["write_few_shot", "verdict_line"]
 
 
-def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]) -> str:
+def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str],
+                   show: Callable[[str], None] | None = None) -> str:
     """Writes ``<tag>.md/.png/.json`` and the ``tb/<tag>`` scalars of a comparison.
 
     Args:
@@ -23,6 +24,8 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
       cfg: the run's :class:`~metadqn_jax.app.runconfig.TrainConfig`.
       comp: the :func:`metadqn_jax.compare.compare` result.
       trained: the inits whose training time is shown in the table (``()``: no time column).
+      show: called with the text (table and verdict) before any file is written (e.g. to
+        print it, so that a failing write loses no result).
 
     Returns:
       The printed text: the Markdown table and the verdict line(s).
@@ -33,15 +36,19 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     results = comp.results
     fs = cfg.few_shot
     title = (f"{cfg.meta.family}: greedy return after adapting on held-out test tasks "
-             f"({fs.num_tasks} tasks x {fs.seeds} seeds, mean +- 95% CI)")
+             f"({fs.num_tasks} tasks x {fs.seeds} seeds, mean +- half-width of the 95% CI over tasks)")
     times = {k: f"{comp.train_wall_s[k]:.0f} s" for k in comp.train_wall_s if k in trained}
     table = report.markdown_table(results, title=title, extra={"train time": times} if times else None)
     verdict = verdict_line(results, cfg.run.algorithms)
     text = table + ("\n\n" + verdict if verdict else "") + "\n"
+    if show is not None:
+        show(text)
     runs.output_path(run_dir, tag, ".md").write_text(text)
     report.plot(results, runs.output_path(run_dir, tag, ".png"), title=f"{cfg.meta.family}: few-shot adaptation")
+    report.plot_profile(results, runs.output_path(run_dir, tag + "_profile", ".png"),
+                        title=f"{cfg.meta.family}: performance profiles on held-out tasks")
     data = {
-        "results": report.to_dict(results),
+        "results": report.to_dict(results, meta_seeds=[cfg.run.seed]),
         "returns": {k: r.returns.tolist() for k, r in results.items()},
         "train_wall_s": dict(comp.train_wall_s),
         "verdict": verdict,
@@ -59,10 +66,10 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
 def verdict_line(results, algorithms: Sequence[str]) -> str:
     """One line per meta-learned init: at how many budgets it beats every baseline.
 
-    "Significantly" means the 95 % CI of the difference to every baseline, paired by (task,
-    seed) run (:func:`metadqn_jax.report.paired_difference`; ``compare`` evaluates every init
-    on the same runs), lies above 0. Results without per-run returns fall back to
-    non-overlapping CI bands.
+    "Significantly" means the 95 % interval of the difference to every baseline, paired by task
+    and resampling whole tasks (:func:`metadqn_jax.report.paired`; ``compare`` evaluates every
+    init on the same tasks), lies above 0. Results without per-run returns fall back to
+    non-overlapping intervals.
 
     Args:
       results: ``{init name: FewShotResult}`` (``mean``, ``ci95``, ``budgets``, ``returns``).
@@ -86,12 +93,12 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
         ra = results[a]
         paired = ra.returns is not None and all(results[n].returns is not None for n in baselines)
         if paired:
-            lower = np.min([np.subtract(*report.paired_difference(ra, results[n])) for n in baselines], axis=0)
+            lower = np.min([report.paired(ra, results[n]).diff_low for n in baselines], axis=0)
         else:
             lower = np.min([(ra.mean - ra.ci95) - (results[n].mean + results[n].ci95) for n in baselines], axis=0)
         gains = np.asarray(ra.mean) - np.max([results[n].mean for n in baselines], axis=0)
         best = int(np.argmax(gains))
-        how = "paired 95% CI of the difference above 0" if paired else "95% CIs separated"
+        how = "95% CI of the difference, paired by task, above 0" if paired else "95% CIs separated"
         lines.append(f"{a} vs. {', '.join(baselines)}: higher mean return at {int((gains > 0).sum())}/{len(budgets)} "
                      f"budgets (significantly, {how}, at {int((lower > 0).sum())}/{len(budgets)}); largest margin "
                      f"{gains[best]:+.2f} at {budgets[best]} env steps.")

@@ -366,7 +366,9 @@ class RegressRunConfig(_Composite):
     run: RegressSettings
 
     COMMAND: ClassVar[str] = "regress"
-    SECTIONS: ClassVar = _LazyRegressSections()
+    # not annotated: the dataclass decorator reads annotated class attributes, which would
+    # trigger the lazy descriptor (and import the regression package) when this module loads
+    SECTIONS = _LazyRegressSections()
 
     def for_algorithm(self, algorithm: str):
         return dataclasses.replace(self.regression, algorithm=algorithm)

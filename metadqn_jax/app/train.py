@@ -1,13 +1,21 @@
 """``metadqn train``: meta-train every algorithm with checkpoints, logging and exact resume,
 then compare the few-shot adaptation of every initialisation on held-out tasks.
 
-A run folder (:mod:`metadqn_jax.app.runs`) gets ``config.yaml`` first, then per chunk a
-``metrics.csv`` row and TensorBoard scalars per algorithm, checkpoints every
-``run.checkpoint_every`` meta-steps and at the end, the exported policies, and finally the
-few-shot results (:mod:`metadqn_jax.app.results`). ``--resume`` restores the latest checkpoint
-of every algorithm (its :class:`~metadqn_jax.meta.MetaState` and
-:class:`~metadqn_jax.driver.EarlyStop`) and continues at the same chunk boundaries, so the
-result is the uninterrupted run's.
+A run folder (:mod:`metadqn_jax.app.runs`) is created atomically and locked for the whole
+command (``--resume`` locks the existing one): a second writer is refused. It gets
+``config.yaml`` first, then per chunk a ``metrics.csv`` row and TensorBoard scalars per
+algorithm (against environment steps), checkpoints every ``run.checkpoint_every`` meta-steps
+and at the end, the exported policies, and finally the few-shot results
+(:mod:`metadqn_jax.app.results`).
+
+``--resume`` first restores and checks the latest checkpoint of every algorithm (its
+:class:`~metadqn_jax.meta.MetaState` and :class:`~metadqn_jax.driver.EarlyStop`; a broken
+latest step falls back to the newest intact one and is moved aside), and only then rewrites
+anything; it continues at the same chunk boundaries, so the result is the uninterrupted run's.
+
+Exit statuses: 0 (also after ``--stop-after``), 2 for a usage, config, run-folder or checkpoint
+error (raised by the caller, :func:`metadqn_jax.cli.main`), :data:`EXIT_DIVERGED` (3) when
+meta-training diverged, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +37,12 @@ from metadqn_jax.app.common import (
     with_oracle,
 )
 
-__all__ = ["RESUME_MAY_CHANGE", "StopRequested", "MetaTrainer", "restore_meta_checkpoint", "cmd_train"]
+__all__ = ["RESUME_MAY_CHANGE", "EXIT_DIVERGED", "StopRequested", "MetaTrainer", "restore_meta_checkpoint",
+           "cmd_train"]
 
 # with --resume only these may differ from the run's config.yaml ("section.*": the whole section)
 RESUME_MAY_CHANGE = ("meta.num_meta_steps", "few_shot.*", "run.baselines", "run.checkpoint_every", "run.keep")
+EXIT_DIVERGED = 3  # the exit status of a run stopped by the divergence guard
 
 
 class StopRequested(Exception):
@@ -42,7 +53,7 @@ class StopRequested(Exception):
         self.algorithm, self.step = algorithm, step
 
 
-def restore_meta_checkpoint(ck, cfg_a, validation, program=None):
+def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list | None = None):
     """The latest meta-training checkpoint in ``ck``, validated against the run's settings.
 
     Args:
@@ -50,6 +61,9 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None):
       cfg_a: the algorithm's :class:`~metadqn_jax.meta.MetaConfig`.
       validation: the run's :class:`~metadqn_jax.driver.ValidationConfig`.
       program: ``make_meta_step(cfg_a)`` if already built.
+      broken: ``None``: the latest step must read back. A list: the newest step that reads back
+        is restored instead, and ``(step, reason)`` of every broken step is appended to it
+        (:meth:`~metadqn_jax.checkpoint.Checkpointer.restore_latest_intact`; nothing is moved).
 
     Returns:
       A :class:`~metadqn_jax.checkpoint.Restored` whose tree is ``{"state": MetaState,
@@ -57,7 +71,8 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None):
       (:func:`metadqn_jax.app.runconfig.field_defaults`).
 
     Raises:
-      CheckpointError: missing, corrupt, foreign, or written with other settings.
+      CheckpointError: missing, corrupt (with ``broken``: every step), foreign, or written
+        with other settings.
     """
     import jax
 
@@ -68,8 +83,97 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None):
     program = program or make_meta_step(cfg_a)
     abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
     like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+    config = meta_config_dict(cfg_a, validation)
     with ck:
-        return ck.restore(like, config=meta_config_dict(cfg_a, validation), absent=field_defaults())
+        if broken is None:
+            return ck.restore(like, config=config, absent=field_defaults())
+        restored, found = ck.restore_latest_intact(like, config=config, absent=field_defaults())
+        broken.extend(found)
+        return restored
+
+
+def _no_inner_loss(algorithm: str) -> bool:
+    """Whether ``algorithm`` has no inner loop (its "pre/post-adaptation losses" would be a copy
+    of the query loss): the learners without ``inner_steps`` among their settings (context)."""
+    from metadqn_jax.meta.defaults import ALGORITHM_SETTINGS
+
+    return "inner_steps" not in ALGORITHM_SETTINGS.get(algorithm, ("inner_steps",))
+
+
+def _logged_row(algorithm: str, state, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``metrics.csv`` / TensorBoard values of a :func:`~metadqn_jax.driver.train_meta` row:
+    blank (``None``) where the row's number would mislead: ``train_return`` while no training
+    episode has ended (the meta-step reports 0.0 then), the pre/post-adaptation losses of a
+    learner without an inner loop. Reads ``state.carry.episodes`` on the host (no compilation)."""
+    import numpy as np
+
+    out = dict(row)
+    if out.get("train_return") == 0.0 and not np.asarray(state.carry.episodes).any():
+        out["train_return"] = None
+    if _no_inner_loss(algorithm):
+        out["pre_adapt_loss"] = out["post_adapt_loss"] = None
+    return out
+
+
+class _Bar:
+    """The tqdm bar of one algorithm's meta-training on stderr: "compiling" until the first
+    chunk is done, then the loss (and validation return) and a rate and ETA measured from the
+    end of the first chunk (compile time excluded)."""
+
+    def __init__(self, algorithm: str, total: int, start: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=start, desc=f"meta-train {algorithm}", unit="step",
+                        dynamic_ncols=True, smoothing=0)
+        self.bar.set_postfix_str("compiling", refresh=True)
+        self.compiled = False
+
+    def chunk(self, row: Mapping[str, Any]) -> None:
+        step = int(row["meta_step"])
+        post = {"loss": f"{row['query_loss']:.4f}"}
+        if "val_return" in row:
+            post["val"] = f"{row['val_return']:.2f}"
+        if not self.compiled:  # the rate starts here: (n - initial) / (now - start_t)
+            self.compiled = True
+            self.bar.n = self.bar.initial = self.bar.last_print_n = step
+            self.bar.start_t = self.bar.last_print_t = time.time()
+            self.bar.set_postfix(post)
+        else:
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _protocol(cfg) -> str:
+    fs = cfg.few_shot
+    return f"{fs.num_tasks} held-out test tasks x {fs.seeds} seeds at budgets {list(fs.budgets)} env steps"
+
+
+def announcing_log(cfg, log: Callable[[str], None] = info) -> Callable[[str], None]:
+    """The ``log`` of :func:`metadqn_jax.compare.compare`: passes its lines on, and after the
+    line of the last trained algorithm (and of ``scratch``) announces the scratch evaluation
+    and the oracle's training, which otherwise run silently."""
+    trained = list(cfg.run.trained)
+    later = [b for b in ("scratch", "oracle") if b in cfg.run.baselines]
+    announce = {
+        "scratch": f"scratch: evaluating a fresh initialisation on {_protocol(cfg)}",
+        "oracle": f"oracle: training a DQN from scratch on each of the {cfg.few_shot.num_tasks} test tasks "
+                  f"({cfg.few_shot.num_tasks} runs in one program; no progress until it ends)",
+    }
+    chain = [trained[-1] if trained else None, *later]
+
+    def log_line(line: str) -> None:
+        log(line)
+        for i, name in enumerate(chain[:-1]):
+            if name is not None and line.startswith(f"{name}:"):
+                log(announce[chain[i + 1]])
+                break
+
+    if chain[0] is None and later:  # nothing trained (evaluate of a run without inits): announce now
+        log(announce[later[0]])
+    return log_line
 
 
 class MetaTrainer:
@@ -79,21 +183,29 @@ class MetaTrainer:
 
     Args:
       cfg: the run's :class:`~metadqn_jax.app.runconfig.TrainConfig`.
-      run_dir: the run folder.
-      resume: continue from the folder's checkpoints (otherwise existing checkpoints are an error).
+      run_dir: the run folder (locked by the caller).
+      resume: continue from the folder's checkpoints (otherwise existing checkpoints are an error);
+        call :meth:`preflight` first.
       stop_after: raise :class:`StopRequested` at the first chunk boundary >= this meta-step,
         after saving a checkpoint.
       progress: show the tqdm bar.
+      allow_divergence: ``train_meta(allow_divergence=...)``: keep training after a non-finite
+        loss, gradient norm or parameter (default: :class:`~metadqn_jax.driver.DivergenceError`
+        propagates; its chunk is never logged or checkpointed, and nothing is exported).
     """
 
-    def __init__(self, cfg, run_dir: Path, *, resume: bool, stop_after: int | None, progress: bool):
+    def __init__(self, cfg, run_dir: Path, *, resume: bool, stop_after: int | None, progress: bool,
+                 allow_divergence: bool = False):
         from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog
 
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after, self.progress = stop_after, progress
+        self.allow_divergence = allow_divergence
         self.csv = CSVLog(runs.metrics_path(run_dir), META_CSV_FIELDS)
         self.last_checkpoint: dict[str, int] = {}  # algorithm -> meta-step of its latest checkpoint (-1: none)
-        self._restored: dict = {}
+        self.current: str | None = None  # the algorithm being trained
+        self._restored: dict = {}  # algorithm -> Restored, from preflight()
+        self._broken: dict[str, list] = {}  # algorithm -> [(step, reason)] found by restore()
 
     def __call__(self, cfg_a, key):
         import jax
@@ -108,11 +220,13 @@ class MetaTrainer:
         from metadqn_jax.meta import make_meta_step
 
         algo = cfg_a.algorithm
+        self.current = algo
         run = self.cfg.run
         validation = self.cfg.validation
         program = make_meta_step(cfg_a)
         hp = cfg_a.hparams()
         expected = meta_config_dict(cfg_a, validation)
+        record = self.cfg.to_dict()  # the run's settings, checked against config.yaml on --resume
         ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo), keep=run.keep)
         state = early_stop = None
         start = 0
@@ -122,7 +236,7 @@ class MetaTrainer:
                 raise CheckpointError(f"{ck.directory} already holds checkpoints; continue with --resume")
             restored = self.restore(cfg_a, program)
             state, early_stop = restored.tree["state"], restored.tree["early_stop"]
-            start = restored.step
+            start = latest = restored.step
             info(f"{algo}: resuming from the checkpoint at meta-step {start} ({ck.directory})")
             extra = restored.info.get("extra") or {}
             if extra.get("stopped_early"):
@@ -130,6 +244,7 @@ class MetaTrainer:
                 res = TrainResult(state, early_stop, [], True)
                 self._export(cfg_a, res)
                 ck.close()
+                info(f"{algo}: evaluating on {_protocol(self.cfg)}")
                 return res
         else:
             if self.resume:
@@ -137,16 +252,29 @@ class MetaTrainer:
             # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
             state = jax.jit(program.init)(key, hp)
         self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
-        # on resume TensorBoard discards what an interrupted run logged after the checkpoint
-        tb = TBLog(runs.tb_dir(self.run_dir, algo), purge_step=start + 1 if self.resume else None)
+        # TensorBoard steps are environment steps; on resume it discards what an interrupted run
+        # logged after the checkpoint
+        env_steps = cfg_a.env_steps_per_meta_step
+        tb = TBLog(runs.tb_dir(self.run_dir, algo), purge_step=start * env_steps + 1 if self.resume else None)
+        if start == 0:
+            tb.text("config", _config_markdown(self.cfg, cfg_a))
         last_saved = start
         self.last_checkpoint[algo] = latest if latest is not None else -1
+        bar = _Bar(algo, cfg_a.num_meta_steps, start) if self.progress else None
+        warned = False
 
         def callback(state, early_stop, row):
-            nonlocal last_saved
+            nonlocal last_saved, warned
             step = int(row["meta_step"])
-            self.csv.write({"algorithm": algo, **row})
-            tb.scalars(meta_row_scalars(row), step)
+            if "diverged_step" in row and not warned:  # only with allow_divergence
+                warned = True
+                info(f"warning: {algo}: meta-training diverged at meta-step {row['diverged_step']} (a non-finite "
+                     "loss, gradient norm or parameter); training on (--keep-going-on-divergence)")
+            logged = _logged_row(algo, state, row)
+            self.csv.write({"algorithm": algo, **logged})
+            tb.scalars(meta_row_scalars(logged), int(row["env_steps"]))
+            if bar is not None:
+                bar.chunk(row)
             stopped_early = bool(validation.patience) and "val_return" in row and \
                 int(early_stop.bad_validations) >= validation.patience
             finished = step >= cfg_a.num_meta_steps or stopped_early
@@ -156,25 +284,31 @@ class MetaTrainer:
             if due or finished or stop_now:
                 ck.save(step, {"state": state, "early_stop": early_stop}, config=expected,
                         extra={"finished": finished, "stopped_early": stopped_early,
-                               "num_meta_steps": cfg_a.num_meta_steps, "algorithm": algo})
+                               "num_meta_steps": cfg_a.num_meta_steps, "algorithm": algo, "run_config": record})
                 last_saved = step
                 self.last_checkpoint[algo] = step
             if stop_now:
                 raise StopRequested(algo, step)
 
         try:
-            res = train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
-                             callback=callback, progress=self.progress, program=program,
-                             num_devices=self.cfg.run.num_devices)
+            with warnings.catch_warnings():  # reported as one line by the callback instead
+                warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
+                res = train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
+                                 callback=callback, progress=False, program=program,
+                                 num_devices=self.cfg.run.num_devices, allow_divergence=self.allow_divergence)
         finally:
+            if bar is not None:
+                bar.close()
             tb.close()
             ck.close()
         self._export(cfg_a, res)
+        info(f"{algo}: evaluating on {_protocol(self.cfg)}")
         return res
 
     def restore(self, cfg_a, program=None):
         """The latest checkpoint of ``cfg_a.algorithm`` (None if there is none), validated against
-        the config (format, settings, shapes)."""
+        the config (format, settings, shapes); with ``resume``, the newest intact one (broken
+        steps are recorded for :meth:`preflight`)."""
         from metadqn_jax.checkpoint import Checkpointer
 
         algo = cfg_a.algorithm
@@ -183,18 +317,49 @@ class MetaTrainer:
         ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo), keep=self.cfg.run.keep)
         if not ck.directory.exists():
             return None
-        if ck.latest_step() is None and all(".orbax-checkpoint-tmp" in p.name for p in ck.directory.iterdir()):
+        if ck.latest_step() is None and not ck.broken_steps() and \
+                all(".orbax-checkpoint-tmp" in p.name for p in ck.directory.iterdir()):
             return None  # nothing saved yet (or only a failed / interrupted first save)
-        return restore_meta_checkpoint(ck, cfg_a, self.cfg.validation, program)
+        broken: list = []
+        restored = restore_meta_checkpoint(ck, cfg_a, self.cfg.validation, program,
+                                           broken=broken if self.resume else None)
+        if broken:
+            self._broken[algo] = broken
+        return restored
 
     def preflight(self) -> None:
-        """Validates every algorithm's checkpoints before anything runs (fail fast, one error)."""
+        """Restores and checks every algorithm's checkpoint before anything is written (fail
+        fast, one error): its settings and shapes, the run's fixed settings against those it
+        was trained with (an edited ``config.yaml`` is refused), and ``meta.num_meta_steps``
+        not below its step. Then moves broken steps aside (one line each), so that their step
+        numbers can be saved again.
+
+        Raises:
+          ConfigError, CheckpointError: the first problem found.
+        """
+        from metadqn_jax.checkpoint import Checkpointer
         from metadqn_jax.compare import config_for
+        from metadqn_jax.core.validate import ConfigError
 
         for algo in self.cfg.run.trained:
             restored = self.restore(config_for(self.cfg.meta, algo))
-            if restored is not None:
-                self._restored[algo] = restored
+            if restored is None:
+                continue
+            self._restored[algo] = restored
+            where = f"the {algo} checkpoint (meta-step {restored.step})"
+            recorded = (restored.info.get("extra") or {}).get("run_config")
+            if isinstance(recorded, Mapping):  # written by a version that records it
+                check_unchanged(recorded, self.cfg.to_dict(), RESUME_MAY_CHANGE, "--resume", old_name=where,
+                                new_name="the run's config.yaml")
+            if self.cfg.meta.num_meta_steps < restored.step:
+                raise ConfigError(f"--resume: meta.num_meta_steps is {self.cfg.meta.num_meta_steps} but {where} "
+                                  f"is past it; it can only grow (--meta-steps {restored.step} or more)")
+        for algo, broken in self._broken.items():
+            ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo))
+            for step, why in broken:
+                moved = ck.set_aside(step)
+                info(f"{algo}: checkpoint step {step} is broken ({why}); moved aside to {moved.name}")
+        self._broken.clear()
 
     def _export(self, cfg_a, res) -> None:
         from metadqn_jax.deploy import export_policy
@@ -207,10 +372,33 @@ class MetaTrainer:
                              "stopped_early": bool(res.stopped_early)})
 
 
+def _config_markdown(cfg, cfg_a) -> str:
+    """The TensorBoard text of an algorithm's run: its resolved hyper-parameters and settings
+    (a table) and the run's config.yaml."""
+    from metadqn_jax.app.runconfig import meta_config_dict
+    from metadqn_jax.meta import MetaHParams
+
+    rows = [f"| hparams.{name} | {cfg_a.setting(name)} |" for name in MetaHParams._fields]
+    settings = meta_config_dict(cfg_a, cfg.validation)
+    rows += [f"| {section}.{name} | {value} |" for section in ("meta", "validation")
+             for name, value in settings[section].items()]
+    rows.append(f"| meta.num_meta_steps | {cfg_a.num_meta_steps} |")
+    table = "\n".join([f"**{cfg_a.algorithm}: resolved settings**", "", "| setting | value |", "|---|---|", *rows])
+    yaml_text = "\n".join("    " + line for line in runs.config_text(cfg).splitlines())
+    return f"{table}\n\n**config.yaml**\n\n{yaml_text}\n"
+
+
 def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     """``metadqn train`` (``flags``: the config layer of the options given). Returns the exit
-    status: 0 (also after ``--stop-after``), 130 when interrupted."""
-    from metadqn_jax.app.results import write_few_shot
+    status: 0 (also after ``--stop-after``), :data:`EXIT_DIVERGED` when meta-training diverged
+    (one ``error:`` line; nothing exported or evaluated from the diverged parameters), 130
+    when interrupted.
+
+    Raises:
+      ConfigError, CheckpointError: a usage, config, run-folder or checkpoint error, before
+        any computation where it can be known then (the run folder is locked and checked for
+        writing, and on ``--resume`` every checkpoint restored and checked, first).
+    """
     from metadqn_jax.app.runconfig import TrainConfig
     from metadqn_jax.core.validate import ConfigError
 
@@ -232,23 +420,36 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     if run_dir is None:
         run_dir = runs.new_run_dir(args.out, args.name, "train", cfg.meta.family)
     configure_jax(args)
-    from metadqn_jax.compare import compare
     from metadqn_jax.sharding import task_mesh
 
     # device count, divisibility, micro-batching: fail before any compute or folder
     task_mesh(cfg.meta.num_tasks, cfg.run.num_devices, cfg.meta.task_micro_batch)
+    argv = getattr(args, "argv", None)
+    lock = runs.open_run_dir(run_dir, argv) if args.resume else runs.create_run_dir(run_dir, "train", argv)
+    try:
+        return _train(args, cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
+    """The body of :func:`cmd_train` once the run folder is locked."""
+    from metadqn_jax.app.results import write_few_shot
+    from metadqn_jax.compare import compare
+    from metadqn_jax.driver import DivergenceError
 
     trainer = MetaTrainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          allow_divergence=bool(getattr(args, "keep_going_on_divergence", False)))
     if args.resume:
-        trainer.preflight()
+        trainer.preflight()  # nothing in the folder is rewritten before this passes
     runs.write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
     t0 = time.perf_counter()
     try:
         comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                        scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                       progress=not args.no_progress, log=info, train=trainer)
+                       progress=not args.no_progress, log=announcing_log(cfg), train=trainer)
     except StopRequested as stop:
         info(f"stopped after meta-step {stop.step} of {stop.algorithm} (--stop-after); checkpoint saved. "
              f"Continue with: metadqn train --resume {run_dir}")
@@ -257,8 +458,19 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         saved = ", ".join(f"{a} at meta-step {s}" for a, s in trainer.last_checkpoint.items() if s >= 0)
         info(f"interrupted; last checkpoints: {saved or 'none'}. Continue with: metadqn train --resume {run_dir}")
         return 130
-    text = write_few_shot(run_dir, "few_shot", cfg, comp, trained=cfg.run.trained)
-    print(text, end="")
+    except DivergenceError as e:
+        algo = trainer.current
+        last = trainer.last_checkpoint.get(algo, -1)
+        kept = f"its last good checkpoint (meta-step {last}) is the latest" if last >= 0 else "no checkpoint of it"
+        print(f"error: {algo}: {getattr(e, 'detail', e)}; {kept}; no policy or results were written for it "
+              "(lower --meta-lr / --inner-lr, or --keep-going-on-divergence to train on)", file=sys.stderr)
+        return EXIT_DIVERGED
+    write_few_shot(run_dir, "few_shot", cfg, comp, trained=cfg.run.trained, show=_print)
     print(f"\nrun folder: {run_dir} (few_shot.md/.png/.json, metrics.csv, tb/, checkpoints/, policy/); "
           f"total {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _print(text: str) -> None:
+    """Prints a result on stdout at once (before the files holding it are written)."""
+    print(text, end="", flush=True)

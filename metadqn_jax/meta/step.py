@@ -68,6 +68,9 @@ class MetaStepMetrics(NamedTuple):
     query_loss: jax.Array  # float32, query TD loss after adaptation (the meta-objective)
     train_return: jax.Array  # float32, mean return of the last finished training episodes
     grad_norm: jax.Array  # float32, meta-gradient global norm
+    params_finite: jax.Array  # bool, every meta-parameter finite after this step's update (the
+    #                           divergence guard of metadqn_jax.driver.train_meta reads it with the
+    #                           query loss and the gradient norm; not a logged quantity)
 
 
 class MetaProgram(NamedTuple):
@@ -181,12 +184,20 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         train_ret = jnp.sum(jnp.where(finished, carry.last_return, 0.0)) / jnp.maximum(finished.sum(), 1)
         metrics = MetaStepMetrics(
             m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean(),
-            train_ret, optax.tree.norm(grads),
+            train_ret, optax.tree.norm(grads), all_finite(params),
         )
         new_state = MetaState(params, target, opt_state, task_params, carry, buffers, state.step + 1, key)
         return new_state, metrics
 
     return MetaProgram(cfg, env, family, learner, num_actions, obs_shape, init, meta_step)
+
+
+def all_finite(tree) -> jax.Array:
+    """A bool scalar: every element of every leaf of ``tree`` is finite (one reduction per leaf)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.bool_(True)
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]).all()
 
 
 def meta_train(meta_step: Callable, state: MetaState, hp: MetaHParams, num_steps: int):

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from metadqn_jax.core.networks import MLP
-from metadqn_jax.core.stats import mean_ci95
+from metadqn_jax.core import stats
 from metadqn_jax.meta import gradient as meta
 from metadqn_jax.regression.checks import check_eval_args, check_positive_int, is_int
 from metadqn_jax.regression.model import mse_loss, regressor_from_params
@@ -97,7 +97,8 @@ def evaluate(
 
     Returns:
       ``{K: {step: stats}}`` with ``stats`` a dict of Python numbers over the ``n`` tasks:
-      ``"mean"``, ``"ci95"`` (``1.96·std/sqrt(n)``, std with ``ddof=1``), ``"std"``,
+      ``"mean"``, ``"ci95"`` (half-width of ``[ci_low, ci_high]``, the 95 % bootstrap
+      interval over tasks), ``"ci_low"``, ``"ci_high"``, ``"iqm"``, ``"std"`` (``ddof=1``),
       ``"median"``, ``"n_diverged"`` (tasks whose fine-tuning blew up: MSE non-finite or
       > :data:`DIVERGED_MSE`; such tasks make the mean non-finite or huge, by design: they
       are reported, never dropped) and ``"n"``.
@@ -126,15 +127,19 @@ def evaluate(
 
 
 def _summary(mse: np.ndarray) -> dict[str, float]:
-    """Mean and 95 % half-width (:func:`metadqn_jax.core.stats.mean_ci95`), std (``ddof=1``),
-    median and diverged count of ``mse [n]`` (float64), as Python numbers."""
+    """Mean with its 95 % interval over tasks (:func:`metadqn_jax.core.stats.summarize_runs`: a
+    bootstrap over the tasks, each one independent run), IQM, std (``ddof=1``), median and
+    diverged count of ``mse [n]`` (float64), as Python numbers."""
     n = mse.shape[0]
-    mean, ci95 = mean_ci95(mse)
+    s = stats.summarize_runs(stats.as_runs(mse[:, None], "tb"))
     with np.errstate(invalid="ignore", over="ignore"):
         std = float(mse.std(ddof=1)) if n > 1 else 0.0
     return {
-        "mean": float(mean),
-        "ci95": float(ci95),
+        "mean": float(s.mean[0]),
+        "ci95": float(s.ci95[0]),
+        "ci_low": float(s.ci_low[0]),
+        "ci_high": float(s.ci_high[0]),
+        "iqm": float(s.iqm[0]),
         "std": std,
         "median": float(np.median(np.where(np.isnan(mse), np.inf, mse))),  # NaN ranks as +inf
         "n_diverged": int(np.sum(~np.isfinite(mse) | (mse > DIVERGED_MSE))),

@@ -110,6 +110,7 @@ class TrainMetrics(NamedTuple):
     pre_adapt_loss: jax.Array  # support MSE at θ
     post_adapt_loss: jax.Array  # support MSE after the inner steps
     query_loss: jax.Array  # query MSE at the adapted parameters
+    params_finite: jax.Array  # bool: every meta-parameter finite after the update (divergence guard)
 
 
 class MetaTrainer(NamedTuple):
@@ -121,8 +122,13 @@ class MetaTrainer(NamedTuple):
       init: ``init(key) -> MetaTrainState``.
       train_chunk: jitted ``train_chunk(state, length) -> (state, TrainMetrics [length])``
         (``length`` static; each distinct value compiles once).
-      run: ``run(key=None, callback=None) -> (state, TrainMetrics [num_iterations])``: the
-        Python loop over chunks; ``callback(step, chunk_metrics)`` runs after each chunk.
+      run: ``run(key=None, callback=None, *, allow_divergence=False) -> (state, TrainMetrics
+        [num_iterations])``: the Python loop over chunks; ``callback(step, chunk_metrics)`` runs
+        after each chunk. At each chunk edge it checks the chunk's query losses and
+        ``params_finite`` flags (computed in the compiled chunk) and raises
+        :class:`metadqn_jax.driver.DivergenceError` (``unit="iteration"``, quantity
+        ``"query_loss"`` or ``"meta_params"``) for the first non-finite one, before the callback
+        sees that chunk; ``allow_divergence=True`` keeps going.
     """
 
     config: RegressionConfig
@@ -186,8 +192,9 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
         )
         updates, opt_state = meta_opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]).all()
         metrics = TrainMetrics(
-            m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean()
+            m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean(), finite
         )
         return MetaTrainState(params, opt_state, key, state.step + 1), metrics
 
@@ -199,6 +206,8 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
     def run(
         key: jax.Array | None = None,
         callback: Callable[[int, TrainMetrics], None] | None = None,
+        *,
+        allow_divergence: bool = False,
     ) -> tuple[MetaTrainState, TrainMetrics]:
         if key is None:
             key = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_TAG)
@@ -208,6 +217,12 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
         while done < cfg.num_iterations:
             length = min(cfg.chunk_size, cfg.num_iterations - done)
             state, m = train_chunk(state, length)
+            if not allow_divergence:  # at the chunk edge: waits for the chunk, fetches 2 x length scalars
+                from metadqn_jax.driver import DivergenceError, first_divergence
+
+                bad = first_divergence({"query_loss": m.query_loss, "meta_params_finite": m.params_finite}, done)
+                if bad is not None:
+                    raise DivergenceError(*bad, what=f"{cfg.algorithm} meta-training", unit="iteration")
             done += length
             chunks.append(m)
             if callback is not None:

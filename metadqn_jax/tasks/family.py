@@ -88,7 +88,35 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+# the largest magnitudes the canonical dtypes hold: bounds beyond them would give inf / wrapped tasks
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT32 = np.iinfo(np.int32)
+
+
+def _representable(kind: str, x: float) -> bool:
+    """``x`` fits the canonical dtype of a field of ``kind`` (float32 finite / int32 range)."""
+    if kind == "i":
+        return _INT32.min <= x <= _INT32.max
+    if kind == "f":
+        return abs(x) <= _FLOAT32_MAX
+    return True
+
+
 # ------------------------------------------------------------------------ validation
+def validate_name(name: Any) -> None:
+    """``name`` (the registry key, shown in tables and run folder names) is a non-empty string
+    without surrounding whitespace."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"TaskFamily: name must be a non-empty string without surrounding whitespace, "
+                         f"got {name!r}")
+
+
+def validate_env_id(name: str, env_id: Any) -> None:
+    """``env_id`` is a non-empty string (that it names an environment, make_env checks)."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"family {name!r}: env_id must be a non-empty environment id string, got {env_id!r}")
+
+
 class EnvFields(NamedTuple):
     """The environment side of a family, as its checks see it."""
 
@@ -166,8 +194,9 @@ def validate_field(name: str, env: EnvFields, field: Any, where: str) -> None:
 
 
 def validate_ranges(name: str, env: EnvFields, ranges: Any) -> Mapping[str, tuple[float, float]]:
-    """Each ``field -> (low, high)`` is a finite numeric pair, ``low <= high``, integer bounds
-    for int fields, no bool fields; returns ``field -> (float low, float high)`` (read-only)."""
+    """Each ``field -> (low, high)`` is a finite numeric pair, ``low <= high``, bounds that fit
+    the field's dtype (float32: ``|x| <= 3.4e38``; int32), integer bounds for int fields, no bool
+    fields; returns ``field -> (float low, float high)`` (read-only)."""
     if not isinstance(ranges, Mapping):
         raise ValueError(f"family {name!r}: ranges must be a mapping field -> (low, high)")
     checked: dict[str, tuple[float, float]] = {}
@@ -184,6 +213,11 @@ def validate_ranges(name: str, env: EnvFields, ranges: Any) -> Mapping[str, tupl
         if low > high:
             raise ValueError(f"family {name!r}: ranges[{field!r}] has low {low} > high {high}")
         kind = env.dtypes[field].kind
+        if not (_representable(kind, low) and _representable(kind, high)):
+            raise ValueError(
+                f"family {name!r}: ranges[{field!r}] = ({low:g}, {high:g}) does not fit the field's "
+                f"{env.dtypes[field].name} (tasks would hold inf or wrapped values)"
+            )
         if kind == "b":
             raise ValueError(f"family {name!r}: field {field!r} is boolean; vary it with choices")
         if kind == "i" and not (low.is_integer() and high.is_integer()):
@@ -198,8 +232,9 @@ def validate_ranges(name: str, env: EnvFields, ranges: Any) -> Mapping[str, tupl
 def validate_choices(
     name: str, env: EnvFields, choices: Any, ranges: Mapping[str, Any]
 ) -> Mapping[str, tuple[Any, ...]]:
-    """Each ``field -> values`` is a non-empty sequence of finite numbers (integers for int
-    fields) for a field not in ``ranges``; returns ``field -> tuple(values)`` (read-only)."""
+    """Each ``field -> values`` is a non-empty sequence of finite numbers that fit the field's
+    dtype (integers for int fields) for a field not in ``ranges``; returns
+    ``field -> tuple(values)`` (read-only)."""
     if not isinstance(choices, Mapping):
         raise ValueError(f"family {name!r}: choices must be a mapping field -> values")
     checked: dict[str, tuple[Any, ...]] = {}
@@ -215,6 +250,11 @@ def validate_choices(
             raise ValueError(f"family {name!r}: choices[{field!r}] must hold numbers, got {values!r}")
         if not all(math.isfinite(float(v)) for v in values):
             raise ValueError(f"family {name!r}: choices[{field!r}] = {tuple(values)!r} is not finite")
+        if not all(_representable(env.dtypes[field].kind, float(v)) for v in values):
+            raise ValueError(
+                f"family {name!r}: choices[{field!r}] = {tuple(values)!r} does not fit the field's "
+                f"{env.dtypes[field].name} (tasks would hold inf or wrapped values)"
+            )
         if env.dtypes[field].kind == "i" and not all(float(v).is_integer() for v in values):
             raise ValueError(
                 f"family {name!r}: field {field!r} is an integer field; "
@@ -307,7 +347,7 @@ class TaskFamily:
     """A distribution over one environment's ``EnvParams``, with disjoint fixed splits.
 
     Attributes:
-      name: family name (registry key), e.g. ``"cartpole-physics"``.
+      name: family name (registry key), e.g. ``"cartpole-physics"``: a non-empty string.
       env_id: any id :func:`metadqn_jax.envs.make_env` accepts.
       ranges: ``field -> (low, high)``: the field is drawn uniformly from ``[low, high]``
         (an int field, e.g. ``max_steps_in_episode``, uniformly from the integers in it).
@@ -354,6 +394,8 @@ class TaskFamily:
 
     def __post_init__(self) -> None:
         name = self.name
+        validate_name(name)
+        validate_env_id(name, self.env_id)
         env, default = envs.make_env(self.env_id)  # ValueError naming the unknown id
         meta_defaults = validate_meta_defaults(name, self.meta_defaults)
         base = validate_base_params(name, self.env_id, self.base_params, default)
@@ -404,8 +446,9 @@ class TaskFamily:
         ``env.step`` / ``env.reset`` are compiled once."""
         return self._env, pools.derive_task(self._space, self.base_params)
 
-    def describe(self) -> str:
-        """One line: name, environment, varying fields and their distributions."""
+    def describe_varying(self) -> str:
+        """One line: the varying fields and their distributions, e.g.
+        ``"length~U[0.4, 0.6], force_sign in {-1, 1}"`` (``"no varying fields"`` if none)."""
         parts = [f"{f}~U[{_fmt(lo)}, {_fmt(hi)}]" for f, (lo, hi) in self.ranges.items()]
         parts += [
             f"{f} in {{{', '.join(_fmt(float(v)) for v in vals)}}}"
@@ -413,9 +456,12 @@ class TaskFamily:
         ]
         if self._sample_fields:
             parts.append(self.sample_desc or f"{', '.join(self._sample_fields)} ~ sample_fn")
-        varying = ", ".join(parts) if parts else "no varying fields"
+        return " ".join((", ".join(parts) if parts else "no varying fields").split())
+
+    def describe(self) -> str:
+        """One line: name, environment, varying fields and their distributions."""
         line = (
-            f"{self.name}: {self.env_id}; {varying}; gamma {self.gamma:g}, "
+            f"{self.name}: {self.env_id}; {self.describe_varying()}; gamma {self.gamma:g}, "
             f"{self.episode_length} steps, splits {self.num_train}/{self.num_val}/{self.num_test}"
         )
         if self.meta_defaults:

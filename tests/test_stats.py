@@ -1,0 +1,86 @@
+"""core.stats: the bootstrap over whole tasks against a brute-force reference, and what it must not do
+(count the adaptation seeds of one task as independent samples)."""
+
+import numpy as np
+import pytest
+
+from metadqn_jax.core import stats
+
+
+def _brute_force_bootstrap(runs, n_boot, seed):
+    """The hierarchical bootstrap written as plain loops over the same draws."""
+    m, t = runs.shape[:2]
+    seeds, tasks = stats.bootstrap_indices(m, t, n_boot, seed)
+    means, iqms = [], []
+    for i in range(n_boot):
+        sample = []
+        for j in range(m):
+            for k in range(t):
+                sample.append(runs[seeds[i, j], tasks[i, j, k]].mean(axis=0))  # the task's seeds averaged
+        sample = np.array(sample)  # [m * t, B]
+        means.append(sample.mean(axis=0))
+        srt = np.sort(sample, axis=0)
+        cut = len(sample) // 4
+        iqms.append(srt[cut:len(sample) - cut].mean(axis=0))
+    return (np.percentile(means, [2.5, 97.5], axis=0), np.percentile(iqms, [2.5, 97.5], axis=0))
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 3, 2), (3, 5, 2, 4)])
+def test_bootstrap_matches_brute_force_resampling(shape):
+    runs = np.random.default_rng(1).normal(size=shape)
+    s = stats.summarize_runs(runs, n_boot=300, seed=4)
+    (lo, hi), (qlo, qhi) = _brute_force_bootstrap(runs, 300, 4)
+    np.testing.assert_allclose(s.ci_low, lo, rtol=1e-12)
+    np.testing.assert_allclose(s.ci_high, hi, rtol=1e-12)
+    np.testing.assert_allclose(s.iqm_low, qlo, rtol=1e-12)
+    np.testing.assert_allclose(s.iqm_high, qhi, rtol=1e-12)
+    np.testing.assert_allclose(s.mean, runs.mean(axis=(0, 1, 2)), rtol=1e-12)
+
+
+def test_meta_seeds_are_resampled_hierarchically():
+    m, t = 4, 6
+    seeds, tasks = stats.bootstrap_indices(m, t, 500, 0)
+    assert seeds.shape == (500, m) and tasks.shape == (500, m, t)
+    assert len(np.unique(seeds)) == m and len(np.unique(tasks)) == t  # both levels are drawn
+    # a spread between meta-training seeds widens the interval (seeds are a level of the claim)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, t, 2, 1)).repeat(m, axis=0)
+    spread = base + np.arange(m)[:, None, None, None] * 3.0
+    assert stats.summarize_runs(spread).ci95[0] > 2 * stats.summarize_runs(base).ci95[0]
+
+
+def test_adaptation_seeds_of_one_task_are_not_independent_samples():
+    # 10 tasks; each task's 5 adaptation seeds return exactly its value (as at budget 0).
+    task_values = np.random.default_rng(0).normal(0.0, 1.0, 10)
+    one_seed = task_values[None, :, None, None]
+    five_seeds = np.repeat(one_seed, 5, axis=2)
+    a, b = stats.summarize_runs(one_seed), stats.summarize_runs(five_seeds)
+    np.testing.assert_array_equal(a.ci_low, b.ci_low)  # copies of a task add no information
+    np.testing.assert_array_equal(a.ci_high, b.ci_high)
+    # the formula this replaced, 1.96 sd / sqrt(tasks x seeds), narrows by sqrt(5): that is the flaw
+    flat = five_seeds.reshape(-1)
+    old = 1.96 * flat.std(ddof=1) / np.sqrt(flat.size)
+    assert old < 0.6 * b.ci95[0]
+
+
+def test_probability_of_improvement_and_performance_profile():
+    a = np.array([1.0, 2.0, 3.0, 4.0])[None, :, None, None]
+    b = np.array([0.0, 3.0, 3.0, 1.0])[None, :, None, None]
+    pr = stats.paired_compare(a, b, n_boot=200)
+    assert pr.p_improve[0] == pytest.approx((1 + 0 + 0.5 + 1) / 4)  # ties count 1/2
+    assert pr.diff[0] == pytest.approx(0.75) and pr.p_low[0] <= pr.p_improve[0] <= pr.p_high[0]
+    # several meta seeds: the per-task Mann-Whitney statistic over meta-seed pairs
+    a2 = np.array([[1.0], [3.0]])[:, :, None, None]  # 2 meta seeds, 1 task
+    b2 = np.array([[2.0], [0.0]])[:, :, None, None]
+    assert stats.paired_compare(a2, b2).p_improve[0] == pytest.approx(3 / 4)
+    prof = stats.performance_profile(a, [0.5, 2.5, 10.0])
+    np.testing.assert_allclose(prof[:, 0], [1.0, 0.5, 0.0])
+
+
+def test_iqm_trims_a_quarter_from_each_end_and_axes_are_checked():
+    assert stats.iqm(np.array([100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -100.0])) == pytest.approx(3.5)
+    assert stats.as_runs(np.zeros((3, 2)), "tb").shape == (1, 3, 1, 2)
+    with pytest.raises(ValueError, match="subsequence"):
+        stats.as_runs(np.zeros((3, 2)), "bt")
+    with pytest.raises(ValueError, match="3 dimensions"):
+        stats.as_runs(np.zeros((3, 2)), "tsb")
