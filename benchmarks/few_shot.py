@@ -112,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--test-tasks", type=int, default=20, help="held-out test tasks (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="adaptation runs per test task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: %(default)s)")
+    p.add_argument("--meta-seeds", type=int, default=3,
+                   help="meta-training seeds per algorithm (seed, seed+1, ...), vmapped into one program; every "
+                        "interval resamples them and the tasks (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a MetaConfig field for every algorithm (Python literal), e.g. task_lifetime=20; "
                         "applied after --quick")
@@ -141,11 +144,14 @@ def main(argv=None) -> int:
     base = dataclasses.replace(base, **sets)
     fs = dataclasses.replace(fs, support_size=base.support_size)
     t0 = time.perf_counter()
+    if args.meta_seeds < 1:
+        p.error(f"--meta-seeds must be >= 1, got {args.meta_seeds}")
     cmp = compare(base, algorithms, fs, seed=args.seed, validation=validation, oracle=not args.no_oracle,
-                  progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+                  progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
+                  meta_seeds=args.meta_seeds)
     wall = time.perf_counter() - t0
     results = cmp.results
-    out = report.to_dict(results, meta_seeds=[args.seed])
+    out = report.to_dict(results, meta_seeds=list(range(args.seed, args.seed + args.meta_seeds)))
     out.update(
         family=args.family,
         meta_steps=base.num_meta_steps,
@@ -173,7 +179,8 @@ def main(argv=None) -> int:
         modes[algo] = first_episode_explore(cmp.configs[algo])
         first[algo] = first_episode_curve(cmp.configs[algo], res.early_stop.best_params, fs,
                                           jax.random.fold_in(jax.random.key(args.seed), 7),
-                                          meta_target=res.early_stop.best_target)
+                                          meta_target=res.early_stop.best_target,
+                                          meta_seeds=None if args.meta_seeds == 1 else args.meta_seeds)
     out["first_episode"] = {
         "steps": list(first[algorithms[0]].budgets) if first else [],
         **{k: {"online": modes[k] != "unadapted", "explore": modes[k], "mean": [float(x) for x in r.mean],
@@ -181,7 +188,8 @@ def main(argv=None) -> int:
     }
     extra["first episode"] = {k: f"{r.mean[-1]:.2f} ± {r.ci95[-1]:.2f}" for k, r in first.items()}
     table = report.markdown_table(results, title=f"{args.family}: greedy return after N env steps on held-out tasks "
-                                  f"({fs.num_tasks} tasks x {fs.seeds} seeds, 95% CI)", extra=extra)
+                                  f"({args.meta_seeds} meta-training seeds x {fs.num_tasks} tasks x {fs.seeds} adaptation seeds; "
+                                  "mean ± half-width of the 95% CI over meta-seeds and tasks)", extra=extra)
     if "pretrained" in results and len(results) > 1:  # same tasks and keys for every init: paired
         paired = report.paired_table(results, "pretrained", title=f"{args.family}: difference to pretrained, "
                                      "paired by task, 95% CI and P(improvement) (bold: the CI excludes 0)")

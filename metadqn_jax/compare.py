@@ -54,6 +54,7 @@ def compare(
     progress: bool = True,
     log: Callable[[str], None] = print,
     train: Callable[[MetaConfig, jax.Array], TrainResult] | None = None,
+    meta_seeds: int = 1,
 ) -> Comparison:
     """Meta-trains each algorithm (``"pretrained"`` is one of them), then evaluates every
     init — plus ``scratch`` and the ``oracle`` — on the same held-out tasks and keys.
@@ -73,12 +74,23 @@ def compare(
       log: receives one line per evaluated init.
       train: ``train(cfg, key) -> TrainResult`` replaces the default ``train_meta(cfg, key, ...)``
         (the CLI uses it for checkpoints, logging and resume).
+      meta_seeds: meta-training seeds per algorithm, trained as one vmapped program
+        (:func:`~metadqn_jax.driver.train_meta` with a batch of keys): seed ``i`` trains from the
+        key a ``seed + i`` comparison would use, so seed 0 is the one-seed comparison. Every seed
+        is evaluated on the same tasks and keys; the results' returns carry the seed axis
+        (``[meta_seed, task, adapt_seed, budget]``), and ``scratch`` gets one fresh init per
+        seed. The oracle (no meta-training) has a single seed.
 
     Returns:
       A :class:`Comparison`.
     """
     key = jax.random.key(seed)
     k_train, k_eval, k_scratch, k_oracle = jax.random.split(key, 4)
+    batched = None if meta_seeds == 1 else meta_seeds
+    if batched:  # seed i: the training and scratch keys of a comparison with seed + i
+        per_seed = [jax.random.split(jax.random.key(seed + i), 4) for i in range(meta_seeds)]
+        k_train = jax.numpy.stack([k[0] for k in per_seed])
+        k_scratch = jax.numpy.stack([k[2] for k in per_seed])
     results: dict[str, FewShotResult] = {}
     wall: dict[str, float] = {}
     trained: dict[str, TrainResult] = {}
@@ -94,13 +106,14 @@ def compare(
         wall[algo] = time.perf_counter() - t
         trained[algo] = res
         t = time.perf_counter()
-        results[algo] = evaluate_few_shot(cfg, res.early_stop.best_params, res.early_stop.best_target, fs, k_eval)
+        results[algo] = evaluate_few_shot(cfg, res.early_stop.best_params, res.early_stop.best_target, fs, k_eval,
+                                          meta_seeds=batched)
         log(f"{algo}: trained {wall[algo]:.0f}s, evaluated {time.perf_counter() - t:.0f}s; "
             f"return at {fs.budgets}: {[round(float(x), 2) for x in results[algo].mean]}")
     if scratch:
         cfg = dataclasses.replace(base, algorithm="maml")
         learner, params = scratch_params(cfg, k_scratch)
-        results["scratch"] = evaluate_few_shot(cfg, params, params, fs, k_eval, learner=learner)
+        results["scratch"] = evaluate_few_shot(cfg, params, params, fs, k_eval, learner=learner, meta_seeds=batched)
         wall["scratch"] = 0.0
         log(f"scratch: return at {fs.budgets}: {[round(float(x), 2) for x in results['scratch'].mean]}")
     if oracle:

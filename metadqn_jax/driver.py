@@ -44,6 +44,7 @@ from metadqn_jax.meta import (
     MetaState,
     make_meta_step,
     meta_train,
+    meta_train_seeds,
 )
 
 
@@ -139,10 +140,36 @@ class EarlyStop(NamedTuple):
 
 
 def init_early_stop(state: MetaState) -> EarlyStop:
-    """No validation yet: best return ``-inf`` at step ``-1``, a copy of the state's parameters."""
+    """No validation yet: best return ``-inf`` at step ``-1``, a copy of the state's parameters
+    (every field ``[N]`` for a seed-batched state, like ``state.step``)."""
     copy = lambda t: jax.tree.map(jnp.copy, t)
-    return EarlyStop(jnp.float32(-jnp.inf), jnp.int32(-1), jnp.int32(0),
-                     copy(state.params), copy(state.target_params))
+    shape = jnp.shape(state.step)
+    return EarlyStop(jnp.full(shape, -jnp.inf, jnp.float32), jnp.full(shape, -1, jnp.int32),
+                     jnp.zeros(shape, jnp.int32), copy(state.params), copy(state.target_params))
+
+
+def num_seeds(key=None, state: MetaState | None = None) -> int | None:
+    """The meta-training seed count of a batch of keys ``[N]`` or a seed-batched state (``step [N]``);
+    ``None`` for one key / an unbatched state."""
+    if state is not None:
+        return None if jnp.ndim(state.step) == 0 else int(jnp.shape(state.step)[0])
+    return None if key is None or jnp.ndim(key) == 0 else int(jnp.shape(key)[0])
+
+
+def _steps_taken(state: MetaState) -> int:
+    return int(np.asarray(state.step).reshape(-1)[0])  # every seed takes the same steps
+
+
+def _update_early_stop(early_stop: EarlyStop, state: MetaState, val_return, step: int) -> EarlyStop:
+    """Seed-batched early stopping: each seed keeps its own best parameters."""
+    val = jnp.asarray(val_return, jnp.float32)
+    better = val > early_stop.best_return
+    pick = lambda new, old: jax.tree.map(
+        lambda a, b: jnp.where(better.reshape(better.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+    return EarlyStop(jnp.where(better, val, early_stop.best_return),
+                     jnp.where(better, jnp.int32(step), early_stop.best_step),
+                     jnp.where(better, 0, early_stop.bad_validations + 1).astype(jnp.int32),
+                     pick(state.params, early_stop.best_params), pick(state.target_params, early_stop.best_target))
 
 
 class TrainResult(NamedTuple):
@@ -192,7 +219,13 @@ def train_meta(
 
     Args:
       cfg: static configuration.
-      key: PRNG key for a fresh start (ignored when ``state`` is given).
+      key: PRNG key for a fresh start (ignored when ``state`` is given), or a batch of keys
+        ``[N]``: ``N`` meta-training seeds trained as ONE vmapped program (a seed axis in front of
+        every leaf of the state; the task axis stays shardable). Each seed validates and
+        early-stops on its own (``patience`` stops when every seed has run out of it); the
+        returned state and early-stopping state carry the seed axis and the history rows
+        average over seeds. Seed ``i`` follows the same computation as a one-key run with
+        ``key[i]`` (equal up to float round-off of the batched kernels).
       hp: traced hyper-parameters (default ``cfg.hparams()``).
       validation: validation / early-stopping settings (default :class:`ValidationConfig`).
       state, early_stop: a state to resume from (e.g. a restored checkpoint).
@@ -223,20 +256,24 @@ def train_meta(
     else:
         sharding.check_micro_batch(cfg.task_micro_batch, mesh)
     program = program or make_meta_step(cfg)
+    seeds = num_seeds(key, state)
     if state is None:
         key = jax.random.key(0) if key is None else key
-        state = program.init(key, hp)
+        state = program.init(key, hp) if seeds is None else jax.vmap(program.init, in_axes=(0, None))(key, hp)
+    chunk, batch_axes = (meta_train, 0) if seeds is None else (meta_train_seeds, 1)
     if mesh is not None:
-        spec = sharding.task_axis_spec(state, PER_TASK_FIELDS)
+        spec = sharding.task_axis_spec(state, PER_TASK_FIELDS, axis=batch_axes)
         state = sharding.shard_meta_state(state, mesh, spec)
-        run = sharding.jit_meta_train(meta_train, mesh, spec)
+        run = sharding.jit_meta_train(chunk, mesh, spec, batch_axes=batch_axes)
     else:
-        run = jax.jit(meta_train, static_argnums=(0, 3), donate_argnums=(1,))
+        run = jax.jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
     early_stop = early_stop or init_early_stop(state)
     validate = make_validator(cfg, validation) if validation.every else None
+    if validate is not None and seeds is not None:
+        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, None)))
     val_key = jax.random.key(12345)
     history: list[dict] = []
-    start = int(state.step)
+    start = _steps_taken(state)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -247,14 +284,19 @@ def train_meta(
     stopped = False
     val_every_chunks = max(1, -(-validation.every // cfg.chunk_size)) if validation.every else 0
     warned = False
-    while int(state.step) < cfg.num_meta_steps:
-        before = int(state.step)
+    while _steps_taken(state) < cfg.num_meta_steps:
+        before = _steps_taken(state)
         n = min(cfg.chunk_size, cfg.num_meta_steps - before)
         state, metrics = run(program.meta_step, state, hp, n)
-        step = int(state.step)
+        step = _steps_taken(state)
         host = {k: np.asarray(v) for k, v in metrics._asdict().items()}
-        bad = first_divergence({"query_loss": host["query_loss"], "grad_norm": host["grad_norm"],
-                                "meta_params_finite": host["params_finite"]}, before)
+        checks = {"query_loss": host["query_loss"], "grad_norm": host["grad_norm"],
+                  "meta_params_finite": host["params_finite"]}
+        if seeds is None:
+            bad = first_divergence(checks, before)
+        else:  # the earliest bad meta-step of any seed
+            per_seed = [first_divergence({k: v[i] for k, v in checks.items()}, before) for i in range(seeds)]
+            bad = min((b for b in per_seed if b is not None), key=lambda b: b[0], default=None)
         if bad is not None and not allow_divergence:
             if bar is not None:
                 bar.close()
@@ -271,15 +313,20 @@ def train_meta(
         chunk_index = -(-step // cfg.chunk_size)
         is_last = step >= cfg.num_meta_steps
         if validate is not None and (chunk_index % val_every_chunks == 0 or is_last):
-            val_return = float(validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp))
-            row["val_return"] = val_return
-            if val_return > float(early_stop.best_return):
-                copy = lambda t: jax.tree.map(jnp.copy, t)
-                early_stop = EarlyStop(jnp.float32(val_return), jnp.int32(step), jnp.int32(0),
-                                       copy(state.params), copy(state.target_params))
+            val = validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp)
+            if seeds is None:
+                val_return = float(val)
+                if val_return > float(early_stop.best_return):
+                    copy = lambda t: jax.tree.map(jnp.copy, t)
+                    early_stop = EarlyStop(jnp.float32(val_return), jnp.int32(step), jnp.int32(0),
+                                           copy(state.params), copy(state.target_params))
+                else:
+                    early_stop = early_stop._replace(bad_validations=early_stop.bad_validations + 1)
             else:
-                early_stop = early_stop._replace(bad_validations=early_stop.bad_validations + 1)
-            if validation.patience and int(early_stop.bad_validations) >= validation.patience:
+                val_return = float(np.mean(np.asarray(val)))
+                early_stop = _update_early_stop(early_stop, state, val, step)
+            row["val_return"] = val_return
+            if validation.patience and int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience:
                 stopped = True
         row["wall_s"] = time.perf_counter() - t0
         history.append(row)
@@ -295,6 +342,7 @@ def train_meta(
             break
     if bar is not None:
         bar.close()
-    if validate is None or int(early_stop.best_step) < 0:  # no validation: the final parameters
-        early_stop = EarlyStop(jnp.float32(jnp.nan), state.step, jnp.int32(0), state.params, state.target_params)
+    if validate is None or int(np.min(np.asarray(early_stop.best_step))) < 0:  # no validation: the final parameters
+        early_stop = EarlyStop(jnp.full(jnp.shape(state.step), jnp.nan, jnp.float32), state.step,
+                               jnp.zeros(jnp.shape(state.step), jnp.int32), state.params, state.target_params)
     return TrainResult(state, early_stop, history, stopped)

@@ -307,13 +307,25 @@ def evaluate_few_shot(
     key: jax.Array,
     hp: MetaHParams | None = None,
     learner: Learner | None = None,
+    *,
+    meta_seeds: int | None = None,
 ) -> FewShotResult:
-    """Few-shot returns of one initialisation on held-out tasks (see the module docstring)."""
+    """Few-shot returns of one initialisation on held-out tasks (see the module docstring).
+
+    ``meta_seeds=N``: ``meta_params`` / ``meta_target`` carry a leading axis of ``N`` meta-training
+    seeds (:func:`metadqn_jax.driver.train_meta` with a batch of keys); every seed adapts on the
+    same tasks with the same keys, in one vmapped program, and the result's returns are
+    ``[N, task, adapt_seed, budget]``.
+    """
     hp = meta_cfg.hparams() if hp is None else hp
     run, _ = make_few_shot(meta_cfg, fs, learner)
     task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
-    returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
-    return summarize(fs.budgets, _by_task(returns, fs.seeds), axes="tsb")
+    if meta_seeds is None:
+        returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
+        return summarize(fs.budgets, _by_task(returns, fs.seeds), axes="tsb")
+    returns = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None)))(meta_params, meta_target, task_params, keys, hp)
+    returns = np.asarray(returns)
+    return summarize(fs.budgets, returns.reshape(returns.shape[0], -1, fs.seeds, returns.shape[-1]), axes="mtsb")
 
 
 def first_episode_explore(meta_cfg: MetaConfig) -> str:
@@ -334,6 +346,7 @@ def first_episode_curve(
     meta_target=None,
     hp: MetaHParams | None = None,
     learner: Learner | None = None,
+    meta_seeds: int | None = None,
 ) -> FewShotResult:
     """The zero-shot setting: the return *during the very first episode* on a held-out task.
 
@@ -344,7 +357,8 @@ def first_episode_curve(
     ``meta_params``) and ``hp`` (default: the config's) are what ``"adapted"`` passes to
     ``learner.adapt``. Returns the cumulative return after ``t = 1 … episode_length`` steps as
     a :class:`FewShotResult` whose ``budgets`` are those step counts (rewards after the first
-    ``done`` are not counted).
+    ``done`` are not counted). ``meta_seeds=N``: the parameters carry a leading seed axis (as in
+    :func:`evaluate_few_shot`).
     """
     in_range("epsilon", epsilon, 0.0, 1.0)
     family = meta_cfg.task_family
@@ -356,7 +370,7 @@ def first_episode_curve(
     hp = meta_cfg.hparams() if hp is None else hp
     steps = family.episode_length
 
-    def one_run(task, key):
+    def one_run(meta_params, meta_target, task, key):
         env_params = rollout.broadcast_params(task, 1)
         k_reset, k_roll = jax.random.split(key)
         carry = rollout.init_carry(env, k_reset, env_params)
@@ -376,17 +390,23 @@ def first_episode_curve(
         return jnp.cumsum(rewards)
 
     task_params, keys = few_shot_tasks(family, fs, key)
-    curves = jax.jit(jax.vmap(one_run))(task_params, keys)
-    return summarize(tuple(range(1, steps + 1)), _by_task(curves, fs.seeds), axes="tsb")
+    runs = jax.vmap(one_run, in_axes=(None, None, 0, 0))
+    budgets = tuple(range(1, steps + 1))
+    if meta_seeds is None:
+        curves = jax.jit(runs)(meta_params, meta_target, task_params, keys)
+        return summarize(budgets, _by_task(curves, fs.seeds), axes="tsb")
+    curves = np.asarray(jax.jit(jax.vmap(runs, in_axes=(0, 0, None, None)))(meta_params, meta_target, task_params, keys))
+    return summarize(budgets, curves.reshape(curves.shape[0], -1, fs.seeds, steps), axes="mtsb")
 
 
 def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
-    """A fresh initialisation for the ``scratch`` baseline (its own target = itself)."""
+    """A fresh initialisation for the ``scratch`` baseline (its own target = itself); a batch of
+    keys ``[N]`` gives ``N`` initialisations (a leading seed axis)."""
     family = meta_cfg.task_family
     env, base_params = family.env()
     learner = make_learner(dataclasses.replace(meta_cfg, algorithm="maml"),
                            envs.num_actions(env, base_params), envs.obs_shape(env, base_params))
-    params = learner.init(key)
+    params = learner.init(key) if jnp.ndim(key) == 0 else jax.vmap(learner.init)(key)
     return learner, params
 
 

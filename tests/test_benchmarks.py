@@ -32,8 +32,10 @@ def test_few_shot_quick(tmp_path, monkeypatch):
     paired = data["paired_vs_pretrained"]
     assert set(paired) == {"maml", "context", "scratch"}
     assert all(len(v["diff_low"]) == len(v["p_improve"]) == 3 for v in paired.values())
-    assert np.asarray(data["maml"]["returns"]).shape == (1, 2, 2, 3)  # 1 meta seed, 2 tasks x 2 seeds, 3 budgets
-    assert data["axes"] == ["meta_seed", "task", "adapt_seed", "budget"] and data["meta_seeds"] == [0]
+    # the default: 3 meta-training seeds (one vmapped program) x 2 tasks x 2 adaptation seeds, 3 budgets
+    assert np.asarray(data["maml"]["returns"]).shape == (3, 2, 2, 3)
+    assert np.asarray(data["scratch"]["returns"]).shape == (3, 2, 2, 3)
+    assert data["axes"] == ["meta_seed", "task", "adapt_seed", "budget"] and data["meta_seeds"] == [0, 1, 2]
     assert "bootstrap" in data["ci_method"]
     assert (tmp_path / "fs_profile.png").stat().st_size > 10_000
     assert "| init − pretrained |" in out.with_suffix(".md").read_text()

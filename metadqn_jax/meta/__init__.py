@@ -56,13 +56,15 @@ _EXPORTS: dict[str, str] = {
     "make_meta_step": "metadqn_jax.meta.step",
     "memory_bytes": "metadqn_jax.meta.step",
     "meta_train": "metadqn_jax.meta.step",
+    "meta_train_seeds": "metadqn_jax.meta.step",
 }
 
 __all__ = ["adapt", "meta_gradient", "batched_meta_gradient", "MetaMetrics", "ALGORITHMS", "ALGORITHM_DEFAULTS", "ALGORITHM_RESOLVED", "ALGORITHM_SETTINGS", "FAMILY_RESOLVED",
            "LIBRARY_DEFAULTS", "MetaConfig", "MetaHParams", "META_HPARAM_RULES", "LEARNERS", "Learner",
            "OnlineContext", "ContextEncoder", "encoder_sums", "make_learner", "adapted_query",
            "online_no_data_stats", "online_start_stats", "online_step", "support_mask", "tasks_per_env",
-           "MetaProgram", "MetaState", "MetaStepMetrics", "PER_TASK_FIELDS", "make_meta_step", "memory_bytes", "meta_train"]
+           "MetaProgram", "MetaState", "MetaStepMetrics", "PER_TASK_FIELDS", "make_meta_step", "memory_bytes", "meta_train",
+           "meta_train_seeds"]
 assert set(__all__) == set(_EXPORTS)
 
 

@@ -210,6 +210,13 @@ def meta_train(meta_step: Callable, state: MetaState, hp: MetaHParams, num_steps
     return jax.lax.scan(lambda s, _: meta_step(s, hp), state, None, length=num_steps)
 
 
+def meta_train_seeds(meta_step: Callable, state: MetaState, hp: MetaHParams, num_steps: int):
+    """:func:`meta_train` vmapped over a leading meta-training seed axis ``[N]`` of ``state``
+    (every leaf, the step counter and key included); ``hp`` is shared. Jit it like
+    :func:`meta_train`. Returns ``(state, MetaStepMetrics with leaves [N, num_steps])``."""
+    return jax.vmap(lambda s: meta_train(meta_step, s, hp, num_steps))(state)
+
+
 def memory_bytes(cfg: MetaConfig, obs_shape: tuple[int, ...]) -> dict[str, int]:
     """Bytes of the per-task state: ``num_tasks × buffer_size × transition bytes`` + env obs.
 
