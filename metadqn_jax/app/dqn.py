@@ -35,11 +35,8 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         sys.stdout.write(cfg.to_yaml())
         return 0
     run_dir = runs.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
-    lock = runs.create_run_dir(run_dir, "dqn", getattr(args, "argv", None))
-    try:
+    with runs.create_run_dir(run_dir, "dqn", getattr(args, "argv", None)):  # the run folder's lock
         return _dqn(args, cfg, run_dir)
-    finally:
-        lock.release()
 
 
 def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:

@@ -34,11 +34,8 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         sys.stdout.write(cfg.to_yaml())
         return 0
     run_dir = runs.new_run_dir(args.out, args.name, "regress", "sinusoid")
-    lock = runs.create_run_dir(run_dir, "regress", getattr(args, "argv", None))
-    try:
+    with runs.create_run_dir(run_dir, "regress", getattr(args, "argv", None)):  # the run folder's lock
         return _regress(args, cfg, run_dir)
-    finally:
-        lock.release()
 
 
 def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
