@@ -160,8 +160,10 @@ def _steps_taken(state: MetaState) -> int:
     return int(np.asarray(state.step).reshape(-1)[0])  # every seed takes the same steps
 
 
-def _update_early_stop(early_stop: EarlyStop, state: MetaState, val_return, step: int) -> EarlyStop:
-    """Seed-batched early stopping: each seed keeps its own best parameters."""
+def update_early_stop(early_stop: EarlyStop, state: MetaState, val_return, step: int) -> EarlyStop:
+    """Early stopping after a validation at meta-step ``step``: where ``val_return`` (``[]``, or
+    ``[N]`` for a seed-batched state) beats the best so far, the state's parameters (new buffers,
+    safe from the next chunk's donation) become the best; elsewhere one more bad validation."""
     val = jnp.asarray(val_return, jnp.float32)
     better = val > early_stop.best_return
     pick = lambda new, old: jax.tree.map(
@@ -314,18 +316,8 @@ def train_meta(
         is_last = step >= cfg.num_meta_steps
         if validate is not None and (chunk_index % val_every_chunks == 0 or is_last):
             val = validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp)
-            if seeds is None:
-                val_return = float(val)
-                if val_return > float(early_stop.best_return):
-                    copy = lambda t: jax.tree.map(jnp.copy, t)
-                    early_stop = EarlyStop(jnp.float32(val_return), jnp.int32(step), jnp.int32(0),
-                                           copy(state.params), copy(state.target_params))
-                else:
-                    early_stop = early_stop._replace(bad_validations=early_stop.bad_validations + 1)
-            else:
-                val_return = float(np.mean(np.asarray(val)))
-                early_stop = _update_early_stop(early_stop, state, val, step)
-            row["val_return"] = val_return
+            early_stop = update_early_stop(early_stop, state, val, step)
+            row["val_return"] = float(np.mean(np.asarray(val)))  # the mean over seeds
             if validation.patience and int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience:
                 stopped = True
         row["wall_s"] = time.perf_counter() - t0
