@@ -55,7 +55,7 @@ class Proc:
         self.rc = self.out = self.err = None
 
     def wait(self) -> Proc:
-        self.out, self.err = self.p.communicate(timeout=600)
+        self.out, self.err = self.p.communicate(timeout=1800)
         self.rc, self.wall = self.p.returncode, time.perf_counter() - self.t0
         return self
 

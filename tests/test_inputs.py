@@ -203,7 +203,7 @@ def test_families_is_a_table_without_jax():
             "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'jaxlib', 'gymnax'}), "
             "file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO,
-                       check=False, timeout=600)
+                       check=False, timeout=1800)
     assert p.stderr.strip() == "0 []", p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["FAMILY", "ENVIRONMENT", "WHAT", "VARIES", "GAMMA", "STEPS", "DESCRIPTION"]
@@ -224,7 +224,7 @@ def test_families_survives_a_closed_pipe():
         os.close(r)  # the reader has gone before anything is written
         try:
             p = subprocess.run([sys.executable, "-m", "metadqn_jax", *argv], stdout=w, stderr=subprocess.PIPE,
-                               text=True, env=_env(), cwd=REPO, check=False, timeout=600)
+                               text=True, env=_env(), cwd=REPO, check=False, timeout=1800)
         finally:
             os.close(w)
         assert p.stderr == "" and p.returncode == 1, (argv, p.returncode, p.stderr)
@@ -255,5 +255,5 @@ def test_regress_config_module_does_not_import_regression():
     every command does) no longer imports the regression package."""
     code = "import sys, metadqn_jax.app.runconfig\nprint('metadqn_jax.regression' in sys.modules)\n"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO,
-                       check=False, timeout=600)
+                       check=False, timeout=1800)
     assert p.stdout.strip() == "False", p.stderr[-2000:]
