@@ -139,10 +139,19 @@ def summarize_runs(runs, *, n_boot: int = N_BOOT, seed: int = 0) -> Summary:
         mean, q = flat.mean(axis=0), iqm(flat, axis=0)
         if m * t == 1:
             return Summary(mean, mean, mean, q, q, q)
-        boot = _boot_per_task(per_task, n_boot, seed)
-        lo, hi = _percentile_interval(boot.mean(axis=1))
-        qlo, qhi = _percentile_interval(iqm(boot, axis=1))
+        lo, hi, qlo, qhi = (np.empty(b) for _ in range(4))
+        for cols in _budget_chunks(b, n_boot * m * t):  # bounded memory for long curves
+            boot = _boot_per_task(per_task[..., cols], n_boot, seed)  # the same draws for every budget
+            lo[cols], hi[cols] = _percentile_interval(boot.mean(axis=1))
+            qlo[cols], qhi[cols] = _percentile_interval(iqm(boot, axis=1))
     return Summary(mean, lo, hi, q, qlo, qhi)
+
+
+def _budget_chunks(num_budgets: int, per_budget: int, max_values: int = 2_000_000):
+    """Slices of the budget axis whose bootstrap arrays hold at most ``max_values`` numbers
+    (a first-episode curve has one "budget" per step: 500 on CartPole)."""
+    step = max(1, max_values // max(per_budget, 1))
+    return [slice(i, min(i + step, num_budgets)) for i in range(0, num_budgets, step)]
 
 
 class Paired(NamedTuple):
