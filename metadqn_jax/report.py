@@ -54,8 +54,9 @@ def paired(a: FewShotResult, b: FewShotResult) -> stats.Paired:
 
 def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:
     """Markdown: every other init (the oracle and ``baseline`` excluded) minus ``baseline``,
-    paired by task (:func:`paired`): ``mean ± half-width`` of the difference and the
-    probability of improvement per budget; bold where the difference's interval excludes 0."""
+    paired by task (:func:`paired`): the mean difference, its 95 % interval ``[low, high]`` (a
+    bootstrap interval: it may be asymmetric) and the probability of improvement per budget;
+    bold where the interval excludes 0."""
     budgets = next(iter(results.values())).budgets
     lines = [f"**{title}**", ""] if title else []
     lines.append(f"| init − {baseline} | " + " | ".join(f"{b} steps" for b in budgets) + " |")
@@ -64,7 +65,8 @@ def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrain
         if name in (baseline, "oracle"):
             continue
         pr = paired(r, results[baseline])
-        cells = [f"{m:+.2f} ± {c:.2f} (P {p:.2f})" for m, c, p in zip(pr.diff, pr.ci95, pr.p_improve)]
+        cells = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (P {p:.2f})"
+                 for m, lo, hi, p in zip(pr.diff, pr.diff_low, pr.diff_high, pr.p_improve)]
         cells = [f"**{cell}**" if sig else cell for cell, sig in zip(cells, pr.significant)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
