@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 
+from metadqn_jax.core.validate import positive_int
 from metadqn_jax.fewshot import (
     FewShotConfig,
     FewShotResult,
@@ -84,6 +85,7 @@ def compare(
     Returns:
       A :class:`Comparison`.
     """
+    positive_int("meta_seeds", meta_seeds)
     key = jax.random.key(seed)
     k_train, k_eval, k_scratch, k_oracle = jax.random.split(key, 4)
     batched = None if meta_seeds == 1 else meta_seeds
