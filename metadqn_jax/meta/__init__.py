@@ -13,8 +13,9 @@ Names are imported lazily (PEP 562), so ``import metadqn_jax.meta.defaults`` doe
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metadqn_jax._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -68,17 +69,7 @@ __all__ = ["adapt", "meta_gradient", "batched_meta_gradient", "MetaMetrics", "AL
 assert set(__all__) == set(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:  # submodules (``from metadqn_jax.meta import gradient``) are found by the import system
-        raise AttributeError(f"module 'metadqn_jax.meta' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: the next access is a plain attribute lookup
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
