@@ -1,6 +1,12 @@
 """Few-shot benchmark: meta-learned inits vs. pretrained, scratch and oracle on held-out tasks.
 
     python benchmarks/few_shot.py --family pointnav-goal --out few_shot_goal.json
+    python benchmarks/few_shot.py --family-file acrobot.yaml --out few_shot_acrobot.json   # a user's family
+
+A user's family comes from a YAML file's ``family:`` block (``--family-file``) or from a module
+that registers it (``--family-module``; metadqn_jax.app.userfamily). The budgets default to the
+family's (``TaskFamily.budgets``: by default 0, 1/20, 1/5, 1/2, 1, 2 and 4 episodes); the JSON
+records the family's full definition (``family_spec``).
 
 Meta-trains every algorithm with the same environment-step budget, adapts each init on the
 same held-out test tasks × seeds with the same protocol (metadqn_jax.fewshot), and writes
@@ -26,15 +32,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from metadqn_jax import report
+from metadqn_jax import report, tasks
+from metadqn_jax.app.userfamily import add_family_arguments, apply_family_options
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
-from metadqn_jax.tasks import list_families
 from metadqn_jax.driver import ValidationConfig
 
 DEFAULT_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
-DEFAULT_BUDGETS = (0, 25, 100, 250, 500, 1000, 2000, 5000)
+DEFAULT_FAMILY = "pointnav-goal"
 
 
 def steps_to_fraction(result, oracle_mean: float, budgets, fraction: float = 0.9):
@@ -101,14 +107,16 @@ def write_plots(out: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=list_families(), default="pointnav-goal",
-                   help="task family (default: %(default)s)")
+    p.add_argument("--family", default=None, metavar="NAME",
+                   help=f"task family: a registered one ({', '.join(tasks.list_families())}) or one of "
+                        f"--family-file / --family-module (default: theirs, else {DEFAULT_FAMILY})")
+    add_family_arguments(p)
     p.add_argument("--out", type=Path, default=Path("few_shot.json"), help="JSON output file (default: %(default)s)")
     p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                    help=f"comma list from {ALGORITHMS} (default: %(default)s)")
     p.add_argument("--meta-steps", type=int, default=2000, help="meta-steps per algorithm (default: %(default)s)")
-    p.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)),
-                   help="adaptation budgets in env steps (default: %(default)s)")
+    p.add_argument("--budgets", default=None,
+                   help="comma list of adaptation budgets in env steps (default: the family's, TaskFamily.budgets)")
     p.add_argument("--test-tasks", type=int, default=20, help="held-out test tasks (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="adaptation runs per test task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: %(default)s)")
@@ -133,7 +141,16 @@ def main(argv=None) -> int:
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         p.error(f"unknown algorithm(s) {unknown}; choose from {ALGORITHMS}")
-    budgets = tuple(int(b) for b in args.budgets.split(","))
+    try:
+        chosen = apply_family_options(args, {"meta": {"family": args.family}})
+        family = tasks.get_family(chosen or DEFAULT_FAMILY)
+    except ValueError as e:  # ConfigError included: a bad family file / module, an unknown name
+        p.error(" ".join(str(e).split()))
+    args.family = family.name
+    try:
+        budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else family.few_shot_budgets
+    except ValueError:
+        p.error(f"--budgets expects comma-separated integers, got {args.budgets!r}")
     base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps, chunk_size=250)
     fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
                        support_size=base.support_size)
@@ -154,6 +171,7 @@ def main(argv=None) -> int:
     out = report.to_dict(results, meta_seeds=list(range(args.seed, args.seed + args.meta_seeds)))
     out.update(
         family=args.family,
+        family_spec=tasks.family_spec(args.family),
         meta_steps=base.num_meta_steps,
         meta_config_set=sets,
         validation_budgets=list(validation.budgets),

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from metadqn_jax.app import dqn, evaluate, families, regress, runs, train
+from metadqn_jax.app.userfamily import add_family_arguments
 from metadqn_jax.app.command_defaults import COMMAND_DEFAULTS
 from metadqn_jax.meta.defaults import ALGORITHM_DEFAULTS, LIBRARY_DEFAULTS
 
@@ -141,7 +142,8 @@ TRAIN_OPTS: tuple[Opt, ...] = (
     Opt(("--num-devices",), "run.num_devices", "devices the task axis is sharded over (default: all local "
         "devices; 1: no sharding); meta.num_tasks must be divisible by it", "devices", int, "N"),
     Opt(("--budgets",), "few_shot.budgets", "comma list of adaptation budgets on each test task",
-        "env steps", _int_list, "LIST"),
+        "env steps", _int_list, "LIST", None, "the family's (TaskFamily.budgets: by default 0, 1/20, 1/5, 1/2, 1, "
+        "2 and 4 episodes; 'metadqn families --json' lists them)"),
     Opt(("--test-tasks",), "few_shot.num_tasks", "held-out test tasks", "tasks", int, "N"),
     Opt(("--seeds",), "few_shot.seeds", "adaptation runs per test task", "runs", int, "N"),
     Opt(("--checkpoint-every",), "run.checkpoint_every", "meta-steps between checkpoints (0: only at the "
@@ -324,6 +326,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
             "  metadqn train --resume runs/smoke              # continue an interrupted run exactly"),
     )
     _add_opts(p, TRAIN_OPTS, tq)
+    add_family_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its latest checkpoints (its config.yaml; only "
                         "--meta-steps, the few-shot options, --baselines/--oracle, --checkpoint-every and "
@@ -346,6 +349,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a 'metadqn train' run folder")
     _add_opts(p, EVALUATE_OPTS, None)
+    add_family_arguments(p, run=True)
     p.add_argument("--tag", metavar="NAME", default="few_shot",
                    help="output file stem inside RUN_DIR [default: few_shot]")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
@@ -360,6 +364,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
                      "(--family/--task). Writes config.yaml, metrics.csv, tb/, returns.png and dqn.md/.json."),
     )
     _add_opts(p, DQN_OPTS, d["dqn"])
+    add_family_arguments(p)
     _add_common(p, quick="tiny settings for smoke tests (presets.QUICK_DQN)", progress=False,
                 diverge="keep training after a non-finite loss or parameter and write the results anyway",
                 set_example="--set dqn.hidden=[32,32] or --set hparams.tau=0.99")
@@ -379,11 +384,13 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
 
     # ---- families
     p = sub.add_parser(
-        "families", formatter_class=fmt, help="list the built-in task families and their varying fields",
+        "families", formatter_class=fmt, help="list the task families and their varying fields",
         description="List the registered task families: environment, varying fields and their ranges, "
-                    "discount, episode length and split sizes.",
+                    "discount, episode length and split sizes (--json: also meta_defaults and budgets); "
+                    "with --family-file / --family-module, the user's family too.",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per family [default: off]")
+    add_family_arguments(p, listing=True)
     p.set_defaults(func=families.cmd_families, opts=())
     return parser
 

@@ -45,8 +45,10 @@ def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], defa
                    quick_layer: Mapping[str, Any] | None):
     """A command's configuration ``cls`` from its layers, later winning: ``default_layer``,
     ``quick_layer`` (with ``--quick``), the ``--config`` file (its ``defaults_used`` read as
-    by :func:`metadqn_jax.app.runs.config_layer`), the command-line ``flags`` (the layer of the
-    options given), then the ``--set`` overrides.
+    by :func:`metadqn_jax.app.runs.config_layer`; its ``family:`` block installed, and for
+    ``train`` / ``dqn`` chosen as ``meta.family`` / ``run.family`` unless the file sets one:
+    :func:`metadqn_jax.app.userfamily.take_family_block`), the command-line ``flags`` (the layer
+    of the options given), then the ``--set`` overrides.
 
     Raises:
       ConfigError: an unreadable config file, an unknown field, or an invalid value.
@@ -54,11 +56,21 @@ def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], defa
     from metadqn_jax.app.runs import config_layer
     from metadqn_jax.app.yamlio import load_yaml, parse_overrides
 
+    from metadqn_jax.app.userfamily import take_family_block
+
     layers = [default_layer]
     if getattr(args, "quick", False):
         layers.append(quick_layer)
     if getattr(args, "config", None):  # a run's config.yaml is a valid --config file
-        layers.append(config_layer(load_yaml(args.config), str(args.config)))
+        data = load_yaml(args.config)
+        if getattr(cls, "FAMILY_SECTION", None) is not None:  # installed here: its errors name the file
+            data, family = take_family_block(data, str(args.config))
+            section = cls.FAMILY_SECTION
+            values = data.get(section) if isinstance(data, dict) else None
+            if family is not None and (values is None or isinstance(values, Mapping)) and \
+                    (values or {}).get("family") is None:
+                data = {**data, section: {**(values or {}), "family": family}}
+        layers.append(config_layer(data, str(args.config)))
     layers.append(flags)
     layers.append(parse_overrides(args.set or [], cls))
     return cls.resolve(*layers)

@@ -29,7 +29,10 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     and writes no results (dqn.md/.json, returns.png, table), only config.yaml, metrics.csv and
     tb/; with ``args.keep_going_on_divergence`` it prints a warning line and writes them all."""
     from metadqn_jax.app.runconfig import DQNRunConfig
+    from metadqn_jax.app.userfamily import apply_family_options
 
+    flags = {k: dict(v) for k, v in flags.items()}
+    apply_family_options(args, flags, "run.family")  # --family-file / --family-module: the family, unless --family
     cfg = resolve_config(DQNRunConfig, args, flags, presets.DEFAULT_DQN, presets.QUICK_DQN)
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())

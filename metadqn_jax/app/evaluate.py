@@ -37,7 +37,10 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     from metadqn_jax.app.yamlio import parse_overrides
     from metadqn_jax.core.validate import ConfigError
 
+    from metadqn_jax.app.userfamily import apply_family_options
+
     run_dir = Path(args.run_dir)
+    apply_family_options(args, None)  # only registers: the run's config.yaml holds its family's definition
     stored = runs.read_run_config(run_dir, TrainConfig)
     layers = [stored.to_dict(), flags, parse_overrides(args.set or [], TrainConfig)]
     cfg = with_oracle(TrainConfig.resolve(*layers), args)

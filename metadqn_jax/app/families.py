@@ -5,7 +5,7 @@ module that registered its own family imported it), the built-in families are pr
 plain data (:mod:`metadqn_jax.app.family_table`, generated from the live families by
 ``python -m metadqn_jax.app.families --write`` and checked by ``tests/test_inputs.py``), without
 importing jax or gymnax. With the registry loaded, every registered family is listed, the
-user's too.
+user's too (``metadqn families --family-file F.yaml`` / ``--family-module M`` loads it).
 
 Output that a pipe's reader stops reading (``metadqn families | head -3``) ends quietly, the
 way Python's documentation on SIGPIPE recommends (exit status 1, no traceback).
@@ -46,15 +46,16 @@ def family_row(family: Any) -> dict[str, Any]:
 
     Keys: ``name``, ``env_id``, ``varying_fields``, ``gamma``, ``episode_length``, ``splits``
     (train / val / test pool sizes), ``description`` (:meth:`TaskFamily.describe`, one line),
-    ``varies`` (:meth:`TaskFamily.describe_varying`), ``about`` (the family's free text) and
-    ``meta_defaults``.
+    ``varies`` (:meth:`TaskFamily.describe_varying`), ``about`` (the family's free text),
+    ``meta_defaults`` and ``budgets`` (:attr:`TaskFamily.few_shot_budgets`, env steps).
     """
     return {"name": family.name, "env_id": family.env_id, "varying_fields": list(family.varying_fields),
             "gamma": float(family.gamma), "episode_length": family.episode_length,
             "splits": {s: family.num_tasks(s) for s in ("train", "val", "test")},
             "description": family.describe(), "varies": family.describe_varying(),
             "about": " ".join(str(family.description).split()),
-            "meta_defaults": {k: v for k, v in family.meta_defaults.items()}}
+            "meta_defaults": {k: v for k, v in family.meta_defaults.items()},
+            "budgets": list(family.few_shot_budgets)}
 
 
 def family_rows() -> list[dict[str, Any]]:
@@ -110,6 +111,10 @@ def cmd_families(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     Returns:
       0, or 1 if stdout was closed before everything was written (e.g. ``| head -3``).
     """
+    if getattr(args, "family_file", None) or getattr(args, "family_module", None):
+        from metadqn_jax.app.userfamily import apply_family_options
+
+        apply_family_options(args, None)  # loads the registry: every registered family is listed
     rows = family_rows()
     if getattr(args, "json", False):
         return _write_stdout(json.dumps(rows, indent=1) + "\n")

@@ -142,6 +142,30 @@ def read_tb_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
 META_CSV_FIELDS = ("algorithm", "meta_step", "env_steps", "query_loss", "pre_adapt_loss", "post_adapt_loss",
                    "train_return", "grad_norm", "val_return", "wall_s")
 
+# what each metrics.csv column of 'metadqn train' measures (one row per chunk and algorithm; the
+# loss columns and train_return are means over the chunk's meta-steps, and over the meta-training
+# seeds when several train as one program). README "Command line" repeats it.
+META_CSV_DOC: dict[str, str] = {
+    "algorithm": "the learner (maml, fomaml, reptile, cavia, context, pretrained)",
+    "meta_step": "meta-steps taken at the end of the chunk",
+    "env_steps": "environment steps simulated so far (meta_step x num_tasks x envs_per_task x rollout_steps, "
+                 "x2 with query_source 'adapted')",
+    "query_loss": "the meta-objective: TD loss on the query after adaptation",
+    "pre_adapt_loss": "TD loss on the support before the inner loop (blank: no inner loop)",
+    "post_adapt_loss": "TD loss on the support after the inner loop (blank: no inner loop)",
+    "train_return": "undiscounted return of the last finished episode of each meta-training environment, on "
+                    "TRAINING tasks, acting with the behaviour policy that collects the support: epsilon-greedy "
+                    "(hparams.epsilon) with the UNADAPTED meta-parameters (context with online_context: on the "
+                    "context inferred while acting); not the adapted policy, not greedy, and only episodes that "
+                    "ended count (blank until one has)",
+    "grad_norm": "global norm of the meta-gradient before clipping",
+    "val_return": "the few-shot return the exported policy is selected on: mean undiscounted GREEDY return "
+                  "(2 episodes) on validation.num_tasks tasks of the VALIDATION split (disjoint from the train "
+                  "and test tasks), after the learner's own adaptation on support_size fresh transitions, no "
+                  "fine-tuning (or averaged over validation.budgets); blank on chunks without a validation",
+    "wall_s": "seconds since this algorithm's training started in this process (compilation included)",
+}
+
 
 def meta_row_scalars(row: Mapping[str, Any]) -> dict[str, float]:
     """TensorBoard tags of a :func:`metadqn_jax.driver.train_meta` history row (logged against

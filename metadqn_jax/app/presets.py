@@ -24,7 +24,7 @@ DEFAULT_TRAIN: Layer = {
     },
     "hparams": {},
     "few_shot": {
-        "budgets": [0, 25, 50, 100, 250, 500],
+        # budgets: the family's (TaskFamily.budgets; by default 0, 1/20, 1/5, 1/2, 1, 2, 4 episodes)
         "num_tasks": 20,  # held-out test tasks
         "seeds": 3,  # adaptation runs per test task
     },

@@ -1,5 +1,5 @@
 """The few-shot results of a ``metadqn train`` run folder: ``<tag>.md`` (table and verdict),
-``<tag>.png`` (plot), ``<tag>_profile.png`` (performance profiles), ``<tag>.json`` (numbers, per-run returns, config) and TensorBoard scalars
+``<tag>.png`` (plot), ``<tag>_profile.png`` (performance profiles), ``<tag>.json`` (numbers, per-run returns, config, the family's definition) and TensorBoard scalars
 under ``tb/<tag>``, written by ``train`` (tag ``few_shot``) and ``evaluate``.
 """
 
@@ -53,6 +53,7 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
         "train_wall_s": dict(comp.train_wall_s),
         "verdict": verdict,
         "config": cfg.to_dict(),
+        "family": _family_spec(cfg.meta.family),  # the tasks' full definition (TaskFamily.to_spec)
     }
     runs.output_path(run_dir, tag, ".json").write_text(json.dumps(data, indent=1))
     tb = TBLog(runs.tb_dir(run_dir, tag), purge_step=0)  # a re-evaluation replaces the previous one
@@ -61,6 +62,12 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     tb.text(f"{tag}/table", table)
     tb.close()
     return text
+
+
+def _family_spec(name: str) -> dict:
+    from metadqn_jax.tasks import family_spec
+
+    return family_spec(name)
 
 
 def verdict_line(results, algorithms: Sequence[str]) -> str:

@@ -141,6 +141,7 @@ class _Composite:
         for layer in layers:
             if not layer:
                 continue
+            layer = cls._take_family(layer)
             cls._check_layer(layer)
             for sec, values in layer.items():
                 if sec == "command":
@@ -148,6 +149,26 @@ class _Composite:
                 merged.setdefault(sec, {}).update(values or {})
         cls._derive(merged)
         return cls._build(merged)
+
+    # the section holding the command's "family" field; a layer's family: block sets it
+    FAMILY_SECTION: ClassVar[str | None] = None
+
+    @classmethod
+    def _take_family(cls, layer: Any) -> Any:
+        """A layer with a ``family:`` block (a family's definition, as in a run's config.yaml)
+        installs it (:func:`metadqn_jax.app.userfamily.take_family_block`) and, unless the layer
+        names a family, chooses it; returned without the block. Commands without a family keep
+        the block (an unknown section)."""
+        if cls.FAMILY_SECTION is None or not isinstance(layer, Mapping) or "family" not in layer:
+            return layer
+        from metadqn_jax.app.userfamily import take_family_block
+
+        layer, name = take_family_block(layer, "the configuration's family: block")
+        section = cls.FAMILY_SECTION
+        values = layer.get(section)
+        if isinstance(values, Mapping) and values.get("family") is not None:
+            return layer
+        return {**layer, section: {**(values if isinstance(values, Mapping) else {}), "family": name}}
 
     @classmethod
     def _check_layer(cls, layer: Mapping[str, Any]) -> None:
@@ -247,7 +268,9 @@ class TrainConfig(_Composite):
 
     Derived defaults: unless set explicitly, ``few_shot.support_size`` follows
     ``meta.support_size`` and ``few_shot.support_epsilon`` follows ``hparams.epsilon`` (the
-    test-time protocol collects its support set as meta-training does).
+    test-time protocol collects its support set as meta-training does), and
+    ``few_shot.budgets`` are the family's (:attr:`metadqn_jax.tasks.TaskFamily.few_shot_budgets`:
+    its ``budgets``, by default 0, 1/20, 1/5, 1/2, 1, 2 and 4 episodes).
     """
 
     meta: MetaConfig
@@ -256,6 +279,7 @@ class TrainConfig(_Composite):
     run: TrainSettings
 
     COMMAND: ClassVar[str] = "train"
+    FAMILY_SECTION: ClassVar[str | None] = "meta"
     SECTIONS: ClassVar[tuple[Section, ...]] = (
         Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
                 "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
@@ -280,6 +304,13 @@ class TrainConfig(_Composite):
             fs["support_size"] = meta.get("support_size", MetaConfig.support_size)
         if "support_epsilon" not in fs:
             fs["support_epsilon"] = hp.get("epsilon", MetaConfig.epsilon)
+        if fs.get("budgets") is None:
+            from metadqn_jax import tasks
+
+            try:
+                fs["budgets"] = list(tasks.get_family(str(meta.get("family") or MetaConfig.family)).few_shot_budgets)
+            except ValueError:  # an unknown family: meta.family's own error follows
+                fs.pop("budgets", None)
 
 
 # ----------------------------------------------------------------------------------- dqn
@@ -295,6 +326,7 @@ class DQNRunConfig(_Composite):
     run: DQNSettings
 
     COMMAND: ClassVar[str] = "dqn"
+    FAMILY_SECTION: ClassVar[str | None] = "run"
     SECTIONS: ClassVar[tuple[Section, ...]] = (
         Section("dqn", "dqn", DQNConfig, _DQN_STATIC,
                 "dqn: static single-task DQN settings (env steps, sizes; changing one recompiles)"),

@@ -4,7 +4,7 @@ Every command writes one folder ``OUT/NAME/``; this module is the one place that
 layout (the commands, :mod:`metadqn_jax.deploy` and ``metadqn train --help`` ask it). A
 ``metadqn train`` run folder holds (:data:`TRAIN_LAYOUT`)::
 
-    config.yaml              the resolved config (what --resume and 'metadqn evaluate' read)
+    config.yaml              the resolved config and the family's definition (a family: block)
     metrics.csv              one row per chunk and algorithm (losses, returns, val_return)
     tb/<algorithm>/          TensorBoard event files (tensorboard --logdir OUT/NAME/tb)
     checkpoints/<algorithm>/ orbax checkpoints: every --checkpoint-every meta-steps + the end
@@ -61,7 +61,7 @@ MAX_NAME_BYTES = 255  # the longest file name of common file systems (ext4, xfs,
 
 # (path inside a train run folder, what it holds): the layout shown by 'metadqn train --help'
 TRAIN_LAYOUT: tuple[tuple[str, str], ...] = (
-    (CONFIG, "the resolved config (what --resume and 'metadqn evaluate' read)"),
+    (CONFIG, "the resolved config + the family's definition (what --resume, evaluate read)"),
     (METRICS, "one row per chunk and algorithm (losses, returns, val_return)"),
     ("tb/<algorithm>/", "TensorBoard event files (tensorboard --logdir OUT/NAME/tb)"),
     ("checkpoints/<algorithm>/", "orbax checkpoints: every --checkpoint-every meta-steps + the end"),
@@ -379,9 +379,29 @@ class _Filled:
         return self._data
 
 
+def _family_name(cfg: Any) -> str | None:
+    """The task family a configuration uses: ``meta.family`` (train), ``run.family`` (dqn)."""
+    for attr in ("meta", "run"):
+        name = getattr(getattr(cfg, attr, None), "family", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
 def config_text(cfg: Any) -> str:
     """The text of ``config.yaml`` for ``cfg``: ``cfg.to_yaml()`` with the defaults it used
-    filled in and listed under ``defaults_used`` (train configurations; see the module doc)."""
+    filled in and listed under ``defaults_used`` (train configurations; see the module doc),
+    then the ``family:`` block: the full definition of the task family it uses
+    (:func:`metadqn_jax.app.userfamily.family_block_text`)."""
+    name = _family_name(cfg)
+    if name is None:
+        return _config_text(cfg)
+    from metadqn_jax.app.userfamily import family_block_text
+
+    return _config_text(cfg) + family_block_text(name)
+
+
+def _config_text(cfg: Any) -> str:
     import yaml
 
     used = _defaults_used(cfg)
@@ -448,7 +468,10 @@ def write_config(run_dir: str | Path, cfg: Any) -> Path:
 
 def read_run_config(run_dir: str | Path, cls: Any = None):
     """The resolved configuration saved in ``run_dir/config.yaml`` (:func:`config_layer`: the
-    defaults it recorded count as not given).
+    defaults it recorded count as not given). Its ``family:`` block (the task family's full
+    definition) is installed first (:func:`metadqn_jax.app.userfamily.take_family_block`), so a
+    run of a user's family reads back in a fresh process; a folder written before the block
+    existed needs its family registered.
 
     Args:
       run_dir: a run folder.
@@ -475,4 +498,7 @@ def read_run_config(run_dir: str | Path, cls: Any = None):
     command = data.get("command")
     if command != cls.COMMAND:
         raise _config_error(f"{str(run_dir)!r} is a 'metadqn {command}' run, not a 'metadqn {cls.COMMAND}' run")
+    from metadqn_jax.app.userfamily import take_family_block
+
+    data, _ = take_family_block(data, str(path))
     return cls.resolve(config_layer(data, str(path)))

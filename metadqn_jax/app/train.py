@@ -400,22 +400,28 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         writing, and on ``--resume`` every checkpoint restored and checked, first).
     """
     from metadqn_jax.app.runconfig import TrainConfig
+    from metadqn_jax.app.userfamily import apply_family_options
     from metadqn_jax.core.validate import ConfigError
 
     if args.resume:
         for flag, given in (("--quick", args.quick), ("--config", args.config), ("--name", args.name)):
             if given:
                 raise ConfigError(f"{flag} cannot be combined with --resume (the run's config.yaml is used)")
+        # a family module / file only registers (the run's config.yaml names the family and holds its
+        # definition, which wins)
+        apply_family_options(args, None)
         run_dir = Path(args.resume)
         stored = runs.read_run_config(run_dir, TrainConfig)
         cfg = resolve_config(TrainConfig, args, flags, stored.to_dict(), None)
         cfg = with_oracle(cfg, args)
         check_unchanged(stored, cfg, RESUME_MAY_CHANGE, "--resume")
     else:
+        flags = {k: dict(v) for k, v in flags.items()}
+        apply_family_options(args, flags, "meta.family")  # --family-file / --family-module: the family, unless --family
         cfg = with_oracle(resolve_config(TrainConfig, args, flags, presets.DEFAULT_TRAIN, presets.QUICK_TRAIN), args)
         run_dir = None
     if args.print_config:
-        sys.stdout.write(cfg.to_yaml())
+        sys.stdout.write(runs.config_text(cfg))  # what config.yaml will hold, the family's definition too
         return 0
     if run_dir is None:
         run_dir = runs.new_run_dir(args.out, args.name, "train", cfg.meta.family)

@@ -6,9 +6,17 @@ building), :mod:`.builtin` (the built-in families), :mod:`.registry` (``get_fami
 
 from metadqn_jax.core.rollout import broadcast_params
 from metadqn_jax.tasks.builtin import goal_circle_sampler
-from metadqn_jax.tasks.family import FAMILY_META_FIELDS, TaskFamily, index_params, stack_params
+from metadqn_jax.tasks.family import (
+    FAMILY_META_FIELDS,
+    SPEC_KEYS,
+    TaskFamily,
+    default_budgets,
+    index_params,
+    stack_params,
+)
 from metadqn_jax.tasks.pools import SPLITS
-from metadqn_jax.tasks.registry import FAMILIES, get_family, list_families, register_family
+from metadqn_jax.tasks.registry import FAMILIES, family_spec, get_family, list_families, register_family
 
-__all__ = ["FAMILIES", "FAMILY_META_FIELDS", "SPLITS", "TaskFamily", "broadcast_params", "get_family",
-           "goal_circle_sampler", "index_params", "list_families", "register_family", "stack_params"]
+__all__ = ["FAMILIES", "FAMILY_META_FIELDS", "SPEC_KEYS", "SPLITS", "TaskFamily", "broadcast_params",
+           "default_budgets", "family_spec", "get_family", "goal_circle_sampler", "index_params", "list_families",
+           "register_family", "stack_params"]

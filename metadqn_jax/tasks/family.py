@@ -36,6 +36,13 @@ inside ``jax.jit`` with static ``n`` and ``split``. Built-in families: :mod:`.bu
 in :mod:`.registry` (``list_families()``, ``get_family(name)``, ``register_family``).
 
 Validation is a sequence of named checks (``validate_*`` below), each raising ``ValueError``.
+
+Definitions. :meth:`TaskFamily.to_spec` gives a family's full definition as plain data (the
+``family:`` block of a YAML file and of a run folder's ``config.yaml``) and
+:meth:`TaskFamily.from_spec` rebuilds it; Python code (``sample_fn`` / ``derive``) cannot be
+written down, so its definition names the module that registers it
+(:mod:`metadqn_jax.app.userfamily` imports it). Budgets: ``TaskFamily.budgets`` (env steps;
+default :func:`default_budgets`, in units of the episode length).
 """
 
 from __future__ import annotations
@@ -100,6 +107,35 @@ def _representable(kind: str, x: float) -> bool:
     if kind == "f":
         return abs(x) <= _FLOAT32_MAX
     return True
+
+
+# the keys of a family definition (TaskFamily.to_spec / from_spec), in the order written
+SPEC_KEYS: tuple[str, ...] = ("name", "env_id", "description", "ranges", "choices", "base_params", "gamma",
+                              "meta_defaults", "budgets", "split_seed", "num_train", "num_val", "num_test",
+                              "sample_desc", "code", "module")
+
+
+def _plain_value(x: Any) -> Any:
+    """A scalar or array field value as plain YAML data (Python number / bool, or a list)."""
+    if isinstance(x, (str, bool, int, float)) or x is None:
+        return x
+    a = np.asarray(x)
+    return a.item() if a.ndim == 0 else a.tolist()
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a is b
+
+
+def _like(value: Any, ref: Any) -> Any:
+    """``value`` (plain data) in the form of the default field value ``ref`` (an array field
+    becomes an array of ``ref``'s dtype; a scalar stays a Python scalar)."""
+    if np.ndim(ref) > 0 and isinstance(value, (list, tuple)):
+        return jnp.asarray(value, dtype=jnp.asarray(ref).dtype)
+    return value
 
 
 # ------------------------------------------------------------------------ validation
@@ -289,6 +325,34 @@ def validate_derive(name: str, derive: Any) -> None:
         raise ValueError(f"family {name!r}: derive must be callable")
 
 
+def validate_budgets(name: str, budgets: Any) -> tuple[int, ...] | None:
+    """``budgets`` is ``None`` (derived from the episode length) or a non-empty sequence of
+    distinct ints >= 0 (env steps); returns it sorted, as a tuple."""
+    if budgets is None:
+        return None
+    if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence) or len(budgets) == 0 \
+            or not all(_is_int(b) and b >= 0 for b in budgets):
+        raise ValueError(f"family {name!r}: budgets must be a non-empty list of env-step counts (ints >= 0), "
+                         f"got {budgets!r}")
+    if len(set(int(b) for b in budgets)) != len(budgets):
+        raise ValueError(f"family {name!r}: budgets must be distinct, got {list(budgets)!r}")
+    return tuple(sorted(int(b) for b in budgets))
+
+
+# the adaptation budgets of a family that gives none, in units of its episode length L:
+# 0 (the unadapted init), L/20, L/5, L/2, one episode, two and four episodes
+DEFAULT_BUDGET_EPISODES: tuple[float, ...] = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def default_budgets(episode_length: int) -> tuple[int, ...]:
+    """:data:`DEFAULT_BUDGET_EPISODES` times ``episode_length`` in env steps, rounded (a
+    non-zero budget is at least 1 step), distinct and sorted; e.g. ``500 -> (0, 25, 100, 250,
+    500, 1000, 2000)``, ``200 -> (0, 10, 40, 100, 200, 400, 800)``, ``25 -> (0, 1, 5, 12, 25,
+    50, 100)``."""
+    steps = {0 if f == 0 else max(1, int(round(f * episode_length))) for f in DEFAULT_BUDGET_EPISODES}
+    return tuple(sorted(steps))
+
+
 def validate_sample_fn(
     name: str, env: EnvFields, sample_fn: Any, ranges: Mapping[str, Any], choices: Mapping[str, Any]
 ) -> tuple[str, ...]:
@@ -366,6 +430,10 @@ class TaskFamily:
       split_seed: seed of the deterministic task pools.
       num_train, num_val, num_test: pool sizes (distinct tasks per split, all > 0).
       sample_desc: how ``sample_fn`` varies tasks, for :meth:`describe`.
+      budgets: the family's few-shot adaptation budgets in env steps (what ``metadqn
+        train/evaluate`` and ``benchmarks/few_shot.py`` use when no budgets are given);
+        ``None``: :func:`default_budgets` of the episode length (``(0, 1/20, 1/5, 1/2, 1, 2,
+        4)`` episodes). Read them with :attr:`few_shot_budgets`.
 
     Raises:
       ValueError: on construction, from the first failing ``validate_*`` check (or
@@ -391,6 +459,7 @@ class TaskFamily:
     num_val: int = 128
     num_test: int = 128
     sample_desc: str = ""
+    budgets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -408,13 +477,14 @@ class TaskFamily:
         validate_split_seed(name, self.split_seed)
         validate_gamma(name, self.gamma)
         validate_derive(name, self.derive)
+        budgets = validate_budgets(name, self.budgets)
         sample_fields = validate_sample_fn(name, fields, self.sample_fn, ranges, choices)
         validate_support(name, fields, ranges, choices, self.sample_fn, self.total_tasks)
 
         space = pools.TaskSpace(base, tuple(dtypes), dtypes, ranges, choices, self.sample_fn,
                                 hook.derive if hook else None, self.derive)
         normalised = dict(meta_defaults=meta_defaults, base_params=base, ranges=ranges, choices=choices,
-                          _env=env, _space=space, _sample_fields=sample_fields)
+                          budgets=budgets, _env=env, _space=space, _sample_fields=sample_fields)
         for attr, value in normalised.items():  # frozen: the validated, normalised values
             object.__setattr__(self, attr, value)
 
@@ -433,6 +503,12 @@ class TaskFamily:
     def episode_length(self) -> int:
         """``base_params.max_steps_in_episode``."""
         return int(self.base_params.max_steps_in_episode)
+
+    @property
+    def few_shot_budgets(self) -> tuple[int, ...]:
+        """The adaptation budgets in env steps: ``budgets``, else :func:`default_budgets` of
+        :attr:`episode_length`."""
+        return self.budgets if self.budgets is not None else default_budgets(self.episode_length)
 
     def num_tasks(self, split: str = "train") -> int:
         """Pool size of ``split`` (``"train"``, ``"val"``/``"validation"``, ``"test"``)."""
@@ -469,6 +545,115 @@ class TaskFamily:
         if self.description:
             line += f" - {self.description}"
         return " ".join(line.split())  # one line, whatever the description holds
+
+    # ------------------------------------------------------------------ definition
+    def to_spec(self, module: str | None = None) -> dict[str, Any]:
+        """The family's definition as plain data (YAML / JSON types), in :data:`SPEC_KEYS` order.
+
+        Every field is written (``budgets`` resolved: :attr:`few_shot_budgets`; ``base_params``
+        as the fields that differ from the environment's defaults, derived fields left out).
+        A family with Python code (``sample_fn`` / ``derive``) also gets ``code`` (which of the
+        two) and ``module``: the module that registers it (``module``, else the module that
+        defines the code, unless that is ``__main__``), so that another process can import it.
+        ``TaskFamily.from_spec(spec)`` rebuilds a family without code; for one with code pass
+        the callables (``from_spec(spec, sample_fn=..., derive=...)``).
+        """
+        _, default = envs.make_env(self.env_id)
+        hook = envs.derived_fields(default)
+        derived = hook.formulas if hook else {}
+        base = {}
+        for f in dataclasses.fields(default):
+            value, ref = getattr(self.base_params, f.name), getattr(default, f.name)
+            if f.name in derived or _same_value(value, ref):
+                continue
+            base[f.name] = _plain_value(value)
+        spec: dict[str, Any] = {
+            "name": self.name, "env_id": self.env_id, "description": self.description,
+            "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ranges.items()},
+            "choices": {k: [_plain_value(v) for v in vals] for k, vals in self.choices.items()},
+            "base_params": base, "gamma": float(self.gamma),
+            "meta_defaults": {k: _plain_value(v) for k, v in self.meta_defaults.items()},
+            "budgets": list(self.few_shot_budgets), "split_seed": int(self.split_seed),
+            "num_train": int(self.num_train), "num_val": int(self.num_val), "num_test": int(self.num_test),
+        }
+        code = [n for n in ("sample_fn", "derive") if getattr(self, n) is not None]
+        if self.sample_desc:
+            spec["sample_desc"] = self.sample_desc
+        if code:
+            spec["code"] = code
+            if module is None:
+                mods = [getattr(getattr(self, n), "__module__", None) for n in code]
+                module = next((m for m in mods if m and m != "__main__"), None)
+            if module is not None:
+                spec["module"] = module
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], *, sample_fn: SampleFn | None = None,
+                  derive: Callable[[EnvParams], EnvParams] | None = None) -> TaskFamily:
+        """The family a :meth:`to_spec` mapping (or a hand-written one: only ``name`` and
+        ``env_id`` are required, every other key of :data:`SPEC_KEYS` takes its default)
+        defines.
+
+        ``base_params`` is a mapping of the fields that differ from the environment's defaults.
+        A spec whose ``code`` names ``sample_fn`` / ``derive`` needs those callables passed in.
+
+        Raises:
+          ValueError: an unknown key (with the closest known one), a missing callable (naming
+            the module to import), an unknown ``base_params`` field, or the first failing
+            ``validate_*`` check.
+        """
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"a family definition must be a mapping of {', '.join(SPEC_KEYS)}, "
+                             f"got {type(spec).__name__}")
+        name = spec.get("name")
+        label = f"family {name!r}" if isinstance(name, str) else "family"
+        unknown = [k for k in spec if k not in SPEC_KEYS]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(str(unknown[0]), SPEC_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{label}: unknown field {unknown[0]!r}{hint} (known: {', '.join(SPEC_KEYS)})")
+        for key in ("name", "env_id"):
+            if key not in spec:
+                raise ValueError(f"{label}: the definition needs {key!r}")
+        validate_name(name)
+        validate_env_id(name, spec["env_id"])
+        code = spec.get("code") or []
+        if isinstance(code, str) or not isinstance(code, Sequence) or \
+                not set(code) <= {"sample_fn", "derive"}:
+            raise ValueError(f"{label}: code must be a list from sample_fn, derive, got {code!r}")
+        given = {"sample_fn": sample_fn, "derive": derive}
+        for part in code:
+            if given[part] is None:
+                module = spec.get("module")
+                where = (f"import the module that registers it ({module})" if module else
+                         "import the module that registers it (the definition does not name one)")
+                raise ValueError(f"{label}: its {part} is Python code, which a definition cannot hold; {where}")
+        _, default = envs.make_env(spec["env_id"])
+        base = spec.get("base_params")
+        if base is None:
+            base_params = None
+        elif isinstance(base, Mapping):
+            names = [f.name for f in dataclasses.fields(default)]
+            bad = [k for k in base if k not in names]
+            if bad:
+                raise ValueError(f"{label}: base_params field {bad[0]!r} is not a field of {spec['env_id']}'s "
+                                 f"{type(default).__name__}; valid fields: {', '.join(names)}")
+            base_params = dataclasses.replace(
+                default, **{k: _like(v, getattr(default, k)) for k, v in base.items()})
+        else:
+            raise ValueError(f"{label}: base_params must be a mapping field -> value, got {base!r}")
+        kwargs = {k: spec[k] for k in SPEC_KEYS if k in spec and k not in ("base_params", "code", "module")}
+        for key in ("ranges", "choices", "meta_defaults"):
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
+        if isinstance(kwargs.get("budgets"), list):
+            kwargs["budgets"] = tuple(kwargs["budgets"])
+        return cls(**kwargs, base_params=base_params,
+                   sample_fn=sample_fn if "sample_fn" in code else None,
+                   derive=derive if "derive" in code else None)
 
     # --------------------------------------------------------------------- sampling
     def tasks(self, split: str = "train") -> EnvParams:
