@@ -156,6 +156,32 @@ def num_seeds(key=None, state: MetaState | None = None) -> int | None:
     return None if key is None or jnp.ndim(key) == 0 else int(jnp.shape(key)[0])
 
 
+def hparam_rows(hp: MetaHParams) -> int | None:
+    """``M`` when every leaf of ``hp`` has a leading axis ``[M]`` (one row of hyper-parameters
+    per seed-batched run: a sweep), ``None`` when every leaf is a scalar (shared by all seeds).
+
+    Raises:
+      ValueError: the leaves mix scalars and vectors, or vectors of different lengths, or have
+        more than one axis.
+    """
+    shapes = {name: tuple(jnp.shape(v)) for name, v in zip(type(hp)._fields, hp)}
+    if all(s == () for s in shapes.values()):
+        return None
+    lengths = {s[0] for s in shapes.values() if len(s) == 1}
+    if len(lengths) != 1 or any(len(s) != 1 for s in shapes.values()):
+        raise ValueError(f"hp: every leaf must be a scalar, or every leaf a vector [M] of one length M "
+                         f"(one row per seed-batched run); got shapes {shapes}")
+    return lengths.pop()
+
+
+def meta_train_hparam_rows(meta_step: Callable, state: MetaState, hp: MetaHParams, num_steps: int):
+    """:func:`~metadqn_jax.meta.step.meta_train` vmapped over a leading axis ``[M]`` of BOTH the
+    state and the traced hyper-parameters: run ``m`` trains with the hyper-parameter row
+    ``hp[m]`` (a hyper-parameter sweep × meta-training seeds in one program). Jit it like
+    ``meta_train``. Returns ``(state, MetaStepMetrics with leaves [M, num_steps])``."""
+    return jax.vmap(lambda s, h: meta_train(meta_step, s, h, num_steps))(state, hp)
+
+
 def _steps_taken(state: MetaState) -> int:
     return int(np.asarray(state.step).reshape(-1)[0])  # every seed takes the same steps
 
@@ -183,12 +209,20 @@ class TrainResult(NamedTuple):
     stopped_early: bool
 
 
+def validation_protocol(cfg: MetaConfig, val: ValidationConfig) -> FewShotConfig:
+    """The few-shot protocol of a validation: ``val.num_tasks`` tasks of the ``"val"`` split, one
+    run each, greedy return (2 episodes) after the learner's adaptation rule on ``support_size``
+    fresh transitions (no fine-tuning), at ``val.budgets`` (default: ``support_size``)."""
+    return FewShotConfig(budgets=val.budgets or (cfg.support_size,), num_tasks=val.num_tasks, seeds=1, split="val",
+                         support_size=cfg.support_size, finetune=False, eval_episodes=2)
+
+
 def make_validator(cfg: MetaConfig, val: ValidationConfig):
     """``validate(params, target, key, hp) -> mean greedy return`` on validation tasks after
     the learner's adaptation rule on ``support_size`` fresh transitions (no fine-tuning), or
-    averaged over ``val.budgets`` (transitions seen) when those are given."""
-    fs = FewShotConfig(budgets=val.budgets or (cfg.support_size,), num_tasks=val.num_tasks, seeds=1, split="val",
-                       support_size=cfg.support_size, finetune=False, eval_episodes=2)
+    averaged over ``val.budgets`` (transitions seen) when those are given
+    (:func:`validation_protocol`)."""
+    fs = validation_protocol(cfg, val)
     run, _ = make_few_shot(cfg, fs)
     n = min(val.num_tasks, cfg.task_family.num_tasks("val"))
 
@@ -228,7 +262,12 @@ def train_meta(
         returned state and early-stopping state carry the seed axis and the history rows
         average over seeds. Seed ``i`` follows the same computation as a one-key run with
         ``key[i]`` (equal up to float round-off of the batched kernels).
-      hp: traced hyper-parameters (default ``cfg.hparams()``).
+      hp: traced hyper-parameters (default ``cfg.hparams()``), shared by every seed; or, with a
+        batch of keys ``[N]`` (or a seed-batched state), hyper-parameters whose every leaf is a
+        vector ``[N]``: run ``i`` then trains with the row ``hp[i]`` (a sweep: combinations ×
+        seeds flattened into one axis, one program, :func:`meta_train_hparam_rows`) and
+        validates with it. Run ``i`` equals a one-key run with ``key[i]`` and ``hp[i]`` (up to
+        float round-off of the batched kernels).
       validation: validation / early-stopping settings (default :class:`ValidationConfig`).
       state, early_stop: a state to resume from (e.g. a restored checkpoint).
       callback: ``callback(state, early_stop, row)`` after every chunk (logging, checkpoints).
@@ -259,10 +298,18 @@ def train_meta(
         sharding.check_micro_batch(cfg.task_micro_batch, mesh)
     program = program or make_meta_step(cfg)
     seeds = num_seeds(key, state)
+    rows = hparam_rows(hp)
+    if rows is not None and rows != seeds:
+        raise ValueError(f"hp has a row axis of {rows} hyper-parameter rows but the runs have "
+                         f"{'no seed axis' if seeds is None else f'{seeds} seeds'}; give {rows} keys (or a state "
+                         f"batched over {rows} runs)")
+    hp_axis = None if rows is None else 0
     if state is None:
         key = jax.random.key(0) if key is None else key
-        state = program.init(key, hp) if seeds is None else jax.vmap(program.init, in_axes=(0, None))(key, hp)
+        state = program.init(key, hp) if seeds is None else jax.vmap(program.init, in_axes=(0, hp_axis))(key, hp)
     chunk, batch_axes = (meta_train, 0) if seeds is None else (meta_train_seeds, 1)
+    if rows is not None:
+        chunk = meta_train_hparam_rows
     if mesh is not None:
         spec = sharding.task_axis_spec(state, PER_TASK_FIELDS, axis=batch_axes)
         state = sharding.shard_meta_state(state, mesh, spec)
@@ -272,7 +319,7 @@ def train_meta(
     early_stop = early_stop or init_early_stop(state)
     validate = make_validator(cfg, validation) if validation.every else None
     if validate is not None and seeds is not None:
-        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, None)))
+        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
     val_key = jax.random.key(12345)
     history: list[dict] = []
     start = _steps_taken(state)

@@ -192,3 +192,84 @@ def plot_profile(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------ hyper-parameter sweeps
+def sweep_table(data: Mapping, *, title: str = "") -> str:
+    """Markdown of a sweep (:func:`metadqn_jax.sweep.to_dict`): one row per combination, its grid
+    values and its validation return (mean ± half-width of the 95 % interval, the interval
+    ``[low, high]``, the IQM), the best combination in bold; then the chosen hyper-parameters,
+    its difference from the runner-up (paired by seed and task) and the selection rule."""
+    combos = data["combinations"]
+    fields = list(data["grid"])
+    best = (data.get("best") or {}).get("combination", -1)
+    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("| # | " + " | ".join(f"hparams.{f}" for f in fields)
+                 + " | val return (mean ± 95% CI) | 95% CI | IQM | runs diverged |")
+    lines.append("|---" * (len(fields) + 5) + "|")
+    for c in combos:
+        m, lo, hi = c["val_return"], c["ci_low"], c["ci_high"]
+        half = None if None in (lo, hi) else (hi - lo) / 2
+        cell = f"{fmt(m)} ± {fmt(half)}"
+        cell = f"**{cell}**" if c["combination"] == best else cell
+        lines.append(f"| {c['combination']} | " + " | ".join(f"{c['grid'][f]:g}" for f in fields)
+                     + f" | {cell} | [{fmt(lo)}, {fmt(hi)}] | {fmt(c['iqm'])} | {c['diverged_runs']} |")
+    lines.append("")
+    b = data.get("best")
+    if b is None:
+        lines.append("No combination has a finite validation return: nothing was chosen.")
+    else:
+        flags = " ".join(f"--set hparams.{f}={b['grid'][f]:g}" for f in fields)
+        lines.append(f"Best: combination {b['combination']} ({b['label']}), validation return {fmt(b['val_return'])} "
+                     f"[{fmt(b['ci_low'])}, {fmt(b['ci_high'])}]; as flags: `{flags}`.")
+        r = b.get("vs_runner_up")
+        if r is not None:
+            sig = r["diff_low"] is not None and r["diff_low"] > 0
+            lines.append(f"Against the runner-up ({r['label']}): {r['diff']:+.2f} [{r['diff_low']:+.2f}, "
+                         f"{r['diff_high']:+.2f}], P(better) {r['p_improve']:.2f} (paired by meta-training seed and "
+                         f"task; {'the interval excludes 0' if sig else 'the interval includes 0: not a clear winner'}).")
+    v = data["validation"]
+    lines.append("")
+    lines.append(f"Validation return: {v['val_return']}; {v['tasks']} tasks of the validation split, budgets "
+                 f"{v['budgets']} env steps, evaluated once more after training with the kept (early-stopping) "
+                 f"parameters. Selection: {data['selection']}. Intervals: {data['ci_method']}.")
+    return "\n".join(lines)
+
+
+def plot_sweep(data: Mapping, path: str | Path, *, title: str = "") -> Path:
+    """The validation return of every combination of a sweep (:func:`metadqn_jax.sweep.to_dict`):
+    the mean with its 95 % interval, each meta-training seed as a dot, the best in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    combos = data["combinations"]
+    best = (data.get("best") or {}).get("combination", -1)
+    x = np.arange(len(combos))
+    nan = lambda v: np.nan if v is None else v
+    mean = np.array([nan(c["val_return"]) for c in combos], float)
+    lo = np.array([nan(c["ci_low"]) for c in combos], float)
+    hi = np.array([nan(c["ci_high"]) for c in combos], float)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(combos) + 2), 4.5), dpi=120)
+    colors = ["tab:red" if c["combination"] == best else "tab:blue" for c in combos]
+    ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="gray", capsize=4)
+    ax.scatter(x, mean, c=colors, s=50, zorder=3, label="mean, 95% CI (red: best)")
+    for c in combos:
+        vals = [nan(r["val_return"]) for r in data["rows"] if r["combination"] == c["combination"]]
+        ax.scatter(np.full(len(vals), c["combination"]) + 0.15, vals, s=12, color="black", alpha=0.5, zorder=2,
+                   label="one meta-training seed" if c["combination"] == 0 else None)
+    ax.set_xticks(x)
+    ax.set_xticklabels([c["label"].replace(", ", "\n") for c in combos], fontsize=7)
+    ax.set_ylabel("validation return")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
