@@ -195,6 +195,37 @@ REGRESS_OPTS: tuple[Opt, ...] = (
         _int_list, "LIST"),
 )
 
+SWEEP_OPTS: tuple[Opt, ...] = (
+    Opt(("--grid",), "sweep.grid", "FIELD=V1,V2,...: the values of one traced hyper-parameter (hparams.inner_lr, "
+        "meta_lr, weight_decay, gamma, epsilon or tau; the 'hparams.' is optional); repeat for more fields: every "
+        "combination is trained", None, lambda text: [text.strip()], "FIELD=V1,V2", "append", "none (required)"),
+    Opt(("--seeds",), "sweep.seeds", "meta-training seeds per combination (every combination x seed is one run "
+        "of the one vmapped program; seed i trains from the key of 'metadqn train --seed SEED+i')", "runs", int,
+        "N", None, "3 (--quick: 2)"),
+    Opt(("--seed",), "sweep.seed", "first meta-training seed", None, int, "S", None, "0"),
+    Opt(("--family",), "meta.family", "task family (see 'metadqn families')", None, str, "NAME"),
+    Opt(("--algorithm",), "sweep.algorithm", "the meta-learning algorithm swept (one: maml, fomaml, reptile, "
+        "cavia, context or pretrained)", None, str, "ALGO", None, "context"),
+    Opt(("--meta-steps",), "meta.num_meta_steps", "meta-training steps of every run", "meta-steps", int, "N"),
+    Opt(("--num-tasks",), "meta.num_tasks", "tasks per meta-step (the meta-batch)", "tasks", int, "N"),
+    Opt(("--chunk-size",), "meta.chunk_size", "meta-steps per compiled call", "meta-steps", int, "N"),
+    Opt(("--inner-lr",), "hparams.inner_lr", "inner-loop learning rate where the grid does not vary it (null = "
+        f"the algorithm's: {_by_algorithm('inner_lr')})", "step size", float, "LR"),
+    Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser learning rate where the grid does not vary it (null = "
+        f"the algorithm's: {_by_algorithm('meta_lr')})", "step size", float, "LR"),
+    Opt(("--val-every",), "validation.every", "meta-steps between validations (> 0: the sweep chooses on "
+        "validation returns)", "meta-steps", int, "N"),
+    Opt(("--val-tasks",), "validation.num_tasks", "validation tasks (from the family's val split)", "tasks", int,
+        "N"),
+    Opt(("--patience",), "validation.patience", "validations without improvement before a run stops improving "
+        "(0: never stop; the program stops when every run has run out of it)", "validations", int, "N"),
+    Opt(("--num-devices",), "sweep.num_devices", "devices the task axis is sharded over (default: all local "
+        "devices; 1: no sharding)", "devices", int, "N", None, "all"),
+    Opt(("--sequential",), None, "train the combinations one after another (each one program over its seeds) "
+        "instead of all in one program: less memory, the same numbers up to float round-off", None, None, None,
+        "store_true", "off"),
+)
+
 
 def _add_opts(parser: argparse.ArgumentParser, opts: Sequence[Opt], defaults: dict | None) -> None:
     for o in opts:
@@ -381,6 +412,30 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
                 diverge="keep meta-training after a non-finite loss or parameter and report what it gives",
                 set_example="--set regression.hidden=[40,40] or --set eval.inner_lr=0.02")
     p.set_defaults(func=regress.cmd_regress, opts=REGRESS_OPTS)
+
+    # ---- sweep
+    from metadqn_jax.app import sweep as sweep_app
+
+    p = sub.add_parser(
+        "sweep", formatter_class=fmt, help="hyper-parameter grid x seeds as one vmapped program, best on validation",
+        description=(
+            "Meta-train every combination of a grid over the traced hyper-parameters, for several\n"
+            "meta-training seeds each, as ONE vmapped XLA program (compiled once), evaluate every run on\n"
+            "validation tasks and choose the combination with the highest mean validation return. The\n"
+            "test split is never evaluated. The meta / hparams / validation settings are those of\n"
+            "'metadqn train' (same defaults, --config, --set)."),
+        epilog=(
+            "config precedence: dataclass defaults < preset (--quick) < --config FILE < flags < --set\n\n"
+            "run folder OUT/NAME/:\n"
+            + "".join(f"  {path:<24} {what}\n" for path, what in sweep_app.SWEEP_LAYOUT) + "\n"
+            "examples:\n"
+            "  metadqn sweep --quick --grid hparams.tau=0.9,0.99 --grid hparams.meta_lr=0.001,0.003 --seeds 2\n"
+            "  metadqn sweep --family pointnav-goal --algorithm context --grid meta_lr=3e-4,1e-3,3e-3 --seeds 3"),
+    )
+    _add_opts(p, SWEEP_OPTS, {**tq, "sweep": sweep_app.SWEEP_DEFAULTS})
+    _add_common(p, quick="tiny settings for smoke tests (metadqn train's QUICK_TRAIN sizes, 2 seeds)",
+                set_example="--set meta.hidden=[32,32] or --set hparams.epsilon=0.3")
+    p.set_defaults(func=sweep_app.cmd_sweep, opts=SWEEP_OPTS)
 
     # ---- families
     p = sub.add_parser(
