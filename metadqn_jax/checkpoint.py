@@ -3,28 +3,34 @@
 
 Layout of a checkpoint directory (one :class:`orbax.checkpoint.CheckpointManager`)::
 
-    <directory>/<step>/state/   the arrays (orbax StandardSave: OCDBT / tensorstore, no pickles)
+    <directory>/<step>/state/   the pytree (orbax StandardSave: OCDBT / tensorstore, no pickles)
     <directory>/<step>/meta/    JSON metadata: format tag + version, step, the config, the
                                 shape/dtype of every leaf, extra info (e.g. "finished")
 
-* The tree is flattened to ``{"state.params.net.params.hidden_0.kernel": array, ...}``; new-style
-  PRNG keys are stored as ``jax.random.key_data`` (uint32) and re-wrapped with
-  ``jax.random.wrap_key_data`` and the recorded implementation; zero-size arrays (which
-  orbax cannot store) live only in the metadata.
-* Saves are synchronous and atomic: orbax writes into ``<step>.orbax-checkpoint-tmp`` and
-  renames it when complete, and old steps (beyond ``keep``) are deleted only after a
-  successful save. A failed save raises :class:`CheckpointError`, removes its temporary
-  directory and leaves every earlier checkpoint intact.
+Orbax does the storage: typed PRNG keys are saved as key data with their implementation and
+come back as keys; restores read into an abstract tree (``jax.eval_shape``, ``StandardRestore``),
+here onto one device whatever sharding the arrays were saved with; steps are orbax's finalized
+step folders; saves are synchronous and atomic (``<step>.orbax-checkpoint-tmp*`` renamed when
+complete) and steps beyond ``keep`` are deleted after a successful save (``max_to_keep``). Leaf
+names are orbax's parameter names (``state.params.net.params.hidden_0.kernel``).
+
+This module adds:
+
+* zero-size arrays (orbax refuses them) are saved as empty nodes and restored as zeros;
+* a failed save raises :class:`CheckpointError`, removes its temporary folder and leaves every
+  earlier checkpoint intact; a step is never overwritten;
 * :meth:`Checkpointer.restore` checks, in order: the directory exists and holds a complete
-  checkpoint; the metadata carries this package's format tag (anything else is "foreign");
-  the stored config equals the expected one (naming the first differing field); every leaf
-  has the expected path, shape and dtype (naming the leaf); the arrays are readable and
-  match their metadata (otherwise "corrupt"). Each failure is one :class:`CheckpointError`;
-  an unreadable or damaged step raises its subclass :class:`CorruptCheckpointError`.
-* A damaged latest step need not block a run: :meth:`Checkpointer.restore_latest_intact`
+  checkpoint; the metadata carries this package's format tag (anything else is "foreign") and
+  a version it reads; the stored config equals the expected one (naming the first differing
+  field); every leaf has the expected path, shape and dtype (naming the leaf); the arrays read
+  back (otherwise "corrupt"). Each failure is one :class:`CheckpointError`; an unreadable or
+  damaged step raises its subclass :class:`CorruptCheckpointError`;
+* a damaged latest step need not block a run: :meth:`Checkpointer.restore_latest_intact`
   restores the newest step that reads back and reports the broken ones (incomplete step
   folders, e.g. a deleted ``state/``, and corrupt ones); :meth:`Checkpointer.set_aside` renames
-  a broken step to ``<step>.broken-<n>`` so that its step number can be saved again.
+  a broken step to ``<step>.broken-<n>`` so that its step number can be saved again;
+* format version 1 (``state/`` a flat ``{leaf name: array}``, PRNG keys as key data; written
+  until 2026-11-29) is still read; new checkpoints are version 2.
 
 >>> import jax, jax.numpy as jnp, tempfile
 >>> from metadqn_jax.checkpoint import Checkpointer
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -54,7 +61,8 @@ from metadqn_jax.core.optim import is_prng_key
 
 FORMAT_STATE = "metadqn_jax/meta-training-state"
 FORMAT_POLICY = "metadqn_jax/policy"
-VERSION = 1
+VERSION = 2  # 2: the pytree as orbax saves it; 1: a flat {leaf name: array} dict (still read)
+_READS = (1, 2)
 _ITEMS = ("state", "meta")
 
 
@@ -67,32 +75,28 @@ class CorruptCheckpointError(CheckpointError):
 
 
 class Restored(NamedTuple):
-    tree: Any  # the restored pytree (structure of ``like``; jax arrays, keys re-wrapped)
+    tree: Any  # the restored pytree (structure of ``like``; jax arrays, PRNG keys as keys)
     step: int  # the checkpoint's step
     info: dict  # the JSON metadata (format, version, config, leaves, extra)
 
 
-# ---------------------------------------------------------------------------- flattening
-def _path_name(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:  # pragma: no cover
-            parts.append(str(k))
-    return ".".join(parts) if parts else "_root"
+# ---------------------------------------------------------------------------- leaves
+def _named(tree: Any) -> dict[str, Any]:
+    """``{orbax parameter name: leaf}`` (``"state.params.net.params.hidden_0.kernel"``)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.utils.to_flat_dict(tree, sep=".")
+
+
+def _empty(leaf: Any) -> bool:
+    return math.prod(np.shape(leaf)) == 0
 
 
 def leaf_specs(tree: Any) -> dict[str, dict[str, Any]]:
     """``{leaf name: {"shape": [...], "dtype": "float32"[, "key_impl": ...]}}`` of a (possibly
     abstract, e.g. ``jax.eval_shape``) pytree."""
     specs: dict[str, dict[str, Any]] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = _path_name(path)
-        if name in specs:  # pragma: no cover - distinct paths give distinct names in practice
-            raise CheckpointError(f"two leaves share the name {name!r}")
+    for name, leaf in _named(tree).items():
         if is_prng_key(leaf):
             impl = str(jax.random.key_impl(leaf)) if isinstance(leaf, jax.Array) else None
             specs[name] = {"shape": list(np.shape(leaf)), "dtype": "prng_key", "key_impl": impl}
@@ -102,34 +106,23 @@ def leaf_specs(tree: Any) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def flatten(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """``(arrays, specs)``: host copies of the non-empty leaves (keys as key data) + specs."""
-    specs = leaf_specs(tree)
-    arrays: dict[str, np.ndarray] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = _path_name(path)
-        value = jax.random.key_data(leaf) if is_prng_key(leaf) else leaf
-        arr = np.array(value)  # a copy: the device buffer may be donated right after
-        if arr.size:
-            arrays[name] = arr
-    return arrays, specs
+def _uncommitted(x: jax.Array) -> jax.Array:
+    """A fresh, uncommitted copy of ``x`` (placed by the computation that uses it, as a newly
+    built array is: orbax's arrays are committed to a device, and jax refuses to combine them
+    with arrays sharded over several devices, e.g. a resumed ``--num-devices 2`` run's)."""
+    if is_prng_key(x):
+        return jax.random.wrap_key_data(_uncommitted(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jnp.asarray(np.asarray(x))
 
 
-def unflatten(like: Any, arrays: Mapping[str, np.ndarray], specs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """Rebuilds a tree shaped like ``like`` from :func:`flatten`'s output (jax arrays)."""
-    leaves = []
-    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
-    for path, leaf in flat:
-        name = _path_name(path)
-        spec = specs[name]
-        if spec["dtype"] == "prng_key":
-            data = arrays[name] if name in arrays else np.zeros(tuple(spec["shape"]) + (0,), np.uint32)
-            leaves.append(jax.random.wrap_key_data(jnp.asarray(data), impl=spec["key_impl"]))
-        else:
-            dtype = np.dtype(spec["dtype"])
-            value = arrays[name] if name in arrays else np.zeros(spec["shape"], dtype)
-            leaves.append(jnp.asarray(value, dtype=dtype))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+def _as_restored(got: Any, like: Any) -> Any:
+    """Orbax's restore ``got`` (empty nodes where ``like`` has zero-size leaves) in the structure
+    of ``like``: zeros for the zero-size leaves, uncommitted arrays."""
+    is_none = lambda x: x is None
+    want, treedef = jax.tree_util.tree_flatten(like, is_leaf=is_none)
+    got = jax.tree_util.tree_leaves(got, is_leaf=is_none)
+    return treedef.unflatten([w if w is None else jnp.zeros(np.shape(w), w.dtype) if g is None else _uncommitted(g)
+                              for w, g in zip(want, got)])
 
 
 def _flat_config(config: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
@@ -178,7 +171,8 @@ class Checkpointer:
                 max_to_keep=self.keep, create=create, enable_async_checkpointing=False,
                 cleanup_tmp_directories=True,
             )
-            self._mgr = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+            self._mgr = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         return self._mgr
 
     def close(self) -> None:
@@ -198,16 +192,47 @@ class Checkpointer:
         pattern = f"{step}.orbax-checkpoint-tmp*" if step is not None else "*.orbax-checkpoint-tmp*"
         return sorted(self.directory.glob(pattern))
 
+    def _read_state(self, step: int, like: Any | None) -> Any:
+        """Orbax's restore of the ``state`` item on one device: into the structure, shapes and
+        dtypes of ``like`` (empty nodes for its zero-size leaves), or if ``None`` of orbax's own
+        metadata of the step (PRNG keys come back as keys either way).
+
+        Raises:
+          CorruptCheckpointError: orbax cannot read it back.
+        """
+        import orbax.checkpoint as ocp
+
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever sharding it was saved with
+
+        def as_target(s):
+            return None if _empty(s) else jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one)
+
+        try:
+            mgr = self._manager(create=False)
+            target = jax.eval_shape(lambda t: t, like) if like is not None else \
+                mgr.item_metadata(step)["state"].tree
+            out = mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(jax.tree.map(as_target, target))))
+            return out["state"]
+        except Exception as e:  # noqa: BLE001 - whatever orbax raises: one message
+            self.close()
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise CorruptCheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or unreadable "
+                                         f"({type(e).__name__}: {msg[:200]})") from None
+
     # ------------------------------------------------------------------------- queries
-    def steps(self) -> list[int]:
-        """Steps of the complete checkpoints, ascending (empty if there are none)."""
+    def _step_folders(self) -> list[int]:
+        """Orbax's finalized step folders (not ``*.orbax-checkpoint-tmp*``) named by a number."""
+        import orbax.checkpoint as ocp
+
         if not self.directory.is_dir():
             return []
-        out = []
-        for p in self.directory.iterdir():
-            if p.is_dir() and p.name.isdigit() and (p / "meta").is_dir() and (p / "state").is_dir():
-                out.append(int(p.name))
-        return sorted(out)
+        return sorted(int(p.name) for p in ocp.utils.checkpoint_steps_paths(self.directory) if p.name.isdigit())
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints (both items present), ascending (empty if none)."""
+        return [s for s in self._step_folders()
+                if all((self.directory / str(s) / item).is_dir() for item in _ITEMS)]
 
     def latest_step(self) -> int | None:
         steps = self.steps()
@@ -217,11 +242,8 @@ class Checkpointer:
         """Steps whose folder exists but is not a complete checkpoint (no ``meta/`` or no
         ``state/``, e.g. deleted by hand), ascending. Orbax still counts such a folder as the
         step, so saving that step again fails until it is :meth:`set_aside`."""
-        if not self.directory.is_dir():
-            return []
         complete = set(self.steps())
-        return sorted(int(p.name) for p in self.directory.iterdir()
-                      if p.is_dir() and p.name.isdigit() and int(p.name) not in complete)
+        return [s for s in self._step_folders() if s not in complete]
 
     def set_aside(self, step: int) -> Path:
         """Renames the folder of ``step`` to ``<step>.broken-<n>`` (the first free ``n``), where
@@ -313,9 +335,10 @@ class Checkpointer:
             found = info.get("format") if isinstance(info, dict) else None
             raise CheckpointError(f"{self.directory / str(step)} is not a {self.kind} checkpoint "
                                   f"(foreign format tag {found!r})")
-        if info.get("version") != VERSION:
+        if info.get("version") not in _READS:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} has format version "
-                                  f"{info.get('version')!r}; this metadqn_jax reads version {VERSION}")
+                                  f"{info.get('version')!r}; this metadqn_jax reads versions "
+                                  f"{', '.join(map(str, _READS))}")
         return info
 
     # ---------------------------------------------------------------------------- save
@@ -329,10 +352,9 @@ class Checkpointer:
         """
         import orbax.checkpoint as ocp
 
-        step = int(step)
-        arrays, specs = flatten(tree)
         from metadqn_jax import __version__
 
+        step = int(step)
         info = {
             "format": self.kind,
             "version": VERSION,
@@ -340,22 +362,21 @@ class Checkpointer:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
             "config": _json_ready(config) if config is not None else None,
-            "leaves": specs,
+            "leaves": leaf_specs(tree),
             "extra": _json_ready(dict(extra or {})),
         }
         if step in self.steps():
             raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}; "
                                   "it is never overwritten")
         before = self.latest_step()
+        stored = jax.tree.map(lambda x: None if _empty(x) else x, tree)  # orbax refuses zero-size arrays
         try:
             mgr = self._manager(create=True)
-            saved = mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+            saved = mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(stored),
                                                            meta=ocp.args.JsonSave(info)), force=True)
             mgr.wait_until_finished()
             if not saved or step not in self.steps():
                 raise RuntimeError("orbax did not write the checkpoint")
-        except CheckpointError:
-            raise
         except Exception as e:  # noqa: BLE001 - any failure: report it, keep the old ones
             self.close()  # the manager's view may be stale; reopen on the next call
             self._remove_partial(step)
@@ -384,22 +405,16 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------- restore
     def read_arrays(self, step: int | None = None) -> dict[str, np.ndarray]:
-        """The stored arrays by leaf name (PRNG keys as key data; no structure or config check)."""
-        import orbax.checkpoint as ocp
-
+        """The arrays by leaf name (PRNG keys as key data; no structure or config check)."""
         step = self._require_step(step)
         info = self.read_info(step)
-        try:
-            out = self._manager(create=False).restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        except Exception as e:  # noqa: BLE001
-            self.close()
-            raise CorruptCheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or unreadable "
-                                         f"({type(e).__name__})") from None
-        arrays = {k: np.asarray(v) for k, v in dict(out["state"]).items()}
-        for name, spec in info["leaves"].items():
+        arrays = {name: np.asarray(jax.random.key_data(v) if is_prng_key(v) else v)
+                  for name, v in _named(self._read_state(step, None)).items()}
+        for name, spec in info["leaves"].items():  # zero-size ones, which are not stored
             if name not in arrays:
-                shape = tuple(spec["shape"]) + ((0,) if spec["dtype"] == "prng_key" else ())
-                arrays[name] = np.zeros(shape, np.uint32 if spec["dtype"] == "prng_key" else spec["dtype"])
+                key = spec["dtype"] == "prng_key"
+                shape = tuple(spec["shape"]) + ((0,) if key else ())
+                arrays[name] = np.zeros(shape, np.uint32 if key else spec["dtype"])
         return arrays
 
     def restore(self, like: Any, *, step: int | None = None, config: Mapping[str, Any] | None = None,
@@ -418,43 +433,32 @@ class Checkpointer:
         Raises:
           CheckpointError: missing, foreign, corrupt or mismatched checkpoint (one message).
         """
-        import orbax.checkpoint as ocp
-
         step = self._require_step(step)
         where = self.directory / str(step)
         info = self.read_info(step)
         if config is not None:
             self._check_config(info.get("config"), config, set(ignore), where, absent or {})
-        expected = leaf_specs(like)
         stored = info.get("leaves") or {}
-        self._check_leaves(stored, expected, where)
-        try:
-            mgr = self._manager(create=False)
-            out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-            arrays = {k: np.asarray(v) for k, v in dict(out["state"]).items()}
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            self.close()
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise CorruptCheckpointError(f"checkpoint {where} is corrupt or unreadable "
-                                         f"({type(e).__name__}: {msg[:200]})") from None
-        for name, spec in stored.items():
-            want = tuple(spec["shape"])
-            if spec["dtype"] == "prng_key":
-                if name in arrays and arrays[name].shape[: len(want)] != want:
-                    raise CorruptCheckpointError(f"checkpoint {where} is corrupt: key {name} has shape "
-                                                 f"{arrays[name].shape}, its metadata says {want}")
-                continue
-            size = int(np.prod(want)) if want else 1
-            if size and name not in arrays:
-                raise CorruptCheckpointError(f"checkpoint {where} is corrupt: the array {name} is missing")
-            if name in arrays and (arrays[name].shape != want or arrays[name].dtype.name != spec["dtype"]):
-                raise CorruptCheckpointError(f"checkpoint {where} is corrupt: {name} is "
-                                             f"{arrays[name].shape} {arrays[name].dtype.name}, its metadata "
-                                             f"says {_shape_str(spec)}")
-        tree = unflatten(like, arrays, stored)
-        return Restored(tree, step, info)
+        self._check_leaves(stored, leaf_specs(like), where)
+        if info["version"] == 1:
+            return Restored(self._restore_v1(step, like, stored), step, info)
+        return Restored(_as_restored(self._read_state(step, like), like), step, info)
+
+    def _restore_v1(self, step: int, like: Any, stored: Mapping[str, Any]) -> Any:
+        """A version-1 checkpoint (``state/`` a flat ``{leaf name: array}``, PRNG keys as key
+        data, zero-size arrays left out) in the structure of ``like``."""
+        named = _named(jax.eval_shape(lambda t: t, like))
+        got = self._read_state(step, {n: jax.eval_shape(jax.random.key_data, x) if is_prng_key(x) else x
+                                      for n, x in named.items() if not _empty(x)})
+        leaves = []
+        for n, x in named.items():
+            if _empty(x):
+                leaves.append(jnp.zeros(x.shape, x.dtype))
+            elif is_prng_key(x):
+                leaves.append(jax.random.wrap_key_data(_uncommitted(got[n]), impl=stored[n]["key_impl"]))
+            else:
+                leaves.append(_uncommitted(got[n]))
+        return jax.tree_util.tree_structure(like).unflatten(leaves)
 
     @staticmethod
     def _check_config(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], ignore: set[str],

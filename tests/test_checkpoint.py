@@ -65,9 +65,14 @@ def test_round_trip_is_bit_exact(tiny, tmp_path):
     assert r.step == 5 and r.info["extra"] == {"finished": False}
     _assert_identical(r.tree, tree)
     assert isinstance(r.tree["state"], type(tree["state"])) and isinstance(r.tree["early_stop"], EarlyStop)
-    # the PRNG key is stored as key data, no pickles anywhere
+    # the PRNG key is recorded with its implementation, no pickles anywhere
     assert r.info["leaves"]["state.key"] == {"shape": [], "dtype": "prng_key", "key_impl": "threefry2x32"}
     assert not list((tmp_path / "ck").rglob("*.pkl")) and not list((tmp_path / "ck").rglob("*.pickle"))
+    # the state item is the pytree as orbax saves it: plain orbax restores it into the abstract tree
+    import orbax.checkpoint as ocp
+
+    assert r.info["version"] == 2
+    _assert_identical(ocp.StandardCheckpointer().restore(tmp_path / "ck" / "5" / "state", like), tree)
     # restoring into a concrete tree works too, and the restored state keeps training identically
     assert ck.restore(tree).step == 5
 
@@ -88,11 +93,19 @@ def test_keeps_the_last_k_and_never_overwrites(tmp_path):
 
 
 def test_zero_size_leaves_round_trip(tmp_path):
-    # orbax cannot store zero-size arrays (e.g. the empty context of gradient learners)
-    tree = {"ctx": jnp.zeros((0,), jnp.float32), "w": jnp.ones((2, 3)), "keys": jax.random.split(jax.random.key(1), 3)}
+    # orbax refuses zero-size arrays (e.g. the empty context of a pretrained policy): saved as
+    # empty nodes, restored as zeros of the recorded shape and dtype (keys too); None nodes stay
+    tree = {"ctx": jnp.zeros((0,), jnp.float32), "w": jnp.ones((2, 3)), "keys": jax.random.split(jax.random.key(1), 3),
+            "none": None, "nokeys": jax.random.split(jax.random.key(1, impl="rbg"), 0),
+            "n": [jnp.zeros((3, 0), jnp.int8)]}
     with Checkpointer(tmp_path / "ck") as ck:
         ck.save(1, tree)
         _assert_identical(ck.restore(tree).tree, tree)
+        _assert_identical(ck.restore(jax.eval_shape(lambda t: t, tree)).tree, tree)
+        assert ck.restore(tree).tree["none"] is None
+        arrays = ck.read_arrays()
+    assert sorted(arrays) == ["ctx", "keys", "n.0", "nokeys", "w"]
+    assert arrays["ctx"].shape == (0,) and arrays["n.0"].dtype == np.int8 and arrays["keys"].shape == (3, 2)
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tiny, tmp_path, monkeypatch):
@@ -128,6 +141,8 @@ def test_missing_empty_and_foreign_directories(tmp_path):
     foreign = tmp_path / "foreign"
     (foreign / "model").mkdir(parents=True)
     (foreign / "model" / "weights.bin").write_bytes(b"\x00" * 16)
+    (foreign / "model_3").mkdir()  # orbax would take it for step 3; only numbers are steps here
+    assert Checkpointer(foreign).steps() == [] and Checkpointer(foreign).broken_steps() == []
     with pytest.raises(CheckpointError, match="is not a metadqn_jax checkpoint directory"):
         Checkpointer(foreign).restore(like)
     # an orbax-like step folder whose metadata is somebody else's
@@ -156,6 +171,16 @@ def test_corrupt_checkpoint(tmp_path):
             f.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"checkpoint .*1 is corrupt or unreadable"):
         Checkpointer(tmp_path / "ck").restore(tree)
+    # an array that disagrees with (edited) metadata: orbax reads into the expected shapes strictly
+    # (one array: orbax's other reads still in flight could outlive its event loop)
+    with Checkpointer(tmp_path / "ck2") as ck:
+        ck.save(1, {"w": tree["w"]})
+    meta = tmp_path / "ck2" / "1" / "meta" / "metadata"
+    info = json.loads(meta.read_text())
+    info["leaves"]["w"]["shape"] = [3, 3]
+    meta.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=r"ck2/1 is corrupt or unreadable \(ValueError: .*shape"):
+        Checkpointer(tmp_path / "ck2").restore({"w": jnp.zeros((3, 3))})
     (tmp_path / "ck" / "1" / "meta" / "metadata").write_text("{not json")
     with pytest.raises(CheckpointError, match="is corrupt: unreadable metadata"):
         Checkpointer(tmp_path / "ck").restore(tree)
@@ -262,3 +287,75 @@ def test_broken_steps_fall_back_and_are_set_aside(tmp_path):
     shutil.rmtree(tmp_path / "only" / "1" / "state")
     with pytest.raises(CorruptCheckpointError, match=r"no intact checkpoint in .*only: step 1 is incomplete"):
         Checkpointer(tmp_path / "only").restore_latest_intact(tree)
+
+
+def _save_version_1(directory, step, tree, config=None):
+    """A checkpoint as metadqn_jax wrote it until 2026-11-29 (format version 1): ``state/`` a flat
+    ``{leaf name: array}`` with PRNG keys as key data and zero-size arrays left out."""
+    import orbax.checkpoint as ocp
+
+    named = ocp.utils.to_flat_dict(tree, sep=".")
+    arrays = {k: np.array(jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
+              for k, v in named.items() if v.size}
+    info = {"format": "metadqn_jax/meta-training-state", "version": 1, "step": step, "config": config,
+            "leaves": leaf_specs(tree), "extra": {"finished": True}}
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+    with ocp.CheckpointManager(directory, options=options, item_names=("state", "meta")) as mgr:
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(info)))
+
+
+def test_version_1_checkpoints_are_still_read(tiny, tmp_path):
+    """Checkpoints of the previous format restore bit-exactly (run folders written before keep
+    resuming and evaluating), their arrays read as the new format's; unknown versions are refused."""
+    cfg, tree, like = tiny
+    config = meta_config_dict(cfg, ValidationConfig())
+    extra = {"ctx": jnp.zeros((0,)), "nokeys": jax.random.split(jax.random.key(1, impl="rbg"), 0),
+             "keys": jax.random.split(jax.random.key(2, impl="rbg"), 2)}
+    _save_version_1(tmp_path / "v1", 20, {**tree, **extra}, config=config)
+    with Checkpointer(tmp_path / "v2") as ck:
+        ck.save(20, {**tree, **extra}, config=config)
+    r = Checkpointer(tmp_path / "v1").restore({**like, **extra}, config=config)
+    assert r.step == 20 and r.info["version"] == 1 and r.info["extra"] == {"finished": True}
+    _assert_identical(r.tree, {**tree, **extra})
+    a, b = Checkpointer(tmp_path / "v1").read_arrays(), Checkpointer(tmp_path / "v2").read_arrays()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    # the config and shape checks apply to them as before
+    with pytest.raises(CheckpointError, match="meta.hidden is \\[16, 16\\] in the checkpoint but \\[32, 32\\]"):
+        Checkpointer(tmp_path / "v1").restore(like, config={**config, "meta": {**config["meta"], "hidden": [32, 32]}})
+    meta = tmp_path / "v1" / "20" / "meta" / "metadata"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": 3}))
+    with pytest.raises(CheckpointError, match=r"v1/20 has format version 3; this metadqn_jax reads versions 1, 2"):
+        Checkpointer(tmp_path / "v1").restore(like)
+
+
+_SAVE_SHARDED = """
+import sys, jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from metadqn_jax.checkpoint import Checkpointer
+sh = NamedSharding(jax.make_mesh((2,), ("tasks",)), P("tasks"))
+tree = {"w": jax.device_put(jnp.arange(12.0).reshape(4, 3), sh),
+        "keys": jax.device_put(jax.random.split(jax.random.key(5), 4), sh), "b": jnp.int32(7)}
+Checkpointer(sys.argv[1]).save(3, tree)
+"""
+
+
+def test_restores_onto_one_device_whatever_the_saved_sharding(tmp_path):
+    """A state saved sharded over 2 devices (``--num-devices 2``) restores in a process with another
+    device count (orbax alone refuses: 'Topology mismatch'), into the abstract tree and as arrays."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", _SAVE_SHARDED, str(tmp_path / "ck")], env=env, check=True, timeout=1800)
+    want = {"w": jnp.arange(12.0).reshape(4, 3), "keys": jax.random.split(jax.random.key(5), 4), "b": jnp.int32(7)}
+    with Checkpointer(tmp_path / "ck") as ck:
+        r = ck.restore(jax.eval_shape(lambda t: t, want))
+        arrays = ck.read_arrays()
+    _assert_identical(r.tree, want)
+    # not committed to a device (as a freshly built state): a resumed run can shard it or mix it
+    # with sharded arrays (jax refuses committed single-device arrays there)
+    assert not any(x.committed for x in jax.tree.leaves(r.tree))
+    assert np.array_equal(arrays["keys"], np.asarray(jax.random.key_data(want["keys"])))
