@@ -101,6 +101,8 @@ def test_definition_round_trip_of_every_builtin_and_a_user_family():
     fam = TaskFamily.from_spec(spec)
     assert float(fam.base_params.goal_x) == 0.5 and fam.few_shot_budgets == (0, 5)
     assert fam.to_spec()["base_params"] == {"goal_x": 0.5} and fam.to_spec()["ranges"] == {"goal_y": [-0.5, 0.5]}
+    assert TaskFamily.from_spec({**spec, "description": None, "choices": None}).to_spec() == {
+        **fam.to_spec(), "description": ""}  # null (an empty YAML value): the default
     with pytest.raises(ValueError, match="unknown field 'rangez'; did you mean 'ranges'"):
         TaskFamily.from_spec({**spec, "rangez": {}})
     with pytest.raises(ValueError, match="base_params field 'goal_z' is not a field of PointNav-v0"):

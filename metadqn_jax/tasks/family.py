@@ -645,10 +645,9 @@ class TaskFamily:
                 default, **{k: _like(v, getattr(default, k)) for k, v in base.items()})
         else:
             raise ValueError(f"{label}: base_params must be a mapping field -> value, got {base!r}")
-        kwargs = {k: spec[k] for k in SPEC_KEYS if k in spec and k not in ("base_params", "code", "module")}
-        for key in ("ranges", "choices", "meta_defaults"):
-            if kwargs.get(key) is None:
-                kwargs.pop(key, None)
+        # a key given as null (YAML "description:") takes its default
+        kwargs = {k: spec[k] for k in SPEC_KEYS
+                  if spec.get(k) is not None and k not in ("base_params", "code", "module")}
         if isinstance(kwargs.get("budgets"), list):
             kwargs["budgets"] = tuple(kwargs["budgets"])
         return cls(**kwargs, base_params=base_params,
