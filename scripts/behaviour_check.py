@@ -95,12 +95,11 @@ def _diff_csv(a: Path, b: Path, diffs: list[str]) -> None:
 
 
 def _checkpoint_arrays(step_dir: Path) -> dict:
-    import numpy as np
-    import orbax.checkpoint as ocp
-    import jax
-    tree = ocp.PyTreeCheckpointer().restore(step_dir / "state")
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
+    # the checkpoint module's own reader: the same names and values for format versions 1 and 2
+    # (a plain orbax restore gives typed PRNG keys, which np.asarray refuses, and v1/v2 name leaves differently)
+    from metadqn_jax.checkpoint import Checkpointer
+    kind = json.loads((step_dir / "meta" / "metadata").read_text())["format"]
+    return Checkpointer(step_dir.parent, kind=kind).read_arrays(int(step_dir.name))
 
 
 def compare(before: Path, after: Path) -> int:

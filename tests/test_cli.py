@@ -539,7 +539,7 @@ def test_logging_never_recompiles(runs, capsys):
 def test_help_is_complete(capsys):
     parser = cli.build_parser(width=100)
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"train", "evaluate", "dqn", "regress", "families"}
+    assert set(sub.choices) == {"train", "evaluate", "dqn", "regress", "families", "sweep"}
     for name, p in sub.choices.items():
         for action in p._actions:
             if action.dest == "help" or not action.option_strings:
