@@ -433,6 +433,7 @@ def build_parser(width: int | None = None, defaults: dict[str, dict] | None = No
             "  metadqn sweep --family pointnav-goal --algorithm context --grid meta_lr=3e-4,1e-3,3e-3 --seeds 3"),
     )
     _add_opts(p, SWEEP_OPTS, {**tq, "sweep": sweep_app.SWEEP_DEFAULTS})
+    add_family_arguments(p)
     _add_common(p, quick="tiny settings for smoke tests (metadqn train's QUICK_TRAIN sizes, 2 seeds)",
                 set_example="--set meta.hidden=[32,32] or --set hparams.epsilon=0.3")
     p.set_defaults(func=sweep_app.cmd_sweep, opts=SWEEP_OPTS)

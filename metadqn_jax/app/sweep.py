@@ -120,6 +120,7 @@ def _classes():
         sweep: SweepSettings
 
         COMMAND: ClassVar[str] = "sweep"
+        FAMILY_SECTION: ClassVar[str | None] = "meta"  # a --config file's family: block is installed as meta.family
         SECTIONS: ClassVar[tuple] = (
             Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
                     "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
@@ -159,15 +160,18 @@ def __getattr__(name: str):  # PEP 562: SweepConfig / SweepSettings built on fir
 def resolve_sweep_config(args: argparse.Namespace, flags: Mapping[str, Any]):
     """The sweep's configuration from its layers (:func:`metadqn_jax.app.common.resolve_config`:
     defaults < ``--quick`` < ``--config`` < flags < ``--set``). The family is resolved here, in
-    this one call (``meta.family``: a registered family; a user's family from ``--family-file`` /
-    ``--family-module`` would be installed here, before the layers are resolved).
+    this one call (``meta.family``: a registered family, or a user's family from ``--family-file`` /
+    ``--family-module``, installed here before the layers are resolved).
 
     Raises:
       ConfigError: an unknown family, a bad ``--grid`` (unknown or static field, not a number,
         out of range, a field or value given twice), or any other invalid value.
     """
     from metadqn_jax.app.common import resolve_config
+    from metadqn_jax.app.userfamily import apply_family_options
 
+    flags = dict(flags)
+    apply_family_options(args, flags, "meta.family")  # --family-file / --family-module: the family, unless --family
     return resolve_config(_classes()[1], args, flags, DEFAULT_SWEEP, QUICK_SWEEP)
 
 
