@@ -156,7 +156,7 @@ def test_train_end_to_end(runs):
     assert (run / "few_shot.png").read_bytes()[:4] == b"\x89PNG"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["command"] == "train" and cfg["meta"]["num_meta_steps"] == 20 and cfg["meta"]["hidden"] == [16, 16]
-    assert set(cfg) == {"command", "meta", "hparams", "few_shot", "validation", "run", "defaults_used"}
+    assert set(cfg) == {"command", "meta", "hparams", "few_shot", "validation", "run", "defaults_used", "family"}
     assert "inner_lr" in cfg["hparams"] and "inner_lr" not in cfg["meta"]  # static apart from traced
     # the values used, not null, and which were defaults (per algorithm where they differ)
     from metadqn_jax import tasks
