@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ from metadqn_jax.meta.defaults import (
     ALGORITHMS,
     FAMILY_RESOLVED,
     LIBRARY_DEFAULTS,
+    STRUCTURAL_FIELDS,
 )
 
 
@@ -58,21 +60,60 @@ META_HPARAM_RULES = {
 }
 
 
+_PRIVATE = ("_given", "_from_family")  # what a MetaConfig records beyond its fields (not fields)
+
+
+def _track_given(cls):
+    """Class decorator (outside ``@dataclass``): every instance records the fields its
+    constructor was *given* (``_given``, a frozenset of names; a field passed as ``None`` counts
+    as not given), so that :func:`resolve` lets a family's recommendation fill exactly the
+    fields nobody set — including fields whose dataclass default is a concrete value.
+    ``dataclasses.replace`` passes every field, so a replaced config keeps the values it holds."""
+    init = cls.__init__
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for private in _PRIVATE:  # MetaConfig(**cfg.__dict__) copies a config: every field given
+            kwargs.pop(private, None)
+        given = {n for n, v in zip(names, args) if v is not None}
+        given.update(n for n, v in kwargs.items() if v is not None)
+        object.__setattr__(self, "_given", frozenset(given))
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_track_given
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
     """Static meta-training settings plus defaults for the traced :class:`MetaHParams`.
 
-    Sizes: per meta-step ``num_tasks × envs_per_task × rollout_steps`` environment steps;
-    per-task replay memory ``num_tasks × buffer_size`` transitions (see
-    :func:`metadqn_jax.meta.step.memory_bytes`).
+    Sizes and counts: per meta-step ``num_tasks × envs_per_task × rollout_steps`` environment
+    steps acting (plus ``updates_per_step`` times as many for the adapted policy's query
+    rollouts when ``query_source == "adapted"``: :attr:`env_steps_per_meta_step`), then
+    ``updates_per_step`` meta-gradient updates, each on ``num_tasks`` tasks; one meta-training
+    run is ``num_meta_steps × env_steps_per_meta_step`` environment steps
+    (:attr:`env_steps`) and ``num_meta_steps × updates_per_step`` updates of the
+    meta-parameters (:attr:`gradient_updates`) — the same for every learner of a comparison,
+    ``pretrained`` included. Per-task replay memory ``num_tasks × buffer_size`` transitions
+    (see :func:`metadqn_jax.meta.step.memory_bytes`).
 
-    ``task_lifetime``, ``query_source`` and ``buffer_size`` left at ``None`` are resolved when the
-    config is built: the family's recommendation (:attr:`TaskFamily.meta_defaults
-    <metadqn_jax.tasks.family.TaskFamily>`), else :data:`~metadqn_jax.meta.defaults.LIBRARY_DEFAULTS`.
-    The built config holds the concrete values (``dataclasses.replace(cfg, family=...)`` keeps
-    them: pass ``None`` again to re-resolve). ``random_support``, ``inner_lr`` and ``meta_lr``
-    left at ``None`` stay ``None`` and are resolved on use (:meth:`setting`), ``gamma`` likewise
-    (the family's discount). Layer widths are stored as tuples of ints.
+    **Defaults** (one function, :func:`resolve`): a field the constructor is not given (or is
+    given ``None``) takes, in this order, the task family's recommendation
+    (:attr:`TaskFamily.meta_defaults <metadqn_jax.tasks.family.TaskFamily>`, any field but
+    :data:`~metadqn_jax.meta.defaults.STRUCTURAL_FIELDS`), the algorithm's
+    (:data:`~metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS`, for ``random_support``, ``inner_lr``,
+    ``meta_lr``), :data:`~metadqn_jax.meta.defaults.LIBRARY_DEFAULTS` (the ``None``-default
+    fields), else the dataclass default below; ``gamma``: the family's discount. A value given
+    explicitly always wins, even when it equals a default. Resolved when the config is built,
+    except ``random_support``, ``inner_lr``, ``meta_lr`` and ``gamma``, which stay ``None`` and
+    are resolved on use (:meth:`setting`), so a config re-targeted to another algorithm
+    (``compare.config_for``) takes that algorithm's. The built config holds the concrete values
+    (``dataclasses.replace(cfg, family=...)`` keeps them: pass ``None`` again to re-resolve);
+    :attr:`family_defaults_used` names the fields the family's recommendation filled. Layer
+    widths are stored as tuples of ints.
 
     Raises:
       ConfigError: on construction, naming the first invalid field.
@@ -83,6 +124,8 @@ class MetaConfig:
     num_tasks: int = 32  # tasks per meta-step (the meta-batch, the task axis)
     envs_per_task: int = 4  # environments per task
     rollout_steps: int = 25  # steps of every environment per meta-step
+    updates_per_step: int = 1  # meta-gradient updates per meta-step (after acting), each on fresh
+    #                            support-mask and query samples, the Polyak target after each
     support_size: int = 100  # most recent transitions forming the support set
     buffer_size: int | None = None  # replay capacity per task, transitions (None: the family's, else 100)
     query_batch: int = 128  # query transitions per task per meta-step
@@ -129,7 +172,14 @@ class MetaConfig:
     def __post_init__(self):
         validate_algorithm(self.algorithm)
         family = family_of(self.family)
-        self._complete({name: resolve(self, name, family) for name in FAMILY_RESOLVED})
+        # the family's recommendations and the None-default fields, resolved now (the
+        # algorithm-dependent fields and gamma: on use)
+        names = (set(family.meta_defaults) | set(FAMILY_RESOLVED)
+                 | {n for n, d in _FIELD_DEFAULTS.items() if d is not None and getattr(self, n) is None})
+        names -= {*ALGORITHM_RESOLVED, "gamma"}
+        self._complete({name: resolve(self, name, family) for name in sorted(names)})
+        object.__setattr__(self, "_from_family", tuple(
+            name for name in family.meta_defaults if name not in getattr(self, "_given", ())))
         validate_sizes(self)
         self._complete(layer_widths(self))
         validate_buffer(self)
@@ -142,6 +192,15 @@ class MetaConfig:
         # the one way a built config is written: its family defaults and normalised layer tuples
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def family_defaults_used(self) -> dict[str, Any]:
+        """``{field: value}`` for the fields that took the family's recommendation
+        (``TaskFamily.meta_defaults``) because the constructor was not given them; the
+        algorithm-dependent ones (``inner_lr``, ``meta_lr``, ``random_support``) with their
+        resolved value. Empty for a config made by ``dataclasses.replace`` (every field given)."""
+        return {name: resolve(self, name) if name in ALGORITHM_RESOLVED else getattr(self, name)
+                for name in getattr(self, "_from_family", ())}
 
     @property
     def task_family(self) -> tasks.TaskFamily:
@@ -174,21 +233,35 @@ class MetaConfig:
 
     @property
     def env_steps_per_meta_step(self) -> int:
-        """Environment steps simulated per meta-step: the support rollout, plus the query
-        rollout of the adapted policy when ``query_source == "adapted"``."""
-        rollouts = 2 if self.query_source == "adapted" else 1
+        """Environment steps simulated per meta-step: the acting (support) rollout, plus one
+        query rollout of the adapted policy per update when ``query_source == "adapted"``."""
+        rollouts = 1 + self.updates_per_step if self.query_source == "adapted" else 1
         return rollouts * self.num_tasks * self.envs_per_task * self.rollout_steps
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps of one meta-training run: ``num_meta_steps × env_steps_per_meta_step``."""
+        return self.num_meta_steps * self.env_steps_per_meta_step
+
+    @property
+    def gradient_updates(self) -> int:
+        """Meta-parameter updates of one meta-training run: ``num_meta_steps × updates_per_step``."""
+        return self.num_meta_steps * self.updates_per_step
 
 
 # ------------------------------------------------------------------------ defaults
 def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) -> Any:
-    """The value of field ``name`` of ``cfg``; where it is ``None``, its default:
+    """The value of field ``name`` of ``cfg``: the value the constructor was given, else its
+    default, in this order (the one place MetaConfig's defaults are applied):
 
-    * ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the algorithm's
-      (:data:`ALGORITHM_DEFAULTS`), else :data:`LIBRARY_DEFAULTS`;
-    * ``task_lifetime``, ``query_source``, ``buffer_size`` (:data:`FAMILY_RESOLVED`): the family's
-      recommendation (``TaskFamily.meta_defaults``), else :data:`LIBRARY_DEFAULTS`;
-    * ``gamma``: the family's discount.
+    1. a value given explicitly (not ``None``) — always wins;
+    2. ``gamma``: the family's discount;
+    3. the family's recommendation (``TaskFamily.meta_defaults``; any field but
+       :data:`STRUCTURAL_FIELDS`);
+    4. ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the
+       algorithm's (:data:`ALGORITHM_DEFAULTS`);
+    5. :data:`LIBRARY_DEFAULTS` (the fields whose dataclass default is ``None``);
+    6. the dataclass default (the value ``cfg`` holds).
 
     Args:
       cfg: the config (its ``algorithm`` and ``family`` choose the defaults).
@@ -196,18 +269,30 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
       family: the config's task family, if already looked up.
     """
     value = getattr(cfg, name)
-    if value is not None:
+    if value is not None and name in getattr(cfg, "_given", ()):
+        return value
+    if name in STRUCTURAL_FIELDS and name != "gamma":
+        return value
+    family = tasks.get_family(cfg.family) if family is None else family
+    if name == "gamma":
+        return family.gamma if value is None else value
+    if name in family.meta_defaults:
+        return family.meta_defaults[name]
+    if value is not None:  # the dataclass default (or a value completed when the config was built)
         return value
     if name in ALGORITHM_RESOLVED:
         return ALGORITHM_DEFAULTS.get(cfg.algorithm, {}).get(name, LIBRARY_DEFAULTS[name])
-    if name in FAMILY_RESOLVED or name == "gamma":
-        family = tasks.get_family(cfg.family) if family is None else family
-        return family.gamma if name == "gamma" else family.meta_defaults.get(name, LIBRARY_DEFAULTS[name])
-    return value
+    if name in LIBRARY_DEFAULTS:
+        return LIBRARY_DEFAULTS[name]
+    return _FIELD_DEFAULTS[name]
+
+
+# the dataclass default of every field (a field given None, whose default is a value, takes it)
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(MetaConfig)}
 
 
 # ---------------------------------------------------------------------- validation
-SIZE_FIELDS = ("num_tasks", "envs_per_task", "rollout_steps", "support_size", "buffer_size",
+SIZE_FIELDS = ("num_tasks", "envs_per_task", "rollout_steps", "updates_per_step", "support_size", "buffer_size",
                "query_batch", "task_lifetime", "num_meta_steps", "chunk_size", "context_dim")
 LAYER_FIELDS = {"hidden": False, "encoder_hidden": False, "encoder_post": True, "decoder_hidden": True}  # -> may be ()
 

@@ -3,12 +3,14 @@
 This module imports nothing (no JAX), so the command line can build its help text from it.
 :func:`metadqn_jax.meta.config.resolve` is the one function that applies these tables:
 
-* family-dependent fields (:data:`FAMILY_RESOLVED`), resolved when a config is built: the task
-  family's recommendation (``TaskFamily.meta_defaults``), else :data:`LIBRARY_DEFAULTS`;
+* any field but :data:`STRUCTURAL_FIELDS` that the constructor is not given: the task family's
+  recommendation (``TaskFamily.meta_defaults``) first;
+* family-dependent fields (:data:`FAMILY_RESOLVED`, ``None`` by default), resolved when a config
+  is built: the family's recommendation, else :data:`LIBRARY_DEFAULTS`;
 * algorithm-dependent fields (:data:`ALGORITHM_RESOLVED`), resolved on use, so a config keeps
   "unset" when it is re-targeted to another algorithm (``compare.config_for``) and a value the
-  user chose always wins: :data:`ALGORITHM_DEFAULTS` of the config's algorithm, else
-  :data:`LIBRARY_DEFAULTS`;
+  user chose always wins: the family's recommendation, else :data:`ALGORITHM_DEFAULTS` of the
+  config's algorithm, else :data:`LIBRARY_DEFAULTS`;
 * ``gamma``: the family's discount.
 
 Each learner's own settings and defaults are declared below, one block per learner module
@@ -28,6 +30,10 @@ ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "cavia", "context", 
 LIBRARY_DEFAULTS: dict[str, Any] = {"task_lifetime": 1, "query_source": "adapted", "buffer_size": 100,
                                     "random_support": False, "inner_lr": 0.1, "meta_lr": 1e-3}
 FAMILY_RESOLVED: tuple[str, ...] = ("task_lifetime", "query_source", "buffer_size")  # when a config is built
+# The MetaConfig fields a family may NOT recommend (TaskFamily.meta_defaults may set every other
+# field; tasks.FAMILY_META_FIELDS lists those): the family itself, the algorithm (what a
+# comparison varies) and gamma (TaskFamily.gamma is the family's discount).
+STRUCTURAL_FIELDS: tuple[str, ...] = ("family", "algorithm", "gamma")
 ALGORITHM_RESOLVED: tuple[str, ...] = ("random_support", "inner_lr", "meta_lr")  # on use (MetaConfig.setting)
 
 # ------------------------------------------------- per learner: own settings and defaults

@@ -152,40 +152,53 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
         trans = jax.tree.map(lambda x: x.reshape((T, L * E) + x.shape[3:]), trans)
         buffers = jax.vmap(replay.add)(buffers, trans)
         # 3. support: the most recent transitions (optionally a random prefix of them)
-        support_tr, mask = jax.vmap(replay.recent, in_axes=(0, None))(buffers, cfg.support_size)
-        mask = jax.vmap(support_mask, in_axes=(0, 0, None))(jax.random.split(k_support, T), mask, random_support)
-        # 4. query: uniform from the task's buffer, or (built inside the learner's meta-gradient,
-        #    from its adapted parameters) a rollout of the adapted policy; meta-gradient (mean
-        #    over tasks), meta-update, Polyak meta-target
-        if cfg.query_source == "buffer":
-            query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
-                buffers, jax.random.split(k_query, T), cfg.query_batch
-            )
-            queries = (query_tr, jnp.ones(query_tr.reward.shape, bool))
-        else:  # a rollout of the adapted policy on fresh episodes of the same task
-            queries = (jax.random.split(k_query, T), env_params)
+        support_tr, recent_mask = jax.vmap(replay.recent, in_axes=(0, None))(buffers, cfg.support_size)
 
-        def task_meta_grad(support, query):
-            if cfg.query_source == "adapted":  # the learner adapts once, for both uses
-                k, p = query
-                query = lambda tp: adapted_query(env, learner, cfg, tp, k, p)
-            return learner.meta_grad(state.params, state.target_params, support, query, hp)
+        def update(params, target_params, opt_state, k_query, k_support):
+            # one meta-gradient update on fresh support-mask / query samples
+            mask = jax.vmap(support_mask, in_axes=(0, 0, None))(jax.random.split(k_support, T), recent_mask,
+                                                                random_support)
+            # 4. query: uniform from the task's buffer, or (built inside the learner's meta-gradient,
+            #    from its adapted parameters) a rollout of the adapted policy; meta-gradient (mean
+            #    over tasks), meta-update, Polyak meta-target
+            if cfg.query_source == "buffer":
+                query_tr = jax.vmap(replay.sample, in_axes=(0, 0, None))(
+                    buffers, jax.random.split(k_query, T), cfg.query_batch
+                )
+                queries = (query_tr, jnp.ones(query_tr.reward.shape, bool))
+            else:  # a rollout of the adapted policy on fresh episodes of the same task
+                queries = (jax.random.split(k_query, T), env_params)
 
-        if cfg.task_micro_batch and cfg.task_micro_batch < T:  # keeps the working set in cache
-            grads, m = jax.lax.map(lambda a: task_meta_grad(*a), ((support_tr, mask), queries),
-                                   batch_size=cfg.task_micro_batch)
-        else:
-            grads, m = jax.vmap(task_meta_grad)((support_tr, mask), queries)
-        grads = jax.tree.map(lambda g: g.mean(0), grads)
-        updates, opt_state = meta_optimizer(hp).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        target = polyak_update(state.target_params, params, hp.tau)
+            def task_meta_grad(support, query):
+                if cfg.query_source == "adapted":  # the learner adapts once, for both uses
+                    k, p = query
+                    query = lambda tp: adapted_query(env, learner, cfg, tp, k, p)
+                return learner.meta_grad(params, target_params, support, query, hp)
+
+            if cfg.task_micro_batch and cfg.task_micro_batch < T:  # keeps the working set in cache
+                grads, m = jax.lax.map(lambda a: task_meta_grad(*a), ((support_tr, mask), queries),
+                                       batch_size=cfg.task_micro_batch)
+            else:
+                grads, m = jax.vmap(task_meta_grad)((support_tr, mask), queries)
+            grads = jax.tree.map(lambda g: g.mean(0), grads)
+            updates, opt_state = meta_optimizer(hp).update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            target_params = polyak_update(target_params, params, hp.tau)
+            losses = (m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean())
+            return (params, target_params, opt_state), (*losses, optax.tree.norm(grads), all_finite(params))
+
+        opt = (state.params, state.target_params, state.opt_state)
+        if cfg.updates_per_step == 1:  # the keys (and numbers) of a one-update meta-step
+            (params, target, opt_state), upd = update(*opt, k_query, k_support)
+        else:  # updates_per_step updates, each on its own support-mask and query keys
+            keys = (jax.random.split(k_query, cfg.updates_per_step), jax.random.split(k_support, cfg.updates_per_step))
+            (params, target, opt_state), upd = jax.lax.scan(lambda o, k: update(*o, *k), opt, keys)
+            # metrics: the mean over the updates; params_finite: after every update
+            upd = (*(x.mean() for x in upd[:4]), upd[4].all())
         finished = carry.episodes > 0
         train_ret = jnp.sum(jnp.where(finished, carry.last_return, 0.0)) / jnp.maximum(finished.sum(), 1)
-        metrics = MetaStepMetrics(
-            m.pre_adapt_loss.mean(), m.post_adapt_loss.mean(), m.query_loss.mean(),
-            train_ret, optax.tree.norm(grads), all_finite(params),
-        )
+        pre, post, query_loss, grad_norm, finite = upd
+        metrics = MetaStepMetrics(pre, post, query_loss, train_ret, grad_norm, finite)
         new_state = MetaState(params, target, opt_state, task_params, carry, buffers, state.step + 1, key)
         return new_state, metrics
 

@@ -63,10 +63,18 @@ from metadqn_jax.tasks import pools
 from metadqn_jax.tasks.pools import SPLITS, EnvParams, SampleFn, canonical_split
 
 # The names of the MetaConfig fields (metadqn_jax.meta) a family may recommend values for in
-# TaskFamily.meta_defaults. This lower layer names an upper layer's fields on purpose, in this
-# one place only (validate_meta_defaults); tasks never imports meta. The meta package checks
-# that it resolves exactly these fields (tests/test_meta.py).
-FAMILY_META_FIELDS = ("task_lifetime", "query_source", "buffer_size")
+# TaskFamily.meta_defaults: every field but the structural ones (family, algorithm: what a
+# comparison varies; gamma: TaskFamily.gamma). This lower layer names an upper layer's fields on
+# purpose, in this one place only (validate_meta_defaults); tasks never imports meta. The meta
+# package checks that these are exactly its non-structural fields (tests/test_meta_updates.py).
+FAMILY_META_FIELDS = (
+    "num_tasks", "envs_per_task", "rollout_steps", "updates_per_step", "support_size", "buffer_size",
+    "query_batch", "query_source", "query_epsilon", "task_lifetime", "inner_steps", "inner_optimizer",
+    "adapt", "context_dim", "encoder_hidden", "encoder_post", "random_support", "online_context",
+    "context_decoder", "context_refine", "context_refine_damping", "decoder_hidden", "cavia_first_order",
+    "hidden", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",
+    "chunk_size", "inner_lr", "meta_lr", "weight_decay", "epsilon", "tau",
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -171,14 +179,30 @@ def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
     """``meta_defaults`` is a mapping over :data:`FAMILY_META_FIELDS`; returns it as a dict.
 
     The one check that knows about an upper layer (the MetaConfig field names); the values
-    are checked by MetaConfig like values the user gave.
+    are checked by MetaConfig like values the user gave (a ``MetaConfig`` of the family that
+    is not given such a field takes the family's value; one given explicitly wins).
+
+    Raises:
+      ConfigError: not a mapping, or a key that is not a non-structural MetaConfig field (named,
+        with the closest field name).
     """
+    import difflib
+
+    from metadqn_jax.core.validate import ConfigError
+
     if not isinstance(meta_defaults, Mapping):
-        raise ValueError(f"family {name!r}: meta_defaults must be a mapping field -> value")
-    bad = [k for k in meta_defaults if k not in FAMILY_META_FIELDS]
-    if bad:
-        raise ValueError(f"family {name!r}: meta_defaults field(s) {bad} cannot be set by a family; "
-                         f"allowed: {', '.join(FAMILY_META_FIELDS)}")
+        raise ConfigError(f"family {name!r}: meta_defaults must be a mapping field -> value")
+    for key in meta_defaults:
+        if key in FAMILY_META_FIELDS:
+            continue
+        if key in ("family", "algorithm", "gamma"):
+            why = ("the family's discount is TaskFamily.gamma" if key == "gamma"
+                   else "it is what a comparison varies, not a setting a family recommends")
+            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} cannot be set by a family ({why})")
+        close = difflib.get_close_matches(str(key), FAMILY_META_FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"family {name!r}: meta_defaults field {key!r} is not a MetaConfig field a family "
+                          f"can set{hint} (allowed: {', '.join(FAMILY_META_FIELDS)})")
     return dict(meta_defaults)
 
 

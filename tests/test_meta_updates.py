@@ -1,0 +1,141 @@
+"""Updates per meta-step (``MetaConfig.updates_per_step``) and family defaults for any
+setting (``TaskFamily.meta_defaults``, applied by :func:`metadqn_jax.meta.config.resolve`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from metadqn_jax import tasks
+from metadqn_jax.compare import config_for
+from metadqn_jax.core.validate import ConfigError
+from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
+from metadqn_jax.meta.defaults import STRUCTURAL_FIELDS
+
+from _compile import fast_jit  # tests/_compile.py
+
+TINY = dict(family="pointnav-goal", algorithm="pretrained", num_tasks=4, envs_per_task=2, rollout_steps=5,
+            support_size=10, buffer_size=20, query_batch=16, hidden=(16, 16), inner_steps=1,
+            num_meta_steps=10, chunk_size=10)
+
+
+def adam_count(opt_state) -> int:
+    """The step count of the meta-optimiser's Adam (one per update)."""
+    counts = [int(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+              if getattr(path[-1], "name", None) == "count"]
+    assert counts, "no Adam count in the optimiser state"
+    return max(counts)
+
+
+def train(cfg: MetaConfig, steps: int, key: int = 0):
+    prog = make_meta_step(cfg)
+    hp = cfg.hparams()
+    run = fast_jit(meta_train, static_argnums=(0, 3))
+    return run(prog.meta_step, prog.init(jax.random.key(key), hp), hp, steps)
+
+
+def max_abs_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the family registry (families registered by a test vanish after it)."""
+    monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
+    return tasks
+
+
+# ------------------------------------------------------------------ updates per meta-step
+@pytest.mark.parametrize("query_source", ["adapted", "buffer"])
+def test_updates_per_step_does_that_many_updates(query_source):
+    s1, m1 = train(MetaConfig(**TINY, query_source=query_source), 3)
+    s2, m2 = train(MetaConfig(**TINY, query_source=query_source, updates_per_step=2), 3)
+    assert adam_count(s1.opt_state) == 3 and adam_count(s2.opt_state) == 6
+    assert int(s1.step) == int(s2.step) == 3  # meta-steps (acting) counted once
+    # the first meta-step acts before any update: same keys, same data
+    assert float(m1.train_return[0]) == float(m2.train_return[0])
+    assert max_abs_diff(s1.params, s2.params) > 1e-4
+    assert max_abs_diff(s2.target_params, s2.params) > 0  # Polyak-averaged, not copied
+    # metrics: one value per meta-step (the mean over its updates)
+    assert m2.query_loss.shape == (3,) and bool(np.all(m2.params_finite))
+    assert np.all(np.isfinite(np.asarray(m2.query_loss))) and np.all(np.asarray(m2.grad_norm) > 0)
+
+
+def test_updates_per_step_counts_validation_and_comparison():
+    cfg = MetaConfig(**TINY, updates_per_step=4)
+    acting = 4 * 2 * 5  # num_tasks x envs_per_task x rollout_steps
+    assert cfg.gradient_updates == 10 * 4
+    assert cfg.env_steps_per_meta_step == acting * (1 + 4)  # + one adapted-policy query rollout per update
+    assert dataclasses.replace(cfg, query_source="buffer").env_steps_per_meta_step == acting
+    assert cfg.env_steps == 10 * cfg.env_steps_per_meta_step
+    assert MetaConfig(**TINY).env_steps_per_meta_step == 2 * acting  # one update: as before
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="^updates_per_step must be a positive integer"):
+            MetaConfig(**TINY, updates_per_step=bad)
+    # one setting of the comparison: every learner, pretrained included, gets the same count
+    assert {config_for(cfg, a).updates_per_step for a in ("maml", "context", "cavia", "pretrained")} == {4}
+
+
+def test_more_updates_per_step_learn_more():
+    """Fails if updates_per_step were ignored: on the same data stream (the buffer query of
+    long-lived PointNav tasks), 8 updates per meta-step fit the query TD loss far better."""
+    cfg = MetaConfig(**{**TINY, "num_tasks": 8, "buffer_size": 100, "support_size": 20, "query_batch": 32},
+                     query_source="buffer", task_lifetime=100, tau=0.5, meta_lr=3e-3)
+    steps = 25
+    _, m1 = train(cfg, steps)
+    _, m8 = train(dataclasses.replace(cfg, updates_per_step=8), steps)
+    late1, late8 = float(np.mean(m1.query_loss[-5:])), float(np.mean(m8.query_loss[-5:]))
+    assert late8 < 0.5 * late1, (late1, late8)
+
+
+# ------------------------------------------------------------ family defaults for any field
+def test_family_meta_fields_are_every_non_structural_field():
+    names = {f.name for f in dataclasses.fields(MetaConfig)}
+    assert set(tasks.FAMILY_META_FIELDS) == names - set(STRUCTURAL_FIELDS)
+    assert set(STRUCTURAL_FIELDS) <= names
+
+
+def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
+    defaults = {"updates_per_step": 3, "epsilon": 0.2, "tau": 0.99, "meta_lr": 5e-4, "hidden": [32],
+                "num_meta_steps": 70, "task_lifetime": 4}
+    registry.register_family(registry.TaskFamily("nav-defaults-test", "PointNav-v0",
+                                                 ranges={"goal_y": (-0.5, 0.5)}, meta_defaults=defaults))
+    c = MetaConfig(family="nav-defaults-test", algorithm="context")
+    assert (c.updates_per_step, c.epsilon, c.tau, c.hidden, c.num_meta_steps, c.task_lifetime) == (
+        3, 0.2, 0.99, (32,), 70, 4)
+    assert c.setting("meta_lr") == 5e-4  # the family's beats the algorithm's (context: 3e-3)
+    hp = c.hparams()
+    assert float(hp.epsilon) == pytest.approx(0.2) and float(hp.meta_lr) == pytest.approx(5e-4)
+    assert c.family_defaults_used == {"updates_per_step": 3, "epsilon": 0.2, "tau": 0.99, "meta_lr": 5e-4,
+                                      "hidden": (32,), "num_meta_steps": 70, "task_lifetime": 4}
+    # explicit values win, even when they equal the library's defaults
+    e = MetaConfig(family="nav-defaults-test", algorithm="context", updates_per_step=1, epsilon=0.5, tau=0.95,
+                   meta_lr=1e-3, hidden=(64, 64))
+    assert (e.updates_per_step, e.epsilon, e.tau, e.hidden, e.setting("meta_lr")) == (1, 0.5, 0.95, (64, 64), 1e-3)
+    assert set(e.family_defaults_used) == {"num_meta_steps", "task_lifetime"}
+    # None means "not given": the family's value
+    assert MetaConfig(family="nav-defaults-test", epsilon=None, updates_per_step=None).updates_per_step == 3
+    # a family that recommends nothing: the library's defaults; the settings survive re-targeting
+    assert MetaConfig(family="pointnav-goal").updates_per_step == 1
+    assert MetaConfig(family="pointnav-goal").family_defaults_used == {}
+    r = config_for(c, "pretrained")
+    assert (r.updates_per_step, r.epsilon, r.setting("meta_lr")) == (3, 0.2, 5e-4)
+    assert MetaConfig(**c.__dict__) == c  # a copy of a config (every field given) is equal
+
+
+def test_family_defaults_bad_keys_and_values(registry):
+    nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults field 'update_per_step' is not a "
+                                          r"MetaConfig field a family can set; did you mean 'updates_per_step'"):
+        tasks.TaskFamily("bad-test", meta_defaults={"update_per_step": 2}, **nav)
+    for key in STRUCTURAL_FIELDS:
+        with pytest.raises(ConfigError, match=f"^family 'bad-test': meta_defaults field '{key}' cannot be set"):
+            tasks.TaskFamily("bad-test", meta_defaults={key: 0.9}, **nav)
+    registry.register_family(tasks.TaskFamily("bad-value-test", meta_defaults={"updates_per_step": 0}, **nav))
+    with pytest.raises(ConfigError, match="^updates_per_step must be a positive integer"):  # like the user's
+        MetaConfig(family="bad-value-test")
+    assert MetaConfig(family="bad-value-test", updates_per_step=2).updates_per_step == 2  # explicit wins
