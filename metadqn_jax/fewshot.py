@@ -10,13 +10,25 @@ The protocol, identical for every initialisation (meta-learned, pretrained, scra
 2. Adapt once with the learner's own rule (MAML-style inner TD steps for the gradient
    learners, pretrained and scratch; context inference for ``context``; context-vector steps
    for ``cavia``) on those transitions — exactly what meta-training optimised.
-3. Keep interacting with the adapted parameters (ε = ``finetune_epsilon``) and fine-tune
-   them as an ordinary DQN (Adam, double-DQN, Polyak target that starts at the meta-target).
+3. Keep interacting (ε = ``finetune_epsilon``) and fine-tune a copy of the adapted parameters,
+   the *candidate*, as an ordinary DQN (Adam, double-DQN, Polyak target that starts at the
+   meta-target).
+4. Deploy the candidate only when it earns it (``finetune_select``, the default): the adapted
+   parameters are *deployed* first; after the episode that was running at adaptation, whole
+   episodes alternate between the deployed parameters and the candidate as the actor, and the
+   candidate replaces the deployed parameters as soon as its mean return over its episodes
+   since the last replacement is strictly above theirs (at least ``select_episodes`` each).
+   These episodes are the interaction itself, so the evidence is counted in the budget. A good
+   adapted policy is thus kept unless fine-tuning beats it, and a bad init (scratch) is
+   replaced by its fine-tuned copy as soon as that plays better (``docs/design.md``,
+   "Evaluation, statistics and DQN"). ``finetune_select=False``: the candidate is always
+   deployed and is the only actor (the protocol before 2026-11-29).
 
-At every budget ``b`` the greedy return is measured on fresh episodes of the task; for
-``b < support_size`` the adaptation rule runs on the ``b`` transitions seen so far
-(``b = 0``: the unadapted policy). One trajectory per (task, seed) serves all budgets,
-and all tasks × seeds run as one vmapped program.
+At every budget ``b`` the greedy return of the deployed parameters is measured on fresh
+episodes of the task (not counted in the budget); for ``b < support_size`` the adaptation
+rule runs on the ``b`` transitions seen so far (``b = 0``: the unadapted policy). One
+trajectory per (task, seed) serves all budgets, and all tasks × seeds run as one vmapped
+program.
 """
 
 from __future__ import annotations
@@ -101,6 +113,14 @@ class FewShotConfig:
     finetune_batch: int = 64
     finetune_tau: float = 0.95
     learning_starts: int = 0  # extra steps after adaptation before fine-tuning starts
+    # deploy the fine-tuned parameters only when they earn it (module docstring, step 4):
+    # after adaptation, whole episodes alternate between the *deployed* parameters (at first
+    # the adapted ones) and the fine-tuned *candidate*; the candidate replaces the deployed ones
+    # when its mean return over its episodes since the last replacement beats theirs, with at
+    # least ``select_episodes`` episodes each. Every budget reports the deployed parameters.
+    # Off (False): the candidate is always deployed and always acts.
+    finetune_select: bool = True
+    select_episodes: int = 1
     eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
     # what the agent acts on while it collects the support (see :func:`explore_mode`):
     # "auto", "online", "adapted" or "unadapted"
@@ -115,7 +135,8 @@ class FewShotConfig:
                 "given more than once)", list(self.budgets))
         require(self.split in ("train", "val", "test"), "split", "'train', 'val' or 'test'", self.split)
         require(self.explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), self.explore)
-        for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes"):
+        for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes",
+                     "select_episodes"):
             positive_int(name, getattr(self, name))
         for name in ("support_epsilon", "finetune_epsilon"):
             in_range(name, getattr(self, name), 0.0, 1.0)
@@ -186,6 +207,47 @@ def _explore_step(env, learner: Learner, mode: str, meta_params, meta_target, hp
     return (carry, stats), tr
 
 
+class Selection(NamedTuple):
+    """State of the fine-tuning guard (``FewShotConfig.finetune_select``) of one run.
+
+    ``turn`` names the actor of the episode in progress: ``-1`` the episode that was already
+    running at adaptation (not counted), ``0`` the deployed parameters, ``1`` the candidate.
+    ``returns`` / ``episodes`` ``[2]`` sum and count the finished episodes of each since the
+    last replacement."""
+
+    deployed: dict  # the parameters every budget reports (at first the adapted ones)
+    turn: jax.Array  # int32 scalar
+    returns: jax.Array  # [2] float32: summed episode returns (deployed, candidate)
+    episodes: jax.Array  # [2] int32: finished episodes (deployed, candidate)
+
+
+def init_selection(adapted) -> Selection:
+    """The guard right after adaptation: the adapted parameters are deployed, no evidence yet."""
+    return Selection(adapted, jnp.int32(-1), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32))
+
+
+def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, candidate, min_episodes: int) -> Selection:
+    """One environment step of the guard (traceable; ``done``, ``episode_return``: scalars).
+
+    When an episode ends (``done``), its return ``episode_return`` is credited to its actor
+    (``sel.turn``; the episode running at adaptation is credited to no one), and the next
+    episode goes to the other one (the deployed parameters first). Then, if both have at least
+    ``min_episodes`` finished episodes and the candidate's mean return is strictly above the
+    deployed one's, the ``candidate`` parameters become the deployed ones and the evidence is
+    cleared (a fresh contest against the new deployed parameters)."""
+    counted = done & (sel.turn >= 0)
+    one_hot = jnp.arange(2) == sel.turn
+    returns = sel.returns + jnp.where(counted & one_hot, episode_return, 0.0)
+    episodes = sel.episodes + (counted & one_hot).astype(jnp.int32)
+    turn = jnp.where(done, jnp.where(sel.turn == 0, 1, 0), sel.turn).astype(jnp.int32)
+    means = returns / jnp.maximum(episodes, 1)
+    promote = done & (episodes.min() >= min_episodes) & (means[1] > means[0])
+    deployed = jax.tree.map(lambda c, d: jnp.where(promote, c, d), candidate, sel.deployed)
+    returns = jnp.where(promote, 0.0, returns)
+    episodes = jnp.where(promote, 0, episodes)
+    return Selection(deployed, turn, returns, episodes)
+
+
 def make_few_shot(
     meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None, *, return_params: bool = False
 ):
@@ -193,7 +255,7 @@ def make_few_shot(
 
     ``R`` independent adaptation runs (one task and one key each) are vmapped. ``learner``
     defaults to the one of ``meta_cfg.algorithm``. With ``return_params=True`` ``run`` returns
-    ``(returns [R, B], task_params [R])``: each run's parameters after the largest budget
+    ``(returns [R, B], task_params [R])``: each run's deployed parameters after the largest budget
     (what :func:`metadqn_jax.deploy.adapt_to_task` hands out).
     """
     family = meta_cfg.task_family
@@ -237,25 +299,35 @@ def make_few_shot(
                                                S, k, env_params, fs.support_epsilon)
             return (carry, replay.add(buf, tr), stats), None
 
+        select = fs.finetune and fs.finetune_select
+
         def finetune_step(c, xs):
-            carry, buf, tp, target, opt_state = c
+            carry, buf, tp, target, opt_state, sel = c
             k, t = xs
             k_act, k_env, k_upd = jax.random.split(k, 3)
-            a = policies.epsilon_greedy(k_act, learner.q_values(tp, carry.obs), fs.finetune_epsilon)
+            q = learner.q_values(tp, carry.obs)
+            if select:  # this episode's actor: the deployed parameters (turn 0) or the candidate (1)
+                q = jnp.where(sel.turn == 0, learner.q_values(sel.deployed, carry.obs), q)
+            a = policies.epsilon_greedy(k_act, q, fs.finetune_epsilon)
+            ep_return = carry.episode_return[0]
             carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
             buf = replay.add(buf, tr)
             if fs.finetune:
                 batch = replay.sample(buf, k_upd, fs.finetune_batch)
                 new_tp, new_opt, _ = dqn.dqn_update(tp, target, opt_state, batch, hp_ft, learner.q_values)
                 do = (t % fs.finetune_every == 0) & (t >= fs.learning_starts)
-                sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(do, x, y), a, b)
-                tp, opt_state = sel(new_tp, tp), sel(new_opt, opt_state)
-                target = sel(polyak_update(target, tp, fs.finetune_tau), target)
-            return (carry, buf, tp, target, opt_state), None
+                pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(do, x, y), a, b)
+                tp, opt_state = pick(new_tp, tp), pick(new_opt, opt_state)
+                target = pick(polyak_update(target, tp, fs.finetune_tau), target)
+            if select:
+                done = tr.terminated[0] | tr.truncated[0]
+                sel = selection_step(sel, done, ep_return + tr.reward[0], tp, fs.select_episodes)
+            return (carry, buf, tp, target, opt_state, sel), None
 
         results = {}
         done = 0
         adapted = False
+        sel = None
         for point in points:
             n = point - done
             key, k_seg, k_eval = jax.random.split(key, 3)
@@ -266,21 +338,22 @@ def make_few_shot(
                     )
                 else:
                     ts = jnp.arange(done - S, point - S)
-                    (carry, buffer, tp, target, opt_state), _ = jax.lax.scan(
-                        finetune_step, (carry, buffer, tp, target, opt_state), (jax.random.split(k_seg, n), ts)
+                    (carry, buffer, tp, target, opt_state, sel), _ = jax.lax.scan(
+                        finetune_step, (carry, buffer, tp, target, opt_state, sel), (jax.random.split(k_seg, n), ts)
                     )
                 done = point
             if not adapted and point >= S:
                 tp = adapt_on(buffer, S)
                 target = {"net": meta_target["net"], "ctx": tp["ctx"]}
                 opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
+                sel = init_selection(tp) if select else None
                 adapted = True
             if point in fs.budgets:
-                params = tp if adapted else adapt_on(buffer, point)
+                params = (sel.deployed if select else tp) if adapted else adapt_on(buffer, point)
                 results[point] = greedy(params, k_eval)
         returns = jnp.stack([results[b] for b in fs.budgets])
         if return_params:
-            return returns, (tp if adapted else adapt_on(buffer, done))
+            return returns, ((sel.deployed if select else tp) if adapted else adapt_on(buffer, done))
         return returns
 
     def run(meta_params, meta_target, task_params, keys, hp):
