@@ -3,6 +3,7 @@ and the documented example."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -88,7 +89,10 @@ def test_adapt_pretrained_gradient_and_finetuning(run_dir):
     assert policy.params["ctx"].shape == (0,)
     task = jax.tree.map(lambda x: x[1], policy.family.tasks("test"))
     adapted = adapt_to_task(policy, task, budget=10, key=jax.random.key(0))  # = support size: adaptation only
-    tuned = adapt_to_task(policy, task, budget=18, key=jax.random.key(0))  # + 8 steps (2 fine-tuning updates)
+    # + 8 steps (2 fine-tuning updates); without the selection guard, which would deploy the
+    # adapted parameters until fine-tuning has won an episode
+    tuned = adapt_to_task(policy, task, budget=18, key=jax.random.key(0),
+                          few_shot=dataclasses.replace(policy.few_shot, finetune_select=False))
     unadapted = jax.tree.leaves(policy.params["net"])
     for leaves in (jax.tree.leaves(adapted["net"]), jax.tree.leaves(tuned["net"])):
         assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, unadapted))
