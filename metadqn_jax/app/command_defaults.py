@@ -52,7 +52,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "tau": 0.95,
         },
         "few_shot": {
-            "budgets": [0, 1, 5, 12, 25, 50, 100],
+            "budgets": [0, 25, 50, 100, 250, 500],
             "num_tasks": 20,
             "seeds": 3,
             "split": "test",

@@ -20,6 +20,8 @@ from metadqn_jax.tasks.family import TaskFamily
 from metadqn_jax.tasks.pools import SampleFn
 
 POINTNAV_GOAL_RADIUS = 0.7
+# PointNav (25-step episodes): budgets up to 20 episodes, beyond the 100-step support set
+POINTNAV_BUDGETS = (0, 25, 50, 100, 250, 500)
 # CartPole (episodes of up to 500 steps): task slots live 20 meta-steps and the query comes from
 # each task's 2,000-transition buffer.
 CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000}
@@ -59,6 +61,7 @@ BUILTIN_FAMILIES: tuple[TaskFamily, ...] = (
         base_params=envs.PointNavParams(goal_x=POINTNAV_GOAL_RADIUS, goal_y=0.0),
         gamma=0.5,
         description="conflicting: fixed goal (0.7, 0), the meaning of the actions rotates per task",
+        budgets=POINTNAV_BUDGETS,
     ),
     TaskFamily(
         "pointnav-goal",
@@ -67,6 +70,7 @@ BUILTIN_FAMILIES: tuple[TaskFamily, ...] = (
         sample_desc=f"goal = {POINTNAV_GOAL_RADIUS:g}*(cos a, sin a), a~U[0, 2pi)",
         gamma=0.5,
         description="unobserved goal on a circle of radius 0.7",
+        budgets=POINTNAV_BUDGETS,
     ),
     TaskFamily(
         "cartpole-flipped",
