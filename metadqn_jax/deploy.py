@@ -5,8 +5,9 @@ checkpoint of the meta-parameters and the meta-target selected by validation, pl
 metadata). :func:`load_policy` reads it back together with the run's ``config.yaml``;
 :func:`adapt_to_task` runs the test-time protocol of the few-shot evaluation
 (:func:`metadqn_jax.fewshot.make_few_shot`: collect ``support_size`` transitions, adapt with
-the learner's own rule, then fine-tune as an ordinary DQN until ``budget`` environment steps)
-on one task and returns the adapted parameters. ``act(params, obs)`` is pure and jittable
+the learner's own rule, then fine-tune as an ordinary DQN until ``budget`` environment steps,
+deploying the fine-tuned parameters only once they have beaten the adapted ones on episodes of
+that interaction: ``FewShotConfig.finetune_select``) on one task and returns the deployed parameters. ``act(params, obs)`` is pure and jittable
 and works with the unadapted and the adapted parameters alike.
 
 Example (runnable after ``metadqn train --quick --name demo``)::
@@ -210,7 +211,10 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
     on the context inferred so far (``few_shot.explore``, see
     :func:`metadqn_jax.fewshot.explore_mode`) — adapt with the learner's rule, then fine-tune
     as a DQN for the rest of the budget (settings from the run's ``few_shot`` section, or
-    ``few_shot``).
+    ``few_shot``). With ``few_shot.finetune_select`` (the default) the result is the adapted
+    parameters until the fine-tuned ones have scored a higher mean episode return within the
+    budget (:mod:`metadqn_jax.fewshot`, step 4), so a good adapted policy is not handed out
+    worse.
 
     Args:
       policy: from :func:`load_policy`.
