@@ -271,7 +271,8 @@ def train_meta(
       validation: validation / early-stopping settings (default :class:`ValidationConfig`).
       state, early_stop: a state to resume from (e.g. a restored checkpoint).
       callback: ``callback(state, early_stop, row)`` after every chunk (logging, checkpoints).
-      progress: show a tqdm progress bar (meta-step, loss, validation return, ETA).
+      progress: show a tqdm progress bar (meta-step, loss, validation return; "compiling" until
+        the first chunk ends, then a rate and ETA measured from there: :class:`metadqn_jax.progress.ChunkBar`).
       mesh, num_devices: shard the task axis over devices (:mod:`metadqn_jax.sharding`):
         a 1-D ``jax.sharding.Mesh`` with axis ``"tasks"``, or the number of devices to build
         one over. Default (both ``None``): all devices (``jax.devices()``); with a single
@@ -325,10 +326,9 @@ def train_meta(
     start = _steps_taken(state)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from metadqn_jax.progress import ChunkBar
 
-        bar = tqdm(total=cfg.num_meta_steps, initial=start, desc=f"meta-train {cfg.algorithm}",
-                   unit="step", dynamic_ncols=True)
+        bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, start)  # rate from the end of compiling
     t0 = time.perf_counter()
     stopped = False
     val_every_chunks = max(1, -(-validation.every // cfg.chunk_size)) if validation.every else 0
@@ -370,11 +370,7 @@ def train_meta(
         row["wall_s"] = time.perf_counter() - t0
         history.append(row)
         if bar is not None:
-            post = {"loss": f"{row['query_loss']:.4f}"}
-            if "val_return" in row:
-                post["val"] = f"{row['val_return']:.2f}"
-            bar.set_postfix(post)
-            bar.update(step - bar.n)
+            bar.chunk(row)
         if callback is not None:
             callback(state, early_stop, row)
         if stopped:

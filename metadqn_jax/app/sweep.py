@@ -219,10 +219,10 @@ def _sweep(args: argparse.Namespace, cfg, run_dir: Path) -> int:
          f"in {how}; {meta.num_meta_steps} meta-steps each; grid {' '.join(grid.items)}")
     bar = callback = None
     if not args.no_progress:
-        from metadqn_jax.app.train import _Bar
+        from metadqn_jax.progress import ChunkBar
 
         parts = C if sequential else 1  # sequential: the bar counts the meta-steps of every combination
-        bar = _Bar(f"{meta.algorithm} x {C * N} runs", parts * meta.num_meta_steps, 0)
+        bar = ChunkBar(f"meta-train {meta.algorithm} x {C * N} runs", parts * meta.num_meta_steps, 0)
         done = {"offset": 0, "last": 0}
 
         def callback(state, early_stop, row):

@@ -36,6 +36,7 @@ from metadqn_jax.app.common import (
     resolve_config,
     with_oracle,
 )
+from metadqn_jax.progress import ChunkBar
 
 __all__ = ["RESUME_MAY_CHANGE", "EXIT_DIVERGED", "StopRequested", "MetaTrainer", "restore_meta_checkpoint",
            "cmd_train"]
@@ -113,37 +114,6 @@ def _logged_row(algorithm: str, state, row: Mapping[str, Any]) -> dict[str, Any]
     if _no_inner_loss(algorithm):
         out["pre_adapt_loss"] = out["post_adapt_loss"] = None
     return out
-
-
-class _Bar:
-    """The tqdm bar of one algorithm's meta-training on stderr: "compiling" until the first
-    chunk is done, then the loss (and validation return) and a rate and ETA measured from the
-    end of the first chunk (compile time excluded)."""
-
-    def __init__(self, algorithm: str, total: int, start: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=start, desc=f"meta-train {algorithm}", unit="step",
-                        dynamic_ncols=True, smoothing=0)
-        self.bar.set_postfix_str("compiling", refresh=True)
-        self.compiled = False
-
-    def chunk(self, row: Mapping[str, Any]) -> None:
-        step = int(row["meta_step"])
-        post = {"loss": f"{row['query_loss']:.4f}"}
-        if "val_return" in row:
-            post["val"] = f"{row['val_return']:.2f}"
-        if not self.compiled:  # the rate starts here: (n - initial) / (now - start_t)
-            self.compiled = True
-            self.bar.n = self.bar.initial = self.bar.last_print_n = step
-            self.bar.start_t = self.bar.last_print_t = time.time()
-            self.bar.set_postfix(post)
-        else:
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(step - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _protocol(cfg) -> str:
@@ -260,7 +230,7 @@ class MetaTrainer:
             tb.text("config", _config_markdown(self.cfg, cfg_a))
         last_saved = start
         self.last_checkpoint[algo] = latest if latest is not None else -1
-        bar = _Bar(algo, cfg_a.num_meta_steps, start) if self.progress else None
+        bar = ChunkBar(f"meta-train {algo}", cfg_a.num_meta_steps, start) if self.progress else None
         warned = False
 
         def callback(state, early_stop, row):
