@@ -139,3 +139,15 @@ def test_family_defaults_bad_keys_and_values(registry):
     with pytest.raises(ConfigError, match="^updates_per_step must be a positive integer"):  # like the user's
         MetaConfig(family="bad-value-test")
     assert MetaConfig(family="bad-value-test", updates_per_step=2).updates_per_step == 2  # explicit wins
+
+
+def test_stagger_tasks_renews_slots_out_of_phase():
+    cfg = MetaConfig(**{**TINY, "buffer_size": 40}, task_lifetime=4, query_source="buffer")
+    per_step = 2 * 5  # envs_per_task x rollout_steps
+    s, _ = train(cfg, 2)
+    assert np.asarray(s.buffers.size).tolist() == [2 * per_step] * 4  # all slots renewed together
+    s, _ = train(dataclasses.replace(cfg, stagger_tasks=True), 2)
+    # offsets 0, 1, 2, 3: slot 3 renews at meta-step 1 (emptied, then one step of data)
+    assert np.asarray(s.buffers.size).tolist() == [2 * per_step] * 3 + [per_step]
+    s, _ = train(dataclasses.replace(cfg, stagger_tasks=True), 4)
+    assert np.asarray(s.buffers.size).tolist() == [4 * per_step, per_step, 2 * per_step, 3 * per_step]

@@ -134,6 +134,8 @@ class MetaConfig:
     #                                 (None: the family's recommendation, else "adapted")
     query_epsilon: float = 0.3  # ε of the adapted policy's query rollout
     task_lifetime: int | None = None  # meta-steps before a slot draws a new task (None: the family's, else 1)
+    stagger_tasks: bool = False  # slot i renews its task task_lifetime * i // num_tasks meta-steps out of
+    #                              phase (False: every slot at once, all buffers emptied together)
     inner_steps: int = 5  # inner TD-gradient steps (k)
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)

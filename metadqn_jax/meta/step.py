@@ -3,7 +3,9 @@
 One meta-step (all of it one XLA program, vmapped over the task axis ``T``):
 
 1. every ``task_lifetime`` meta-steps each task slot draws a new *training* task from the
-   family, resets its ``envs_per_task`` environments and empties its replay buffer;
+   family, resets its ``envs_per_task`` environments and empties its replay buffer (all slots
+   at once, or with ``stagger_tasks`` out of phase, so that the buffers always hold data of
+   every age);
 2. each task acts ``rollout_steps`` steps in each of its environments with the ε-greedy
    *unadapted* meta-policy (a learner with an online form and ``online_context``: on the context
    inferred online from the transitions so far, O(1) per step) and writes the transitions into
@@ -139,9 +141,15 @@ def make_meta_step(cfg: MetaConfig) -> MetaProgram:
             task_params, carry = fresh_slots(k_slots)
             buffers = replay.clear(state.buffers)
         else:
-            renew = state.step % cfg.task_lifetime == 0
+            if cfg.stagger_tasks:  # slot i renews task_lifetime * i // num_tasks meta-steps out of phase
+                offset = jnp.arange(T, dtype=jnp.int32) * cfg.task_lifetime // T
+                renew = (state.step + offset) % cfg.task_lifetime == 0  # [T]
+                slot = lambda x: renew.reshape((T,) + (1,) * (x.ndim - 1))
+            else:  # every slot at once
+                renew = state.step % cfg.task_lifetime == 0
+                slot = lambda x: renew
             new_tasks, new_carry = fresh_slots(k_slots)
-            pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(renew, x, y), a, b)
+            pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(slot(x), x, y), a, b)
             task_params = pick(new_tasks, state.tasks)
             carry = pick(new_carry, state.carry)
             buffers = pick(replay.clear(state.buffers), state.buffers)

@@ -69,7 +69,8 @@ from metadqn_jax.tasks.pools import SPLITS, EnvParams, SampleFn, canonical_split
 # package checks that these are exactly its non-structural fields (tests/test_meta_updates.py).
 FAMILY_META_FIELDS = (
     "num_tasks", "envs_per_task", "rollout_steps", "updates_per_step", "support_size", "buffer_size",
-    "query_batch", "query_source", "query_epsilon", "task_lifetime", "inner_steps", "inner_optimizer",
+    "query_batch", "query_source", "query_epsilon", "task_lifetime", "stagger_tasks", "inner_steps",
+    "inner_optimizer",
     "adapt", "context_dim", "encoder_hidden", "encoder_post", "random_support", "online_context",
     "context_decoder", "context_refine", "context_refine_damping", "decoder_hidden", "cavia_first_order",
     "hidden", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",
