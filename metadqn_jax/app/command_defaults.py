@@ -21,6 +21,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "query_source": "adapted",
             "query_epsilon": 0.3,
             "task_lifetime": 1,
+            "stagger_tasks": False,
             "inner_steps": 5,
             "inner_optimizer": "sgd",
             "adapt": "all",
