@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("few_shot.json"), help="JSON output file (default: %(default)s)")
     p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
                    help=f"comma list from {ALGORITHMS} (default: %(default)s)")
-    p.add_argument("--meta-steps", type=int, default=2000, help="meta-steps per algorithm (default: %(default)s)")
+    p.add_argument("--meta-steps", type=int, default=None,
+                   help="meta-steps per algorithm (default: the family's meta_defaults, else 2000)")
     p.add_argument("--budgets", default=None,
                    help="comma list of adaptation budgets in env steps (default: the family's, TaskFamily.budgets)")
     p.add_argument("--test-tasks", type=int, default=20, help="held-out test tasks (default: %(default)s)")
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
         meta_config_set=sets,
         validation_budgets=list(validation.budgets),
         env_steps_per_init=base.num_meta_steps * base.env_steps_per_meta_step,
+        gradient_updates_per_init=base.gradient_updates,
         test_tasks=fs.num_tasks,
         seeds=fs.seeds,
         train_wall_s={k: round(v, 1) for k, v in cmp.train_wall_s.items()},
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
         command=" ".join(["python", "benchmarks/few_shot.py"] + (argv if argv is not None else sys.argv[1:])),
     )
     extra = {"train s": {k: f"{v:.0f}" for k, v in cmp.train_wall_s.items()}}
+    extra["env steps / updates"] = {a: f"{c.env_steps:,} / {c.gradient_updates:,}" for a, c in cmp.configs.items()}
     if "oracle" in results:
         oracle_mean = float(results["oracle"].mean[0])
         to90 = {k: steps_to_fraction(r, oracle_mean, budgets) for k, r in results.items() if k != "oracle"}

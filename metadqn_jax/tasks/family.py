@@ -449,9 +449,10 @@ class TaskFamily:
         applied after sampling (after the environment's own derived fields, e.g. CartPole's).
       description: free text shown by :meth:`describe`.
       gamma: recommended DQN discount for this family, in ``(0, 1]``.
-      meta_defaults: recommended meta-training settings, ``{field: value}`` for the
-        ``MetaConfig`` fields in :data:`FAMILY_META_FIELDS`; a ``MetaConfig`` that leaves such
-        a field at ``None`` takes the family's value (else the library's default).
+      meta_defaults: recommended meta-training settings, ``{field: value}`` for any of the
+        ``MetaConfig`` fields in :data:`FAMILY_META_FIELDS` (all but ``family``, ``algorithm``
+        and ``gamma``); a ``MetaConfig`` that is not given such a field takes the family's value
+        (one given explicitly wins: :func:`metadqn_jax.meta.config.resolve`).
       split_seed: seed of the deterministic task pools.
       num_train, num_val, num_test: pool sizes (distinct tasks per split, all > 0).
       sample_desc: how ``sample_fn`` varies tasks, for :meth:`describe`.
