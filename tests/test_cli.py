@@ -352,6 +352,9 @@ def test_print_config_precedence(capsys, tmp_path):
     assert rc == 0 and out2 == out
     rc, out, _ = run_main(capsys, ["dqn", "--family", "pointnav-goal", "--task", "3", "--print-config"])
     assert rc == 0 and yaml.safe_load(out)["dqn"]["env_id"] == "PointNav-v0"
+    assert yaml.safe_load(out)["hparams"]["gamma"] == 0.5  # the family's discount (was DQNConfig's 0.99)
+    rc, out, _ = run_main(capsys, ["dqn", "--family", "pointnav-goal", "--set", "hparams.gamma=0.7", "--print-config"])
+    assert rc == 0 and yaml.safe_load(out)["hparams"]["gamma"] == 0.7  # a discount the user sets wins
     rc, out, _ = run_main(capsys, ["regress", "--quick", "--eval-shots", "5,10", "--print-config"])
     assert rc == 0 and yaml.safe_load(out)["eval"]["shots"] == [5, 10]
 

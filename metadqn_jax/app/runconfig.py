@@ -346,6 +346,13 @@ class DQNRunConfig(_Composite):
                 merged.setdefault("dqn", {})["env_id"] = tasks.get_family(str(family)).env_id
             except ValueError as e:
                 raise ConfigError(f"run.family: {e}") from None
+        if family is not None and (merged.get("hparams") or {}).get("gamma") is None:
+            from metadqn_jax import tasks
+
+            try:  # the family's discount, as for meta-training, unless the user sets one
+                merged["hparams"] = {**(merged.get("hparams") or {}), "gamma": tasks.get_family(str(family)).gamma}
+            except ValueError as e:
+                raise ConfigError(f"run.family: {e}") from None
         cfg = super()._build(merged)
         if cfg.run.family is not None:
             from metadqn_jax import tasks
