@@ -241,3 +241,20 @@ def test_yaml_family_trains_and_evaluates_in_a_fresh_process(capsys, tmp_path):
     again = json.loads((run / "again.json").read_text())
     assert again["results"]["budgets"] == [0, 5]
     assert again["results"]["pretrained"]["mean"] == trained["results"]["pretrained"]["mean"]  # same tasks, keys
+
+
+def test_family_meta_defaults_reach_meta_training_and_the_test_time_protocol(capsys, tmp_path):
+    """A family's meta_defaults fill what the config does not set - in meta-training and in the
+    few-shot protocol's support size / ε, which follow meta.support_size / hparams.epsilon."""
+    path = tmp_path / "nav.yaml"
+    path.write_text("family:\n  name: nav-md-test\n  env_id: PointNav-v0\n  ranges: {action_rotation: [0.0, 6.28]}\n"
+                    "  gamma: 0.5\n  meta_defaults: {epsilon: 0.3, support_size: 50, updates_per_step: 3}\n")
+    rc, out, _ = _main(capsys, ["train", "--family-file", str(path), "--print-config"])
+    printed = yaml.safe_load(out)
+    assert rc == 0 and printed["meta"]["updates_per_step"] == 3 and printed["meta"]["support_size"] == 50
+    assert printed["hparams"]["epsilon"] == 0.3
+    assert printed["few_shot"]["support_size"] == 50 and printed["few_shot"]["support_epsilon"] == 0.3
+    rc, out, _ = _main(capsys, ["train", "--family-file", str(path), "--set", "hparams.epsilon=0.2",
+                                "--set", "meta.support_size=40", "--print-config"])
+    printed = yaml.safe_load(out)  # what the user sets wins, at test time too
+    assert printed["few_shot"]["support_size"] == 40 and printed["few_shot"]["support_epsilon"] == 0.2

@@ -300,16 +300,22 @@ class TrainConfig(_Composite):
         meta = merged.get("meta", {})
         hp = merged.get("hparams", {})
         fs = merged.setdefault("few_shot", {})
-        if "support_size" not in fs:
-            fs["support_size"] = meta.get("support_size", MetaConfig.support_size)
-        if "support_epsilon" not in fs:
-            fs["support_epsilon"] = hp.get("epsilon", MetaConfig.epsilon)
-        if fs.get("budgets") is None:
-            from metadqn_jax import tasks
+        from metadqn_jax import tasks
 
-            try:
-                fs["budgets"] = list(tasks.get_family(str(meta.get("family") or MetaConfig.family)).few_shot_budgets)
-            except ValueError:  # an unknown family: meta.family's own error follows
+        try:
+            family = tasks.get_family(str(meta.get("family") or MetaConfig.family))
+        except ValueError:  # an unknown family: meta.family's own error follows
+            family = None
+        # the family's recommendations come before the class defaults (as in meta.config.resolve)
+        recommended = family.meta_defaults if family is not None else {}
+        if "support_size" not in fs:
+            fs["support_size"] = meta.get("support_size", recommended.get("support_size", MetaConfig.support_size))
+        if "support_epsilon" not in fs:
+            fs["support_epsilon"] = hp.get("epsilon", recommended.get("epsilon", MetaConfig.epsilon))
+        if fs.get("budgets") is None:
+            if family is not None:
+                fs["budgets"] = list(family.few_shot_budgets)
+            else:
                 fs.pop("budgets", None)
 
 
