@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     if args.quick:
         base, fs, validation = quick_settings(base)
     base = dataclasses.replace(base, **sets)
-    fs = dataclasses.replace(fs, support_size=base.support_size)
+    fs = dataclasses.replace(fs, support_size=base.support_size, support_epsilon=base.epsilon)  # as meta-training
     t0 = time.perf_counter()
     if args.meta_seeds < 1:
         p.error(f"--meta-seeds must be >= 1, got {args.meta_seeds}")
