@@ -257,6 +257,12 @@ def make_few_shot(
     defaults to the one of ``meta_cfg.algorithm``. With ``return_params=True`` ``run`` returns
     ``(returns [R, B], task_params [R])``: each run's deployed parameters after the largest budget
     (what :func:`metadqn_jax.deploy.adapt_to_task` hands out).
+
+    The program's size does not grow with the number of budgets: support collection and
+    fine-tuning are each one scan whose body evaluates the budgets inside it (a ``lax.cond``),
+    so one copy of the step, of the adaptation and of the greedy evaluation is compiled per phase
+    (an unrolled loop over the budgets held one scan and one evaluation per budget and compiled
+    several times longer). The keys are those of that loop (one ``split(key, 3)`` per point).
     """
     family = meta_cfg.task_family
     env, base_params = family.env()
@@ -324,36 +330,69 @@ def make_few_shot(
                 sel = selection_step(sel, done, ep_return + tr.reward[0], tp, fs.select_episodes)
             return (carry, buf, tp, target, opt_state, sel), None
 
-        results = {}
+        # Per-step and evaluation keys, derived exactly as a loop over the segments between
+        # consecutive points would: ``(key, k_seg, k_eval) = split(key, 3)`` per point, and the
+        # segment's steps take ``split(k_seg, n)``.
+        seg_keys, point_keys = [], {}
         done = 0
-        adapted = False
-        sel = None
         for point in points:
-            n = point - done
             key, k_seg, k_eval = jax.random.split(key, 3)
-            if n > 0:
-                if not adapted:
-                    (carry, buffer, stats), _ = jax.lax.scan(
-                        collect_step, (carry, buffer, stats), jax.random.split(k_seg, n)
-                    )
-                else:
-                    ts = jnp.arange(done - S, point - S)
-                    (carry, buffer, tp, target, opt_state, sel), _ = jax.lax.scan(
-                        finetune_step, (carry, buffer, tp, target, opt_state, sel), (jax.random.split(k_seg, n), ts)
-                    )
-                done = point
-            if not adapted and point >= S:
-                tp = adapt_on(buffer, S)
-                target = {"net": meta_target["net"], "ctx": tp["ctx"]}
-                opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
-                sel = init_selection(tp) if select else None
-                adapted = True
-            if point in fs.budgets:
-                params = (sel.deployed if select else tp) if adapted else adapt_on(buffer, point)
-                results[point] = greedy(params, k_eval)
-        returns = jnp.stack([results[b] for b in fs.budgets])
+            if point > done:
+                seg_keys.append(jax.random.split(k_seg, point - done))
+            point_keys[point] = k_eval
+            done = point
+        step_keys = jnp.concatenate(seg_keys) if seg_keys else None  # [max_budget] keys
+        eval_keys = jnp.stack([point_keys[b] for b in fs.budgets])  # [B] keys
+        slot = {b: i for i, b in enumerate(fs.budgets)}
+        results = jnp.zeros(len(fs.budgets), jax.eval_shape(greedy, tp0, eval_keys[0]).dtype)
+
+        def phase(step_fn, state, results, start, stop, params_of):
+            """Steps ``start .. stop - 1`` of ``step_fn(state, (key, t - S))``; every budget ``b``
+            in ``[start, stop)`` is evaluated just before step ``b`` (greedy return of
+            ``params_of(state)``). With budgets inside, this is one scan over the segments between
+            consecutive points whose body evaluates (a ``lax.cond``) and then runs the segment's
+            steps (a loop with traced bounds), so the program holds one step and one evaluation
+            whatever the number of budgets; the step loop's body is the step alone."""
+            if stop <= start:
+                return state, results
+            inside = [b for b in fs.budgets if start <= b < stop]
+            if not inside:
+                state, _ = jax.lax.scan(step_fn, state, (step_keys[start:stop], jnp.arange(start - S, stop - S)))
+                return state, results
+            edges = [start] + [p for p in points if start < p < stop] + [stop]
+            seg = (np.array(edges[:-1], np.int32), np.array(edges[1:], np.int32),
+                   np.array([p in slot for p in edges[:-1]]), np.array([slot.get(p, 0) for p in edges[:-1]], np.int32))
+
+            def segment(c, x):
+                state, results = c
+                lo, hi, f, i = x
+                results = jax.lax.cond(
+                    f, lambda: results.at[i].set(greedy(params_of(state), eval_keys[i])), lambda: results)
+                state = jax.lax.fori_loop(lo, hi, lambda t, st: step_fn(st, (step_keys[t], t - S))[0], state)
+                return (state, results), None
+
+            (state, results), _ = jax.lax.scan(segment, (state, results), seg)
+            return state, results
+
+        # 1. collect the support (steps 0 .. min(S, max_budget) - 1); a budget below S reports
+        #    the adaptation rule on the transitions seen so far
+        (carry, buffer, stats), results = phase(
+            lambda c, x: collect_step(c, x[0]), (carry, buffer, stats), results, 0, min(S, fs.max_budget),
+            lambda c: adapt_on(c[1], None))
+        adapted = S <= fs.max_budget
+        sel = None
+        if adapted:  # 2. adapt once, then fine-tune (steps S .. max_budget - 1)
+            tp = adapt_on(buffer, S)
+            target = {"net": meta_target["net"], "ctx": tp["ctx"]}
+            opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
+            sel = init_selection(tp) if select else None
+            (carry, buffer, tp, target, opt_state, sel), results = phase(
+                finetune_step, (carry, buffer, tp, target, opt_state, sel), results, S, fs.max_budget,
+                lambda c: c[5].deployed if select else c[2])
+        final = ((sel.deployed if select else tp) if adapted else adapt_on(buffer, fs.max_budget))
+        returns = results.at[slot[fs.max_budget]].set(greedy(final, eval_keys[slot[fs.max_budget]]))
         if return_params:
-            return returns, ((sel.deployed if select else tp) if adapted else adapt_on(buffer, done))
+            return returns, final
         return returns
 
     def run(meta_params, meta_target, task_params, keys, hp):
