@@ -1,7 +1,7 @@
 """Time to a first result: wall time of ``metadqn train --quick`` and of the default
 ``metadqn train`` with a cold and with a warm persistent XLA compilation cache.
 
-    python benchmarks/first_result.py [--skip-default] [--out first_result.json]
+    python benchmarks/first_result.py [--skip-default | --skip-quick] [--out first_result.json]
 
 Cold: a fresh, empty ``--compile-cache`` folder (what a new user's first run pays: mostly
 compilation). Warm: the same command again with that folder (what every later run pays). Each
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,17 +33,19 @@ def wall(argv: list[str], cache: Path, out: Path) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--skip-default", action="store_true", help="only the --quick command")
+    p.add_argument("--skip-quick", action="store_true", help="only the default command")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)
     rows = []
     for name, cmd in COMMANDS.items():
-        if args.skip_default and "--quick" not in cmd:
+        if (args.skip_default and "--quick" not in cmd) or (args.skip_quick and "--quick" in cmd):
             continue
         with tempfile.TemporaryDirectory() as tmp:
             cache, out = Path(tmp) / "xla", Path(tmp) / "runs"
             cold = wall(cmd, cache, out)
             warm = wall(cmd, cache, out)
-        rows.append({"command": f"metadqn {' '.join(cmd)}", "cold_s": round(cold, 1), "warm_s": round(warm, 1)})
+        rows.append({"command": f"metadqn {' '.join(cmd)}", "cold_s": round(cold, 1), "warm_s": round(warm, 1),
+                     "load_avg_1min": round(os.getloadavg()[0], 2)})
     print("| command | cold cache (s) | warm cache (s) | warm / cold |")
     print("|---|---:|---:|---:|")
     for r in rows:
