@@ -2,7 +2,7 @@
 from a run folder.
 
 Three ways to bring a family the package does not ship (every command that takes a family uses
-them: ``metadqn train``, ``evaluate``, ``dqn``, ``families``; ``benchmarks/few_shot.py``):
+them: ``metadqn train``, ``evaluate``, ``dqn``, ``sweep``, ``families``; ``benchmarks/few_shot.py``):
 
 * **a ``family:`` block in YAML** — in a file given with ``--family-file F.yaml`` (only its
   ``family:`` block is read, so a run's ``config.yaml`` works too) or in the ``--config`` file.
@@ -38,8 +38,8 @@ Every bad definition is one :class:`~metadqn_jax.core.validate.ConfigError` nami
 module) and the field, e.g. ``acrobot.yaml: family 'acrobot-links': ranges field 'lenght' is not
 a field of Acrobot-v1's EnvParams; valid fields: ...``.
 
-:func:`apply_family_options` is what a command calls with its parsed arguments (``sweep``
-can call it the same way). Nothing here imports jax at module level.
+:func:`apply_family_options` is what a command calls with its parsed arguments. Nothing here
+imports jax at module level.
 """
 
 from __future__ import annotations
