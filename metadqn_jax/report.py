@@ -134,15 +134,7 @@ def plot(
         ax.set_xscale("symlog", linthresh=float(min(positive)) if positive else 1.0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_axes(fig, ax, path, title)
 
 
 def plot_profile(
@@ -187,11 +179,7 @@ def plot_profile(
     axes[0][-1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------ hyper-parameter sweeps
@@ -264,12 +252,24 @@ def plot_sweep(data: Mapping, path: str | Path, *, title: str = "") -> Path:
     ax.set_xticks(x)
     ax.set_xticklabels([c["label"].replace(", ", "\n") for c in combos], fontsize=7)
     ax.set_ylabel("validation return")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    return _save_axes(fig, ax, path, title)
+
+
+def _save(fig, path: Path) -> Path:
+    """Lays ``fig`` out, writes it to ``path`` (making its folder) and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _save_axes(fig, ax, path: Path, title: str | None) -> Path:
+    """The common finish of a one-axes plot: ``title``, a light grid, the legend, then :func:`_save`."""
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -24,6 +24,16 @@ TEST_COMPILE_CACHE = Path(
 )
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``metadqn`` subprocess in the tests: the shared XLA cache (every
+    compilation cached), CPU only, warnings quiet, no debug mode; ``extra`` on top."""
+    env = dict(os.environ)
+    env.update(METADQN_COMPILE_CACHE=str(TEST_COMPILE_CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore", **extra)
+    env.pop("METADQN_DEBUG", None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def shared_compile_cache():
     """In-process compilations of a module use :data:`TEST_COMPILE_CACHE`; reset afterwards."""

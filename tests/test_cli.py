@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer
 from metadqn_jax.app.logs import read_csv, read_tb_scalars
 
 from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
+from conftest import subprocess_env  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("shared_compile_cache")
 METADQN = [sys.executable, "-m", "metadqn_jax"]
@@ -40,11 +40,7 @@ SCRIPT = Path(sys.executable).with_name("metadqn")
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(METADQN_COMPILE_CACHE=str(CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PLATFORMS="cpu", COLUMNS="100", PYTHONWARNINGS="ignore")
-    env.pop("METADQN_DEBUG", None)
-    return env
+    return subprocess_env(COLUMNS="100")
 
 
 class Proc:

@@ -24,18 +24,14 @@ import pytest
 from metadqn_jax import cli
 from metadqn_jax.app import runs
 
-from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
+from conftest import subprocess_env  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("shared_compile_cache")
 HANG_GUARD_S = 1800  # only against a hung subprocess; a loaded machine never needs it
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(METADQN_COMPILE_CACHE=str(CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
-    env.pop("METADQN_DEBUG", None)
-    return env
+    return subprocess_env()
 
 
 def run_main(capsys, argv):

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,7 +24,7 @@ from metadqn_jax.app import runs, userfamily
 from metadqn_jax.app.runconfig import TrainConfig
 from metadqn_jax.tasks import TaskFamily, default_budgets, registry
 
-from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
+from conftest import subprocess_env  # noqa: E402
 
 NAV_YAML = """\
 family:
@@ -76,11 +73,7 @@ def _main(capsys, argv):
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(METADQN_COMPILE_CACHE=str(CACHE), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
-    env.pop("METADQN_DEBUG", None)
-    return env
+    return subprocess_env()
 
 
 # ------------------------------------------------------------------- definitions
