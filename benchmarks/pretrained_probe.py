@@ -5,7 +5,9 @@ Meta-trains ``ALGO`` on ``FAMILY`` for ``STEPS`` meta-steps with several rows of
 hyper-parameters vmapped into one program (same key for every row), and every ``EVERY``
 meta-steps prints, per row: the mean query TD loss of the last 20 meta-steps, the mean max |Q|
 on 256 states of each task's replay, the training return, and the greedy return of the
-*unadapted* network on 16 test tasks (mean / min over tasks). ``--drift`` adds, per test task,
+*unadapted* network on 16 test tasks (mean / min over tasks) and its mean on 16 validation
+tasks (``V``); at the end, per row, the test mean at the checkpoint with the best validation mean
+(the checkpoint validation would keep). ``--drift`` adds, per test task,
 the largest |cart position| and |pole angle| before the episode ended (CartPole only: why it ended).
 
 Usage::
@@ -71,15 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     state = jax.vmap(lambda h: prog.init(jax.random.key(args.seed), h))(hp)
     run = jax.jit(jax.vmap(lambda s, h: meta_train(prog.meta_step, s, h, args.every)), donate_argnums=(0,))
     tasks = jax.tree.map(lambda x: x[:NUM_TEST], cfg.task_family.tasks("test"))
+    val_tasks = jax.tree.map(lambda x: x[:NUM_TEST], cfg.task_family.tasks("val"))
     learner, env = prog.learner, prog.env
     horizon = cfg.task_family.episode_length
 
     @jax.jit
     @jax.vmap
-    def evaluate(params):
+    def evaluate(params, split_tasks):
         t = learner.unadapted(params)
         return rollout.greedy_returns(env, lambda o: jnp.argmax(learner.q_values(t, o), -1), jax.random.key(5),
-                                      tasks, horizon)
+                                      split_tasks, horizon)
+
+    def on(split_tasks):
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (rows,) + x.shape), split_tasks)
 
     @jax.jit
     @jax.vmap
@@ -106,18 +112,27 @@ def main(argv: list[str] | None = None) -> None:
         return mx, mth
 
     t0 = time.time()
+    vals, tests = [], []
     for i in range(args.steps // args.every):
         state, m = run(state, hp)
-        ret = np.asarray(evaluate(state.params))
+        ret = np.asarray(evaluate(state.params, on(tasks)))
+        val = np.asarray(evaluate(state.params, on(val_tasks))).mean(-1)
+        vals.append(val)
+        tests.append(ret.mean(-1))
         q = np.asarray(q_scale(state.params, state.buffers))
         loss = np.asarray(m.query_loss[:, -20:].mean(1))
         train = np.asarray(m.train_return[:, -20:].mean(1))
         print(f"{(i + 1) * args.every:6d} t {time.time() - t0:4.0f}s | " + " | ".join(
-            f"L {loss[r]:6.2f} Q {q[r]:5.1f} tr {train[r]:5.1f} G {ret[r].mean():5.1f}/{ret[r].min():3.0f}"
+            f"L {loss[r]:6.2f} Q {q[r]:5.1f} tr {train[r]:5.1f} V {val[r]:5.1f} G {ret[r].mean():5.1f}/{ret[r].min():3.0f}"
             for r in range(rows)), flush=True)
         if args.drift:
             mx, mth = (np.asarray(a) for a in drift(state.params))
             print("   max|x| per task", np.round(mx, 1).tolist(), "max|theta|", np.round(mth, 2).tolist(), flush=True)
+    vals, tests = np.stack(vals), np.stack(tests)  # [checkpoints, rows]
+    best = vals.argmax(0)  # the validation-selected checkpoint of each row (first of ties)
+    print("validation-selected (test mean at the checkpoint with the best validation mean): " + " | ".join(
+        f"step {(best[r] + 1) * args.every} V {vals[best[r], r]:5.1f} G {tests[best[r], r]:5.1f}" for r in range(rows)),
+        flush=True)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,33 @@ def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
     assert MetaConfig(**c.__dict__) == c  # a copy of a config (every field given) is equal
 
 
+def test_config_yaml_lists_family_defaults_and_reads_them_back(registry):
+    """config.yaml lists the fields the family's meta_defaults filled under defaults_used, and
+    reading the file back leaves them unset again (the family's value, recorded as such)."""
+    import yaml
+
+    from metadqn_jax.app import presets, runconfig, runs
+
+    registry.register_family(registry.TaskFamily("nav-yaml-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+                                                 meta_defaults={"tau": 0.99, "task_lifetime": 4,
+                                                                "num_meta_steps": 70}))
+    cfg = runconfig.TrainConfig.resolve(presets.DEFAULT_TRAIN, {"meta": {"family": "nav-yaml-test"},
+                                                                "hparams": {"epsilon": 0.3}})
+    assert cfg.meta.num_meta_steps == 70  # `metadqn train` leaves the run length to the family
+    text = runs.config_text(cfg)
+    data = yaml.safe_load(text)
+    used = data["defaults_used"]
+    assert (used["hparams.tau"], used["meta.task_lifetime"], used["meta.num_meta_steps"]) == (0.99, 4, 70)
+    assert "hparams.epsilon" not in used  # given explicitly
+    assert (data["hparams"]["tau"], data["meta"]["task_lifetime"]) == (0.99, 4)
+    layer = runs.config_layer(data)
+    assert "task_lifetime" not in layer["meta"] and "tau" not in layer["hparams"]
+    layer.pop("family")
+    again = runconfig.TrainConfig.resolve(layer)
+    assert again.meta.family_defaults_used == cfg.meta.family_defaults_used
+    assert runs.config_text(again) == text
+
+
 def test_family_defaults_bad_keys_and_values(registry):
     nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults field 'update_per_step' is not a "

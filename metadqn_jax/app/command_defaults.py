@@ -36,6 +36,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "decoder_hidden": [],
             "cavia_first_order": False,
             "hidden": [64, 64],
+            "activation": "relu",
             "dueling": False,
             "double": True,
             "huber": True,

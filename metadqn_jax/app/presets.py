@@ -19,8 +19,7 @@ Layer = dict[str, dict[str, Any]]
 DEFAULT_TRAIN: Layer = {
     "meta": {
         "family": "pointnav-rotated",  # with context: see docs/design.md (command line)
-        "num_meta_steps": 2_000,
-        "chunk_size": 100,
+        # num_meta_steps: the family's (TaskFamily.meta_defaults), else MetaConfig's 2,000
     },
     "hparams": {},
     "few_shot": {

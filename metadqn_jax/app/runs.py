@@ -26,10 +26,10 @@ any computation starts.
 
 **config.yaml** (:func:`config_text`) records the resolved configuration: settings left unset
 that resolve to a default (the algorithm's ``inner_lr`` / ``meta_lr`` / ``random_support``,
-the family's ``gamma``) are written with the value used, and listed under ``defaults_used``
+the family's ``gamma`` and its ``meta_defaults``) are written with the value used, and listed under ``defaults_used``
 (per algorithm where the trained algorithms' defaults differ; the field then stays ``null``).
 Reading the file back (:func:`read_run_config`, :func:`config_layer`) turns a value still equal
-to its recorded default into "unset" again, so a resumed run resolves every algorithm's
+to its recorded default into "not given" again, so a resumed run resolves every algorithm's
 defaults exactly as the original did; a folder written before ``defaults_used`` existed reads
 as before.
 
@@ -366,6 +366,11 @@ def _defaults_used(cfg: Any) -> dict[str, Any]:
         values = {a: plain(dataclasses.replace(cfg.meta, algorithm=a).setting(name)) for a in cfg.run.trained}
         distinct = {repr(v) for v in values.values()}
         out[f"{sections[0]}.{name}"] = next(iter(values.values())) if len(distinct) == 1 else values
+    # the task family's recommendations (TaskFamily.meta_defaults) that filled unset fields
+    for name, value in cfg.meta.family_defaults_used.items():
+        sections = cfg.field_section(name)
+        if sections and f"{sections[0]}.{name}" not in out:
+            out[f"{sections[0]}.{name}"] = plain(value)
     return out
 
 
@@ -422,8 +427,8 @@ def _config_text(cfg: Any) -> str:
 
 def config_layer(data: Mapping[str, Any], source: str = CONFIG) -> dict[str, Any]:
     """A configuration layer from the mapping of a ``config.yaml`` (or a ``--config`` file
-    made from one): without its ``defaults_used`` block, and with every field whose value
-    still equals the default recorded there set back to ``None`` (not given).
+    made from one): without its ``defaults_used`` block, and without every field whose value
+    still equals the default recorded there (not given: it resolves to that default again).
 
     Raises:
       ConfigError: ``defaults_used`` is not a mapping of ``section.field`` names.
@@ -444,7 +449,7 @@ def config_layer(data: Mapping[str, Any], source: str = CONFIG) -> dict[str, Any
             continue
         value = values[field]
         if value is not None and type(value) is type(default) and value == default:
-            values[field] = None
+            del values[field]  # not given: resolves to the same default again
     return data
 
 

@@ -154,6 +154,7 @@ class MetaConfig:
     decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
     cavia_first_order: bool = False
     hidden: tuple[int, ...] = (64, 64)
+    activation: str = "relu"  # the Q-network's hidden activation: "relu" or "swish"
     dueling: bool = False
     double: bool = True
     huber: bool = True
@@ -341,6 +342,7 @@ def validate_buffer(cfg: MetaConfig) -> None:
 def validate_choices(cfg: MetaConfig) -> None:
     require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
     require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
+    require(cfg.activation in ("relu", "swish"), "activation", "'relu' or 'swish'", cfg.activation)
     require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",
             cfg.query_source)
 

@@ -60,10 +60,11 @@ class TaskQ(NamedTuple):
 
 
 def task_q(cfg, num_actions: int, obs_shape: tuple[int, ...], context_dim: int) -> TaskQ:
-    """The Q-network ``Q(s, ·[, ctx])`` of ``cfg`` (``hidden``, ``dueling``) and its DQN TD loss
+    """The Q-network ``Q(s, ·[, ctx])`` of ``cfg`` (``hidden``, ``activation``, ``dueling``) and its DQN TD loss
     (``double``, ``huber``, discount ``hp.gamma``; the target network evaluates the bootstrap
     with the online task's context). ``context_dim = 0``: no context input."""
-    net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=context_dim)
+    net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=context_dim,
+                         activation=cfg.activation)
     zeros_ctx = jnp.zeros((context_dim,), jnp.float32)
 
     def init(key):
