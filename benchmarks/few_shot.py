@@ -63,9 +63,9 @@ def quick_settings(base: MetaConfig, inner_steps: int | None = 1):
 
 
 def validation_config(val_budgets: str) -> ValidationConfig:
-    """The benchmarks' validation (every 500 meta-steps, 32 tasks), selecting the checkpoint at
+    """The benchmarks' validation (32 tasks, every tenth of the run), selecting the checkpoint at
     the comma-separated ``--val-budgets`` (empty: the support size)."""
-    return ValidationConfig(every=500, num_tasks=32, budgets=tuple(int(b) for b in val_budgets.split(",") if b.strip()))
+    return ValidationConfig(num_tasks=32, budgets=tuple(int(b) for b in val_budgets.split(",") if b.strip()))
 
 
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else family.few_shot_budgets
     except ValueError:
         p.error(f"--budgets expects comma-separated integers, got {args.budgets!r}")
-    base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps, chunk_size=250)
+    base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps)
     fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
                        support_size=base.support_size)
     validation = validation_config(args.val_budgets)

@@ -134,7 +134,8 @@ TRAIN_OPTS: tuple[Opt, ...] = (
         f"algorithm's: {_by_algorithm('meta_lr')})", "step size", float, "LR"),
     Opt(("--gamma",), "hparams.gamma", "discount factor (traced; null = the family's)", "per env step",
         float, "G"),
-    Opt(("--val-every",), "validation.every", "meta-steps between validations (0: no validation)",
+    Opt(("--val-every",), "validation.every",
+        "meta-steps between validations (null: a tenth of the run; 0: no validation)",
         "meta-steps", int, "N"),
     Opt(("--patience",), "validation.patience", "validations without improvement before early stopping "
         "(0: never stop)", "validations", int, "N"),
@@ -213,8 +214,8 @@ SWEEP_OPTS: tuple[Opt, ...] = (
         f"the algorithm's: {_by_algorithm('inner_lr')})", "step size", float, "LR"),
     Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser learning rate where the grid does not vary it (null = "
         f"the algorithm's: {_by_algorithm('meta_lr')})", "step size", float, "LR"),
-    Opt(("--val-every",), "validation.every", "meta-steps between validations (> 0: the sweep chooses on "
-        "validation returns)", "meta-steps", int, "N"),
+    Opt(("--val-every",), "validation.every", "meta-steps between validations (null: a tenth of the run; not 0: "
+        "the sweep chooses on validation returns)", "meta-steps", int, "N"),
     Opt(("--val-tasks",), "validation.num_tasks", "validation tasks (from the family's val split)", "tasks", int,
         "N"),
     Opt(("--patience",), "validation.patience", "validations without improvement before a run stops improving "

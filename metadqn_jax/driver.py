@@ -52,19 +52,26 @@ from metadqn_jax.meta import (
 class ValidationConfig:
     """How often and how meta-training validates (meta-steps; 0 disables validation)."""
 
-    every: int = 500  # meta-steps between validations (rounded up to whole chunks)
+    every: int | None = None  # meta-steps between validations (rounded up to whole chunks);
+    #                           None: a tenth of the run (about ten validations), 0: no validation
     num_tasks: int = 32  # validation tasks (one adaptation run each)
     patience: int = 0  # validations without improvement before stopping (0: never stop)
     budgets: tuple[int, ...] = ()  # env-step budgets whose greedy returns the validation return
     #                                averages (the checkpoint kept is best for these); (): support_size
 
     def __post_init__(self):
-        nonneg_int("validation.every", self.every)
+        if self.every is not None:
+            nonneg_int("validation.every", self.every)
         positive_int("validation.num_tasks", self.num_tasks)
         nonneg_int("validation.patience", self.patience)
         budgets = tuple(sorted(set(int(b) for b in self.budgets)))
         require(all(b >= 0 for b in budgets), "validation.budgets", "a list of env-step counts >= 0", self.budgets)
         object.__setattr__(self, "budgets", budgets)
+
+    def interval(self, num_meta_steps: int) -> int:
+        """Meta-steps between validations of a run of ``num_meta_steps`` (0: none): ``every``, or
+        ``ceil(num_meta_steps / 10)`` when it is ``None``."""
+        return -(-num_meta_steps // 10) if self.every is None else self.every
 
 
 class DivergenceError(RuntimeError):
@@ -318,7 +325,8 @@ def train_meta(
     else:
         run = jax.jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
     early_stop = early_stop or init_early_stop(state)
-    validate = make_validator(cfg, validation) if validation.every else None
+    val_interval = validation.interval(cfg.num_meta_steps)
+    validate = make_validator(cfg, validation) if val_interval else None
     if validate is not None and seeds is not None:
         validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
     val_key = jax.random.key(12345)
@@ -331,7 +339,7 @@ def train_meta(
         bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, start)  # rate from the end of compiling
     t0 = time.perf_counter()
     stopped = False
-    val_every_chunks = max(1, -(-validation.every // cfg.chunk_size)) if validation.every else 0
+    val_every_chunks = max(1, -(-val_interval // cfg.chunk_size)) if val_interval else 0
     warned = False
     while _steps_taken(state) < cfg.num_meta_steps:
         before = _steps_taken(state)

@@ -248,7 +248,7 @@ def run_sweep(
       grid: :func:`parse_grid`'s result.
       seeds: meta-training seeds per combination (``N``).
       seed: the first run seed; seed ``i`` trains from the key of ``compare(seed=seed + i)``.
-      validation: a :class:`~metadqn_jax.driver.ValidationConfig` with ``every > 0`` (default
+      validation: a :class:`~metadqn_jax.driver.ValidationConfig` with ``every`` not 0 (default
         :class:`~metadqn_jax.driver.ValidationConfig()`).
       progress, callback, num_devices, program: passed to :func:`~metadqn_jax.driver.train_meta`.
       log: receives a line when runs diverged (their parameters became non-finite: training goes
@@ -272,7 +272,7 @@ def run_sweep(
 
     positive_int("seeds", seeds)
     validation = validation or driver.ValidationConfig()
-    if not validation.every:
+    if validation.every == 0:
         raise ConfigError("validation.every must be > 0 for a sweep (it chooses on validation returns)")
     combos = grid.combinations
     C, N = len(combos), seeds

@@ -206,7 +206,7 @@ def test_config_and_shape_mismatch_name_the_field(tiny, tmp_path):
     # ignored keys (e.g. a longer run) are allowed to differ
     longer = meta_config_dict(cfg, dataclasses.replace(ValidationConfig(), every=7))
     Checkpointer(tmp_path / "ck").restore(like, config=longer, ignore=("validation.*",))
-    with pytest.raises(CheckpointError, match="validation.every is 500 in the checkpoint but 7"):
+    with pytest.raises(CheckpointError, match="validation.every is None in the checkpoint but 7"):
         Checkpointer(tmp_path / "ck").restore(like, config=longer)
 
 
@@ -222,7 +222,7 @@ def test_a_setting_added_later_matches_older_checkpoints_only_at_its_default(tin
     with Checkpointer(tmp_path / "ck") as ck:
         ck.save(5, tree, config=older)
     defaults = field_defaults()
-    assert defaults["meta.context_refine"] == 0 and defaults["validation.every"] == 500
+    assert defaults["meta.context_refine"] == 0 and defaults["validation.num_tasks"] == 32
     assert "meta.task_lifetime" not in defaults  # resolved per family: no fixed default to assume
     Checkpointer(tmp_path / "ck").restore(like, config=config, absent=defaults)
     refined = {**config, "meta": {**config["meta"], "context_refine": 2}}

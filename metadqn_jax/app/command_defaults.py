@@ -73,7 +73,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "explore": "auto",
         },
         "validation": {
-            "every": 500,
+            "every": None,
             "num_tasks": 32,
             "patience": 0,
             "budgets": [],

@@ -27,7 +27,7 @@ DEFAULT_TRAIN: Layer = {
         "num_tasks": 20,  # held-out test tasks
         "seeds": 3,  # adaptation runs per test task
     },
-    "validation": {"every": 500, "num_tasks": 32, "patience": 0},
+    "validation": {"num_tasks": 32, "patience": 0},  # every: a tenth of the run
     "run": {
         "algorithms": ["context"],
         "baselines": ["pretrained", "scratch"],  # --oracle adds "oracle"

@@ -129,7 +129,7 @@ def _classes():
                     "hparams: traced hyper-parameters: the values of the fields sweep.grid does not vary "
                     "(gamma null = the family's, inner_lr / meta_lr null = the algorithm's)"),
             Section("validation", "validation", ValidationConfig, _fields(ValidationConfig),
-                    "validation: validation / early stopping during meta-training (meta-steps); every > 0"),
+                    "validation: validation / early stopping during meta-training (meta-steps); every != 0"),
             Section("sweep", "sweep", SweepSettings, _fields(SweepSettings),
                     "sweep: the algorithm, the grid (hparams.FIELD=V1,V2,...), meta-training seeds per combination"),
         )
@@ -137,7 +137,7 @@ def _classes():
         @classmethod
         def _build(cls, merged):
             cfg = super()._build(merged)
-            require(cfg.validation.every > 0, "validation.every",
+            require(cfg.validation.every != 0, "validation.every",
                     "> 0 for a sweep (it chooses the best combination on validation returns)", cfg.validation.every)
             return cfg
 
