@@ -251,3 +251,19 @@ def test_family_meta_defaults_reach_meta_training_and_the_test_time_protocol(cap
                                 "--set", "meta.support_size=40", "--print-config"])
     printed = yaml.safe_load(out)  # what the user sets wins, at test time too
     assert printed["few_shot"]["support_size"] == 40 and printed["few_shot"]["support_epsilon"] == 0.2
+
+
+def test_readme_family_is_the_shipped_example_and_loads():
+    """README's Acrobot block is ``examples/acrobot.yaml`` verbatim, and it installs with the
+    meta_defaults a MetaConfig then takes (no training)."""
+    from pathlib import Path
+
+    from metadqn_jax.meta import MetaConfig
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "examples" / "acrobot.yaml").read_text()
+    assert "```yaml\n" + text + "```" in (root / "README.md").read_text()
+    family = userfamily.load_family_file(root / "examples" / "acrobot.yaml")
+    cfg = MetaConfig(family=family.name, algorithm="context")
+    assert (cfg.activation, cfg.updates_per_step, cfg.num_meta_steps, cfg.setting("meta_lr")) == ("swish", 8, 1500, 1e-3)
+    assert family.few_shot_budgets == (0, 25, 100, 250, 500, 1000, 2000)  # Acrobot's 500-step episodes

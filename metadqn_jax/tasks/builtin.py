@@ -23,8 +23,14 @@ POINTNAV_GOAL_RADIUS = 0.7
 # PointNav (25-step episodes): budgets up to 20 episodes, beyond the 100-step support set
 POINTNAV_BUDGETS = (0, 25, 50, 100, 250, 500)
 # CartPole (episodes of up to 500 steps): task slots live 20 meta-steps and the query comes from
-# each task's 2,000-transition buffer.
-CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000}
+# each task's 2,000-transition buffer; 8 updates per meta-step with a slower target (tau 0.99), a
+# swish Q-network (ReLU's oscillated near 100), epsilon 0.2, meta_lr 1e-3 for every learner
+# (context's 3e-3 and MAML's inner 0.1 diverged or peaked early here) and 1,500 meta-steps, with
+# validation every 150 picking the checkpoint (BENCHMARKS.md section 1, "A pretrained baseline
+# that trains").
+CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000,
+                          "activation": "swish", "updates_per_step": 8, "tau": 0.99, "epsilon": 0.2,
+                          "meta_lr": 1e-3, "inner_lr": 0.01, "num_meta_steps": 1500}
 
 
 def goal_circle_sampler(radius: float) -> SampleFn:
