@@ -103,6 +103,7 @@ class FewShotConfig:
     budgets: tuple[int, ...] = (0, 250, 500, 1000, 2000, 5000)
     num_tasks: int = 20  # held-out tasks
     seeds: int = 5  # adaptation runs per task
+    oracle_seeds: int = 1  # oracle DQN runs per task (at most ``seeds``; intervals resample tasks)
     split: str = "test"
     support_size: int = 100  # steps collected before the one-shot adaptation
     support_epsilon: float = 0.5
@@ -135,8 +136,8 @@ class FewShotConfig:
                 "given more than once)", list(self.budgets))
         require(self.split in ("train", "val", "test"), "split", "'train', 'val' or 'test'", self.split)
         require(self.explore in EXPLORE_MODES, "explore", " or ".join(map(repr, EXPLORE_MODES)), self.explore)
-        for name in ("num_tasks", "seeds", "support_size", "finetune_every", "finetune_batch", "eval_episodes",
-                     "select_episodes"):
+        for name in ("num_tasks", "seeds", "oracle_seeds", "support_size", "finetune_every", "finetune_batch",
+                     "eval_episodes", "select_episodes"):
             positive_int(name, getattr(self, name))
         for name in ("support_epsilon", "finetune_epsilon"):
             in_range(name, getattr(self, name), 0.0, 1.0)
@@ -529,12 +530,15 @@ def oracle_returns(
 
     Returns the final greedy evaluation of each (task, seed) run (not the best of the periodic
     ones, which would pick the luckiest evaluation), reported at every budget (a horizontal
-    reference line). Tasks × seeds are one vmapped program.
+    reference line). One run per task and seed up to ``oracle_seeds`` (``fs.oracle_seeds``:
+    the intervals resample tasks, and on CartPole each run is a 100k-step DQN); tasks × seeds
+    are one vmapped program.
     """
     dqn_cfg = dqn_cfg or default_oracle_config(family)
     env, base = family.env()
     train = dqn.make_train(dqn_cfg, base)
     hp = dqn_cfg.hparams(gamma=family.gamma)
+    fs = dataclasses.replace(fs, seeds=min(fs.seeds, fs.oracle_seeds))
     task_params, keys = few_shot_tasks(family, fs, key)
     _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, hp, task_params)
     final = np.asarray(metrics.eval_return)[:, -1]  # the trained DQN's last evaluation, not the best one

@@ -266,3 +266,18 @@ def test_pointnav_truncated_transition_bootstraps_from_final_obs():
     # reward of the truncated step: -distance to the goal (0.7, 0) after the move
     np.testing.assert_allclose(last.reward, [-0.4, -np.hypot(0.7, 0.3)], rtol=1e-4)
     np.testing.assert_array_equal(carry.episodes, [1, 1])
+
+
+def test_oracle_trains_one_dqn_per_task_unless_asked_for_more():
+    """The few-shot oracle runs ``min(seeds, oracle_seeds)`` DQNs per held-out task (default 1;
+    one call: each seed count is another compile)."""
+    from metadqn_jax import tasks
+    from metadqn_jax.fewshot import FewShotConfig, oracle_returns
+
+    family = tasks.get_family("cartpole-physics")
+    fs = FewShotConfig(budgets=(0, 10), num_tasks=2, seeds=3)
+    res = oracle_returns(family, fs, jax.random.key(0), dqn_cfg=TINY)
+    assert res.returns.shape == (1, 2, 1, 2)  # [meta_seed, task, seed, budget]
+    assert np.all(res.returns[..., 0] == res.returns[..., 1])  # a reference line: the same at every budget
+    with pytest.raises(ValueError, match="oracle_seeds"):
+        FewShotConfig(oracle_seeds=0)

@@ -32,6 +32,7 @@ CFG = MetaConfig(
     family="cartpole-physics", algorithm="maml", num_tasks=4, envs_per_task=2, rollout_steps=4,
     support_size=8, buffer_size=16, query_batch=8, inner_steps=1, hidden=(16, 16),
     chunk_size=2, num_meta_steps=8, task_lifetime=2, query_source="adapted",
+    updates_per_step=1,  # not the family's 8: what is compiled, not how much it learns
 )
 # a value per traced hyper-parameter that must change the state after one chunk
 PERTURBED = dict(inner_lr=0.3, meta_lr=3e-3, weight_decay=0.1, gamma=0.9, epsilon=0.9, tau=0.5)

@@ -34,7 +34,8 @@ COMMON = textwrap.dedent('''
     import numpy as np
     CFG_KW = dict(family="cartpole-physics", algorithm="maml", num_tasks=16, envs_per_task=2, rollout_steps=4,
                   support_size=8, buffer_size=16, query_batch=8, inner_steps=1, hidden=(16, 16),
-                  chunk_size=2, num_meta_steps=4, task_lifetime=2, query_source="adapted")
+                  chunk_size=2, num_meta_steps=4, task_lifetime=2, query_source="adapted",
+                  updates_per_step=1)  # not the family's 8: sharding, not learning
     STEPS = 4
     HANG_GUARD_S = 1800  # seconds; a bound on a hang only (a loaded machine never gets near it)
 

@@ -57,6 +57,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "budgets": [0, 25, 50, 100, 250, 500],
             "num_tasks": 20,
             "seeds": 3,
+            "oracle_seeds": 1,
             "split": "test",
             "support_size": 100,
             "support_epsilon": 0.5,
