@@ -26,8 +26,9 @@ any computation starts.
 
 **config.yaml** (:func:`config_text`) records the resolved configuration: settings left unset
 that resolve to a default (the algorithm's ``inner_lr`` / ``meta_lr`` / ``random_support``,
-the family's ``gamma`` and its ``meta_defaults``) are written with the value used, and listed under ``defaults_used``
-(per algorithm where the trained algorithms' defaults differ; the field then stays ``null``).
+the family's ``gamma`` and its ``meta_defaults``) are written with the value used, and listed
+under ``defaults_used`` (per algorithm where the trained algorithms' defaults differ; the field
+then stays ``null``).
 Reading the file back (:func:`read_run_config`, :func:`config_layer`) turns a value still equal
 to its recorded default into "not given" again, so a resumed run resolves every algorithm's
 defaults exactly as the original did; a folder written before ``defaults_used`` existed reads
