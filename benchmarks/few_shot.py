@@ -120,6 +120,9 @@ def main(argv=None) -> int:
                    help="comma list of adaptation budgets in env steps (default: the family's, TaskFamily.budgets)")
     p.add_argument("--test-tasks", type=int, default=20, help="held-out test tasks (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=5, help="adaptation runs per test task (default: %(default)s)")
+    p.add_argument("--select-episodes", type=int, default=FewShotConfig.select_episodes, metavar="N",
+                   help="episodes of each of the deployed and the fine-tuned parameters before the fine-tuned "
+                        "ones may replace them (FewShotConfig.select_episodes; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: %(default)s)")
     p.add_argument("--meta-seeds", type=int, default=3,
                    help="meta-training seeds per algorithm (seed, seed+1, ...), vmapped into one program; every "
@@ -153,8 +156,11 @@ def main(argv=None) -> int:
     except ValueError:
         p.error(f"--budgets expects comma-separated integers, got {args.budgets!r}")
     base = MetaConfig(family=args.family, num_meta_steps=args.meta_steps)
-    fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
-                       support_size=base.support_size)
+    try:
+        fs = FewShotConfig(budgets=budgets, num_tasks=args.test_tasks, seeds=args.seeds,
+                           support_size=base.support_size, select_episodes=args.select_episodes)
+    except ValueError as e:
+        p.error(str(e))
     validation = validation_config(args.val_budgets)
     sets = parse_sets(p, args.set)
     if args.quick:
@@ -180,6 +186,7 @@ def main(argv=None) -> int:
         gradient_updates_per_init=base.gradient_updates,
         test_tasks=fs.num_tasks,
         seeds=fs.seeds,
+        select_episodes=fs.select_episodes,
         train_wall_s={k: round(v, 1) for k, v in cmp.train_wall_s.items()},
         wall_s=round(wall, 1),
         command=" ".join(["python", "benchmarks/few_shot.py"] + (argv if argv is not None else sys.argv[1:])),
