@@ -178,3 +178,27 @@ def test_stagger_tasks_renews_slots_out_of_phase():
     assert np.asarray(s.buffers.size).tolist() == [2 * per_step] * 3 + [per_step]
     s, _ = train(dataclasses.replace(cfg, stagger_tasks=True), 4)
     assert np.asarray(s.buffers.size).tolist() == [4 * per_step, per_step, 2 * per_step, 3 * per_step]
+
+
+def test_activation_setting_reaches_the_q_network():
+    """``activation`` is the Q-network's hidden activation: same parameters, other Q-values; an
+    unknown name is one ConfigError naming the field."""
+    from metadqn_jax.meta import make_learner
+
+    relu, swish = (make_learner(MetaConfig(**TINY, activation=a), 4, (4,)) for a in ("relu", "swish"))
+    params = relu.init(jax.random.key(0))
+    obs = jax.random.normal(jax.random.key(1), (8, 4))
+    q_relu = relu.q_values(relu.unadapted(params), obs)
+    q_swish = swish.q_values(swish.unadapted(params), obs)
+    assert q_relu.shape == q_swish.shape == (8, 4) and not np.allclose(q_relu, q_swish)
+    with pytest.raises(ConfigError, match="activation must be 'relu' or 'swish'"):
+        MetaConfig(**TINY, activation="tanh")
+
+
+def test_validation_interval_defaults_to_a_tenth_of_the_run():
+    from metadqn_jax.driver import ValidationConfig
+
+    assert [ValidationConfig().interval(n) for n in (1500, 2000, 25, 1)] == [150, 200, 3, 1]
+    assert ValidationConfig(every=500).interval(1500) == 500 and ValidationConfig(every=0).interval(1500) == 0
+    with pytest.raises(ConfigError, match="validation.every"):
+        ValidationConfig(every=-1)
