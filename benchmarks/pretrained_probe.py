@@ -111,12 +111,13 @@ def main(argv: list[str] | None = None) -> None:
                                           jax.random.split(jax.random.key(3), horizon))
         return mx, mth
 
+    test_rows, val_rows = on(tasks), on(val_tasks)  # the tasks, once per row
     t0 = time.time()
     vals, tests = [], []
     for i in range(args.steps // args.every):
         state, m = run(state, hp)
-        ret = np.asarray(evaluate(state.params, on(tasks)))
-        val = np.asarray(evaluate(state.params, on(val_tasks))).mean(-1)
+        ret = np.asarray(evaluate(state.params, test_rows))
+        val = np.asarray(evaluate(state.params, val_rows)).mean(-1)
         vals.append(val)
         tests.append(ret.mean(-1))
         q = np.asarray(q_scale(state.params, state.buffers))

@@ -343,30 +343,22 @@ class DQNRunConfig(_Composite):
 
     @classmethod
     def _build(cls, merged):
-        run = merged.get("run", {})
-        family = run.get("family")
-        if family is not None and "env_id" not in merged.get("dqn", {}):
+        family = merged.get("run", {}).get("family")
+        fam = None
+        if family is not None:  # looked up once: its environment, discount and task count
             from metadqn_jax import tasks
 
             try:
-                merged.setdefault("dqn", {})["env_id"] = tasks.get_family(str(family)).env_id
+                fam = tasks.get_family(str(family))
             except ValueError as e:
                 raise ConfigError(f"run.family: {e}") from None
-        if family is not None and (merged.get("hparams") or {}).get("gamma") is None:
-            from metadqn_jax import tasks
-
-            try:  # the family's discount, as for meta-training, unless the user sets one
-                merged["hparams"] = {**(merged.get("hparams") or {}), "gamma": tasks.get_family(str(family)).gamma}
-            except ValueError as e:
-                raise ConfigError(f"run.family: {e}") from None
+            if "env_id" not in merged.get("dqn", {}):
+                merged.setdefault("dqn", {})["env_id"] = fam.env_id
+            if (merged.get("hparams") or {}).get("gamma") is None:
+                # the family's discount, as for meta-training, unless the user sets one
+                merged["hparams"] = {**(merged.get("hparams") or {}), "gamma": fam.gamma}
         cfg = super()._build(merged)
-        if cfg.run.family is not None:
-            from metadqn_jax import tasks
-
-            try:
-                fam = tasks.get_family(cfg.run.family)
-            except ValueError as e:
-                raise ConfigError(f"run.family: {e}") from None
+        if fam is not None:
             n = fam.num_tasks(cfg.run.split)
             require(cfg.run.task < n, "run.task", f"< {n} (tasks in the {cfg.run.split} split of "
                     f"{cfg.run.family})", cfg.run.task)
