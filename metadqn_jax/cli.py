@@ -140,6 +140,8 @@ TRAIN_OPTS: tuple[Opt, ...] = (
     Opt(("--patience",), "validation.patience", "validations without improvement before early stopping "
         "(0: never stop)", "validations", int, "N"),
     Opt(("--seed",), "run.seed", "seed of meta-training, evaluation and the scratch init", None, int, "S"),
+    Opt(("--meta-seeds",), "run.meta_seeds", "meta-training seeds per algorithm (S, S+1, ...), trained as one "
+        "vmapped program; the table's intervals resample seeds and tasks", "seeds", int, "N"),
     Opt(("--num-devices",), "run.num_devices", "devices the task axis is sharded over (default: all local "
         "devices; 1: no sharding); meta.num_tasks must be divisible by it", "devices", int, "N"),
     Opt(("--budgets",), "few_shot.budgets", "comma list of adaptation budgets on each test task",

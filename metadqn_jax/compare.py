@@ -115,7 +115,8 @@ def compare(
     if scratch:
         cfg = dataclasses.replace(base, algorithm="maml")
         learner, params = scratch_params(cfg, k_scratch)
-        results["scratch"] = evaluate_few_shot(cfg, params, params, fs, k_eval, learner=learner, meta_seeds=batched)
+        results["scratch"] = evaluate_few_shot(cfg, params, params, fs, k_eval, learner=learner, meta_seeds=batched,
+                                               meta_learned=False)
         wall["scratch"] = 0.0
         log(f"scratch: return at {fs.budgets}: {[round(float(x), 2) for x in results['scratch'].mean]}")
     if oracle:

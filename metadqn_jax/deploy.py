@@ -214,7 +214,8 @@ def adapt_to_task(policy: Policy, env_params: Any, budget: int, key: jax.Array |
     ``few_shot``). With ``few_shot.finetune_select`` (the default) the result is the adapted
     parameters until the fine-tuned ones have scored a higher mean episode return within the
     budget (:mod:`metadqn_jax.fewshot`, step 4), so a good adapted policy is not handed out
-    worse.
+    worse. For a policy whose adaptation rule was not meta-learned (``pretrained``) the
+    adaptation itself must win such a contest first (``few_shot.guard_adaptation``, step 5).
 
     Args:
       policy: from :func:`load_policy`.

@@ -23,6 +23,12 @@ The protocol, identical for every initialisation (meta-learned, pretrained, scra
    replaced by its fine-tuned copy as soon as that plays better (``docs/design.md``,
    "Evaluation, statistics and DQN"). ``finetune_select=False``: the candidate is always
    deployed and is the only actor (the protocol before 2026-11-29).
+5. For an init whose adaptation rule was *not* meta-learned (pretrained, scratch: five inner
+   SGD steps that nothing optimised), the one-shot adaptation must earn its deployment too
+   (``guard_adaptation``, default ``None`` = on for those inits): the *unadapted* parameters
+   are deployed first (budgets below ``support_size`` report them as well), and the adapted
+   candidate — fine-tuned from there — replaces them by the rule of step 4. A meta-learner's
+   adaptation is what meta-training optimised and validation selected; it is deployed at once.
 
 At every budget ``b`` the greedy return of the deployed parameters is measured on fresh
 episodes of the task (not counted in the budget); for ``b < support_size`` the adaptation
@@ -122,6 +128,11 @@ class FewShotConfig:
     # Off (False): the candidate is always deployed and always acts.
     finetune_select: bool = True
     select_episodes: int = 1
+    # the one-shot adaptation must earn its deployment as fine-tuning does (module docstring,
+    # step 5): the unadapted parameters are deployed first, the adapted ones are the first
+    # candidate. None: on for inits whose adaptation rule was not meta-learned (pretrained,
+    # scratch), off for the meta-learners.
+    guard_adaptation: bool | None = None
     eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
     # what the agent acts on while it collects the support (see :func:`explore_mode`):
     # "auto", "online", "adapted" or "unadapted"
@@ -139,6 +150,8 @@ class FewShotConfig:
         for name in ("num_tasks", "seeds", "oracle_seeds", "support_size", "finetune_every", "finetune_batch",
                      "eval_episodes", "select_episodes"):
             positive_int(name, getattr(self, name))
+        require(self.guard_adaptation in (None, True, False), "guard_adaptation", "true, false or null (automatic)",
+                self.guard_adaptation)
         for name in ("support_epsilon", "finetune_epsilon"):
             in_range(name, getattr(self, name), 0.0, 1.0)
         in_range("finetune_lr", self.finetune_lr, 0.0, math.inf, low_open=True)
@@ -223,7 +236,8 @@ class Selection(NamedTuple):
 
 
 def init_selection(adapted) -> Selection:
-    """The guard right after adaptation: the adapted parameters are deployed, no evidence yet."""
+    """The guard right after adaptation: ``adapted`` are deployed (the adapted parameters, or the
+    unadapted ones when the adaptation is guarded), no evidence yet."""
     return Selection(adapted, jnp.int32(-1), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32))
 
 
@@ -249,13 +263,26 @@ def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, c
     return Selection(deployed, turn, returns, episodes)
 
 
+def guards_adaptation(meta_cfg: MetaConfig, fs: FewShotConfig, meta_learned: bool | None = None) -> bool:
+    """Whether the protocol guards the one-shot adaptation (module docstring, step 5):
+    ``fs.guard_adaptation``, or when that is ``None``, whether the init's adaptation rule was not
+    meta-learned (``meta_learned``; default: ``meta_cfg.algorithm != "pretrained"``)."""
+    if fs.guard_adaptation is not None:
+        return fs.guard_adaptation
+    return not (meta_cfg.algorithm != "pretrained" if meta_learned is None else meta_learned)
+
+
 def make_few_shot(
-    meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None, *, return_params: bool = False
+    meta_cfg: MetaConfig, fs: FewShotConfig, learner: Learner | None = None, *, return_params: bool = False,
+    meta_learned: bool | None = None,
 ):
     """Builds ``run(meta_params, meta_target, task_params [R], keys [R], hp) -> returns [R, B]``.
 
     ``R`` independent adaptation runs (one task and one key each) are vmapped. ``learner``
-    defaults to the one of ``meta_cfg.algorithm``. With ``return_params=True`` ``run`` returns
+    defaults to the one of ``meta_cfg.algorithm``. ``meta_learned``: whether the init's
+    adaptation rule was meta-learned (default: unless ``meta_cfg.algorithm`` is
+    ``"pretrained"``; pass ``False`` for a fresh init), which decides
+    :func:`guards_adaptation`. With ``return_params=True`` ``run`` returns
     ``(returns [R, B], task_params [R])``: each run's deployed parameters after the largest budget
     (what :func:`metadqn_jax.deploy.adapt_to_task` hands out).
 
@@ -274,6 +301,7 @@ def make_few_shot(
     max_steps = family.episode_length
     S = fs.support_size
     capacity = max(fs.max_budget, S, 1)
+    guard = guards_adaptation(meta_cfg, fs, meta_learned)
     ft_hp = DQNHParams(*[jnp.float32(x) for x in (fs.finetune_lr, 0.0, 0.0, 0.0, 1.0, fs.finetune_tau)])
 
     # segment boundaries: every budget, plus the adaptation point
@@ -306,7 +334,7 @@ def make_few_shot(
                                                S, k, env_params, fs.support_epsilon)
             return (carry, replay.add(buf, tr), stats), None
 
-        select = fs.finetune and fs.finetune_select
+        select = (fs.finetune and fs.finetune_select) or guard
 
         def finetune_step(c, xs):
             carry, buf, tp, target, opt_state, sel = c
@@ -379,18 +407,18 @@ def make_few_shot(
         #    the adaptation rule on the transitions seen so far
         (carry, buffer, stats), results = phase(
             lambda c, x: collect_step(c, x[0]), (carry, buffer, stats), results, 0, min(S, fs.max_budget),
-            lambda c: adapt_on(c[1], None))
+            (lambda c: tp0) if guard else (lambda c: adapt_on(c[1], None)))
         adapted = S <= fs.max_budget
         sel = None
         if adapted:  # 2. adapt once, then fine-tune (steps S .. max_budget - 1)
             tp = adapt_on(buffer, S)
             target = {"net": meta_target["net"], "ctx": tp["ctx"]}
             opt_state = clipped_adam(fs.finetune_lr, 10.0).init(tp)
-            sel = init_selection(tp) if select else None
+            sel = init_selection(tp0 if guard else tp) if select else None
             (carry, buffer, tp, target, opt_state, sel), results = phase(
                 finetune_step, (carry, buffer, tp, target, opt_state, sel), results, S, fs.max_budget,
                 lambda c: c[5].deployed if select else c[2])
-        final = ((sel.deployed if select else tp) if adapted else adapt_on(buffer, fs.max_budget))
+        final = ((sel.deployed if select else tp) if adapted else tp0 if guard else adapt_on(buffer, fs.max_budget))
         returns = results.at[slot[fs.max_budget]].set(greedy(final, eval_keys[slot[fs.max_budget]]))
         if return_params:
             return returns, final
@@ -422,16 +450,18 @@ def evaluate_few_shot(
     learner: Learner | None = None,
     *,
     meta_seeds: int | None = None,
+    meta_learned: bool | None = None,
 ) -> FewShotResult:
     """Few-shot returns of one initialisation on held-out tasks (see the module docstring).
 
     ``meta_seeds=N``: ``meta_params`` / ``meta_target`` carry a leading axis of ``N`` meta-training
     seeds (:func:`metadqn_jax.driver.train_meta` with a batch of keys); every seed adapts on the
     same tasks with the same keys, in one vmapped program, and the result's returns are
-    ``[N, task, adapt_seed, budget]``.
+    ``[N, task, adapt_seed, budget]``. ``meta_learned``: as in :func:`make_few_shot` (``False``
+    for a fresh init).
     """
     hp = meta_cfg.hparams() if hp is None else hp
-    run, _ = make_few_shot(meta_cfg, fs, learner)
+    run, _ = make_few_shot(meta_cfg, fs, learner, meta_learned=meta_learned)
     task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
     if meta_seeds is None:
         returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)

@@ -84,16 +84,21 @@ def test_adapt_to_task(run_dir):
 
 
 def test_adapt_pretrained_gradient_and_finetuning(run_dir):
-    """The pretrained init adapts by inner TD steps and then fine-tunes (budget > support size)."""
+    """The pretrained init adapts by inner TD steps and then fine-tunes (budget > support size);
+    by default its adaptation is guarded (``guard_adaptation``): the unadapted parameters are
+    handed out until the adapted ones have won an episode."""
     policy = load_policy(run_dir, "pretrained")
     assert policy.params["ctx"].shape == (0,)
     task = jax.tree.map(lambda x: x[1], policy.family.tasks("test"))
-    adapted = adapt_to_task(policy, task, budget=10, key=jax.random.key(0))  # = support size: adaptation only
+    unadapted = jax.tree.leaves(policy.params["net"])
+    guarded = adapt_to_task(policy, task, budget=10, key=jax.random.key(0))  # = support size
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(guarded["net"]), unadapted))
+    plain = dataclasses.replace(policy.few_shot, guard_adaptation=False)
+    adapted = adapt_to_task(policy, task, budget=10, key=jax.random.key(0), few_shot=plain)  # adaptation only
     # + 8 steps (2 fine-tuning updates); without the selection guard, which would deploy the
     # adapted parameters until fine-tuning has won an episode
     tuned = adapt_to_task(policy, task, budget=18, key=jax.random.key(0),
-                          few_shot=dataclasses.replace(policy.few_shot, finetune_select=False))
-    unadapted = jax.tree.leaves(policy.params["net"])
+                          few_shot=dataclasses.replace(plain, finetune_select=False))
     for leaves in (jax.tree.leaves(adapted["net"]), jax.tree.leaves(tuned["net"])):
         assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves, unadapted))
     assert any(not np.array_equal(np.asarray(a), np.asarray(b))

@@ -9,6 +9,8 @@ test the old protocol fails), and that a bad init (scratch) still learns.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +20,7 @@ from metadqn_jax import ConfigError
 from metadqn_jax.fewshot import (
     FewShotConfig,
     Selection,
+    guards_adaptation,
     init_selection,
     make_few_shot,
     scratch_params,
@@ -121,3 +124,39 @@ def test_scratch_still_improves_with_budget_under_the_guard():
     fs = FewShotConfig(budgets=(0, 600), num_tasks=2, seeds=1, support_size=20, finetune_batch=32, eval_episodes=1)
     r = _returns(fs, learner, params)
     assert r[:, 1].mean() > r[:, 0].mean() + 4.0, r
+
+
+def test_guard_adaptation_defaults_to_inits_whose_rule_was_not_meta_learned():
+    fs = FewShotConfig()
+    assert guards_adaptation(dataclasses.replace(CFG, algorithm="pretrained"), fs)
+    assert not guards_adaptation(CFG, fs)  # maml: its adaptation is what meta-training optimised
+    assert guards_adaptation(CFG, fs, meta_learned=False)  # a fresh init (scratch)
+    assert not guards_adaptation(dataclasses.replace(CFG, algorithm="pretrained"), FewShotConfig(guard_adaptation=False))
+    assert guards_adaptation(CFG, FewShotConfig(guard_adaptation=True))
+    with pytest.raises(ConfigError, match="^guard_adaptation must be"):
+        FewShotConfig(guard_adaptation="yes")
+
+
+def test_guarded_adaptation_keeps_a_good_init_and_adopts_a_good_adaptation():
+    """Step 5 of the protocol. A good unadapted policy whose adaptation rule wrecks it (the
+    pretrained baseline on cartpole-physics: 490 unadapted, 192 after its five SGD steps) keeps
+    its return at every budget when the adaptation is guarded, and drops without the guard; a
+    bad init whose adaptation is good is still replaced by the adapted policy within the budget."""
+    rotation = float(CFG.task_family.tasks("test").action_rotation[0])
+    learner, good = _good_params(rotation)
+    _, bad = _good_params(rotation + np.pi)  # walks away from the goal
+    kw = {"budgets": (0, 10, 20, 300), "num_tasks": 1, "seeds": 1, "support_size": 20, "finetune_batch": 16,
+          "eval_episodes": 1}
+    wrecking = learner._replace(adapt=lambda params, target, support, hp: learner.unadapted(bad))
+    guarded = _returns(FewShotConfig(**kw, guard_adaptation=True), wrecking, good, n_tasks=1)[0]
+    unguarded = _returns(FewShotConfig(**kw, guard_adaptation=False), wrecking, good, n_tasks=1)[0]
+    assert guarded[0] > -4.0 and np.all(guarded >= guarded[0] - 1e-4), guarded
+    assert unguarded[2] < guarded[0] - 5.0, unguarded  # the unguarded protocol deploys the wreck
+    assert unguarded[1] < guarded[0] - 5.0, unguarded  # (below the support: the rule on what was seen)
+    helping = learner._replace(adapt=lambda params, target, support, hp: learner.unadapted(good))
+    r = _returns(FewShotConfig(**kw, guard_adaptation=True), helping, bad, n_tasks=1)[0]
+    assert r[0] < -10.0 and r[2] == r[0], r  # deployed: the bad unadapted policy until the contest
+    assert r[3] > -10.0, r  # the adapted candidate (fine-tuned meanwhile) won its episodes
+    # without fine-tuning the candidate is the adapted policy itself, deployed as it is
+    r = _returns(FewShotConfig(**kw, guard_adaptation=True, finetune=False), helping, bad, n_tasks=1)[0]
+    assert r[2] == r[0] and r[3] == guarded[0], (r, guarded)

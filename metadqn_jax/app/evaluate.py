@@ -76,7 +76,7 @@ def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:
 
     comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                    scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                   progress=False, log=announcing_log(cfg), train=restore)
+                   progress=False, log=announcing_log(cfg), train=restore, meta_seeds=cfg.run.meta_seeds)
     comp = comp._replace(train_wall_s={})
     write_few_shot(run_dir, args.tag, cfg, comp, trained=(), show=lambda t: print(t, end="", flush=True))
     print(f"\nwrote {runs.output_path(run_dir, args.tag, '.md')}, .png and .json")
@@ -96,30 +96,41 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     Returns:
       ``(meta_params, meta_target, note)``: from its exported policy (``note`` empty), else (an
       unfinished run) the best parameters of its newest readable checkpoint (the latest
-      parameters if it was never validated), with a note saying so.
+      parameters if it was never validated), with a note saying so. A run of several
+      meta-training seeds (``run.meta_seeds``) is read from its newest checkpoint (the policy
+      holds one seed), every leaf with the seed axis in front.
 
     Raises:
       CheckpointError: neither an export nor a checkpoint, or one that does not match ``cfg_a``.
     """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
     from metadqn_jax.app.train import restore_meta_checkpoint
     from metadqn_jax.checkpoint import Checkpointer, CheckpointError
     from metadqn_jax.deploy import load_policy
 
     algo = cfg_a.algorithm
-    if runs.policy_dir(run_dir, algo).exists():
+    seeds = cfg.run.meta_seeds
+    if seeds == 1 and runs.policy_dir(run_dir, algo).exists():
         pol = load_policy(run_dir, algo)
         return pol.meta_params, pol.meta_target, ""
     ck = Checkpointer(runs.checkpoint_dir(run_dir, algo), keep=cfg.run.keep)
     if ck.latest_step() is None and not ck.broken_steps():
         raise CheckpointError(f"{algo} has neither an exported policy nor a checkpoint in {str(run_dir)!r}")
     broken: list = []
-    r = restore_meta_checkpoint(ck, cfg_a, cfg.validation, broken=broken)
-    es = r.tree["early_stop"]
-    if int(es.best_step) >= 0:
-        params, target = es.best_params, es.best_target
-    else:
-        params, target = r.tree["state"].params, r.tree["state"].target_params
+    r = restore_meta_checkpoint(ck, cfg_a, cfg.validation, broken=broken, meta_seeds=seeds)
+    es, state = r.tree["early_stop"], r.tree["state"]
+    validated = np.asarray(es.best_step) >= 0  # per seed: the best validated, else the latest parameters
+    pick = lambda best, latest: jax.tree.map(
+        lambda b, x: jnp.where(jnp.reshape(validated, validated.shape + (1,) * (b.ndim - validated.ndim)), b, x),
+        best, latest)
+    params, target = pick(es.best_params, state.params), pick(es.best_target, state.target_params)
     skipped = [s for s, _ in broken if s > r.step]
     also = f"; newer step(s) {', '.join(map(str, skipped))} cannot be read" if skipped else ""
+    finished = bool((r.info.get("extra") or {}).get("finished")) and not skipped
+    if seeds > 1 and finished and runs.policy_dir(run_dir, algo).exists():
+        return params, target, ""  # the finished run's seeds (its policy/ holds the validation-best one)
     return params, target, (f"note: no exported policy for {algo} (unfinished run?); evaluating the best "
                             f"parameters of its latest checkpoint (meta-step {r.step}){also}")

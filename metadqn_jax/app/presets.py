@@ -32,6 +32,7 @@ DEFAULT_TRAIN: Layer = {
         "algorithms": ["context"],
         "baselines": ["pretrained", "scratch"],  # --oracle adds "oracle"
         "seed": 0,
+        "meta_seeds": 3,  # the table's intervals resample meta-training seeds and tasks
         "checkpoint_every": 500,
         "keep": 3,
     },
@@ -58,7 +59,7 @@ QUICK_TRAIN: Layer = {
         "eval_episodes": 1,
     },
     "validation": {"every": 10, "num_tasks": 2},
-    "run": {"checkpoint_every": 10, "keep": 2},
+    "run": {"meta_seeds": 1, "checkpoint_every": 10, "keep": 2},
 }
 
 # -------------------------------------------------------------------------- metadqn dqn

@@ -35,8 +35,11 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
 
     results = comp.results
     fs = cfg.few_shot
+    n = cfg.run.meta_seeds
+    runs_ = f"{n} meta-seeds x {fs.num_tasks} tasks x {fs.seeds} adaptation seeds" if n > 1 else \
+        f"{fs.num_tasks} tasks x {fs.seeds} seeds"
     title = (f"{cfg.meta.family}: greedy return after adapting on held-out test tasks "
-             f"({fs.num_tasks} tasks x {fs.seeds} seeds, mean +- half-width of the 95% CI over tasks)")
+             f"({runs_}, mean +- half-width of the 95% CI over {'meta-seeds and ' if n > 1 else ''}tasks)")
     times = {k: f"{comp.train_wall_s[k]:.0f} s" for k in comp.train_wall_s if k in trained}
     table = report.markdown_table(results, title=title, extra={"train time": times} if times else None)
     verdict = verdict_line(results, cfg.run.algorithms)
@@ -48,7 +51,7 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     report.plot_profile(results, runs.output_path(run_dir, tag + "_profile", ".png"),
                         title=f"{cfg.meta.family}: performance profiles on held-out tasks")
     data = {
-        "results": report.to_dict(results, meta_seeds=[cfg.run.seed]),
+        "results": report.to_dict(results, meta_seeds=list(range(cfg.run.seed, cfg.run.seed + cfg.run.meta_seeds))),
         "returns": {k: r.returns.tolist() for k, r in results.items()},
         "train_wall_s": dict(comp.train_wall_s),
         "verdict": verdict,

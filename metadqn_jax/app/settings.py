@@ -27,6 +27,7 @@ class TrainSettings:
     algorithms: tuple[str, ...] = ("context",)  # meta-learning algorithms to train and compare
     baselines: tuple[str, ...] = ("pretrained", "scratch")  # subset of BASELINES
     seed: int = 0  # seeds meta-training, evaluation and the scratch init (compare.compare)
+    meta_seeds: int = 1  # meta-training seeds per algorithm (seed, seed+1, ...), one vmapped program
     checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
     keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
     num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
@@ -41,6 +42,7 @@ class TrainSettings:
                 list(self.baselines))
         object.__setattr__(self, "baselines", base)
         nonneg_int("run.seed", self.seed)
+        positive_int("run.meta_seeds", self.meta_seeds)
         nonneg_int("run.checkpoint_every", self.checkpoint_every)
         positive_int("run.keep", self.keep)
         if self.num_devices is not None:

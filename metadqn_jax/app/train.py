@@ -54,7 +54,8 @@ class StopRequested(Exception):
         self.algorithm, self.step = algorithm, step
 
 
-def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list | None = None):
+def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list | None = None,
+                            meta_seeds: int = 1):
     """The latest meta-training checkpoint in ``ck``, validated against the run's settings.
 
     Args:
@@ -65,6 +66,7 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
       broken: ``None``: the latest step must read back. A list: the newest step that reads back
         is restored instead, and ``(step, reason)`` of every broken step is appended to it
         (:meth:`~metadqn_jax.checkpoint.Checkpointer.restore_latest_intact`; nothing is moved).
+      meta_seeds: the run's ``run.meta_seeds``: above 1, every leaf carries a leading seed axis.
 
     Returns:
       A :class:`~metadqn_jax.checkpoint.Restored` whose tree is ``{"state": MetaState,
@@ -82,7 +84,7 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
     from metadqn_jax.meta import make_meta_step
 
     program = program or make_meta_step(cfg_a)
-    abstract = jax.eval_shape(program.init, jax.random.key(0), cfg_a.hparams())
+    abstract = jax.eval_shape(seeded_init(program, meta_seeds), meta_keys(meta_seeds), cfg_a.hparams())
     like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
     config = meta_config_dict(cfg_a, validation)
     with ck:
@@ -91,6 +93,22 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
         restored, found = ck.restore_latest_intact(like, config=config, absent=field_defaults())
         broken.extend(found)
         return restored
+
+
+def seeded_init(program, meta_seeds: int):
+    """``init(key, hp) -> MetaState``: ``program.init``, or vmapped over a batch of keys ``[N]``
+    (``meta_seeds > 1``, the seed axis of :func:`~metadqn_jax.driver.train_meta`)."""
+    import jax
+
+    return program.init if meta_seeds == 1 else jax.vmap(program.init, in_axes=(0, None))
+
+
+def meta_keys(meta_seeds: int):
+    """A key (``meta_seeds == 1``) or ``[N]`` keys: the shape of what :func:`seeded_init` takes."""
+    import jax
+
+    key = jax.random.key(0)
+    return key if meta_seeds == 1 else jax.random.split(key, meta_seeds)
 
 
 def _no_inner_loss(algorithm: str) -> bool:
@@ -179,6 +197,7 @@ class MetaTrainer:
 
     def __call__(self, cfg_a, key):
         import jax
+        import numpy as np
 
         from metadqn_jax.app.logs import TBLog, meta_row_scalars
         from metadqn_jax.app.runconfig import meta_config_dict
@@ -220,7 +239,7 @@ class MetaTrainer:
             if self.resume:
                 info(f"{algo}: no checkpoint yet; training from the start")
             # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
-            state = jax.jit(program.init)(key, hp)
+            state = jax.jit(seeded_init(program, run.meta_seeds))(key, hp)
         self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
         # TensorBoard steps are environment steps; on resume it discards what an interrupted run
         # logged after the checkpoint
@@ -246,7 +265,7 @@ class MetaTrainer:
             if bar is not None:
                 bar.chunk(row)
             stopped_early = bool(validation.patience) and "val_return" in row and \
-                int(early_stop.bad_validations) >= validation.patience
+                int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience  # every seed
             finished = step >= cfg_a.num_meta_steps or stopped_early
             every = run.checkpoint_every
             due = bool(every) and step // every > last_saved // every
@@ -292,7 +311,8 @@ class MetaTrainer:
             return None  # nothing saved yet (or only a failed / interrupted first save)
         broken: list = []
         restored = restore_meta_checkpoint(ck, cfg_a, self.cfg.validation, program,
-                                           broken=broken if self.resume else None)
+                                           broken=broken if self.resume else None,
+                                           meta_seeds=self.cfg.run.meta_seeds)
         if broken:
             self._broken[algo] = broken
         return restored
@@ -332,14 +352,26 @@ class MetaTrainer:
         self._broken.clear()
 
     def _export(self, cfg_a, res) -> None:
+        """Exports the best validated parameters; with several meta-training seeds, those of the
+        seed with the best validation return (chosen on validation tasks only; the few-shot
+        table reports every seed)."""
+        import jax
+        import numpy as np
+
         from metadqn_jax.deploy import export_policy
 
-        es = res.early_stop
+        es, state = res.early_stop, res.state
+        extra = {"algorithm": cfg_a.algorithm}
+        if self.cfg.run.meta_seeds > 1:
+            val = np.asarray(es.best_return, np.float64)
+            i = int(np.nanargmax(val)) if np.isfinite(val).any() else 0
+            extra.update(meta_seed=self.cfg.run.seed + i,
+                         val_returns=[float(v) if v == v else None for v in val])
+            es, state = jax.tree.map(lambda x: x[i], (es, state))
         best = float(es.best_return)
-        export_policy(self.run_dir, cfg_a, es.best_params, es.best_target, step=int(res.state.step),
-                      extra={"algorithm": cfg_a.algorithm, "meta_steps": int(res.state.step),
-                             "best_step": int(es.best_step), "val_return": best if best == best else None,
-                             "stopped_early": bool(res.stopped_early)})
+        export_policy(self.run_dir, cfg_a, es.best_params, es.best_target, step=int(state.step),
+                      extra={**extra, "meta_steps": int(state.step), "best_step": int(es.best_step),
+                             "val_return": best if best == best else None, "stopped_early": bool(res.stopped_early)})
 
 
 def _config_markdown(cfg, cfg_a) -> str:
@@ -425,7 +457,8 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     try:
         comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                        scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                       progress=not args.no_progress, log=announcing_log(cfg), train=trainer)
+                       progress=not args.no_progress, log=announcing_log(cfg), train=trainer,
+                       meta_seeds=cfg.run.meta_seeds)
     except StopRequested as stop:
         info(f"stopped after meta-step {stop.step} of {stop.algorithm} (--stop-after); checkpoint saved. "
              f"Continue with: metadqn train --resume {run_dir}")
