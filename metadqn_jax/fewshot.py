@@ -15,9 +15,13 @@ The protocol, identical for every initialisation (meta-learned, pretrained, scra
    meta-target).
 4. Deploy the candidate only when it earns it (``finetune_select``, the default): the adapted
    parameters are *deployed* first; after the episode that was running at adaptation, whole
-   episodes alternate between the deployed parameters and the candidate as the actor, and the
-   candidate replaces the deployed parameters as soon as its mean return over its episodes
-   since the last replacement is strictly above theirs (at least ``select_episodes`` each).
+   *contest* episodes alternate between the deployed parameters and the candidate as the
+   actor, and the candidate replaces the deployed parameters as soon as its mean return over
+   its contest episodes since the last replacement is strictly above theirs (at least
+   ``select_episodes`` each). Contest episodes are acted at ``select_epsilon`` (default 0:
+   greedy, the policy every budget reports); when that differs from ``finetune_epsilon``, each
+   pair of contest episodes is followed by one *exploration* episode of the candidate at
+   ``finetune_epsilon`` (not counted), so fine-tuning still sees exploratory data.
    These episodes are the interaction itself, so the evidence is counted in the budget. A good
    adapted policy is thus kept unless fine-tuning beats it, and a bad init (scratch) is
    replaced by its fine-tuned copy as soon as that plays better (``docs/design.md``,
@@ -128,6 +132,11 @@ class FewShotConfig:
     # Off (False): the candidate is always deployed and always acts.
     finetune_select: bool = True
     select_episodes: int = 1
+    # ε of the contest episodes (module docstring, step 4): 0 judges the greedy policies that
+    # the budgets report (with ε-greedy contests, 29 of 300 Acrobot runs deployed a candidate
+    # whose greedy policy never reached the goal); equal to ``finetune_epsilon``: no exploration
+    # episodes, contests at that ε (the protocol before 2026-11-30)
+    select_epsilon: float = 0.0
     # the one-shot adaptation must earn its deployment as fine-tuning does (module docstring,
     # step 5): the unadapted parameters are deployed first, the adapted ones are the first
     # candidate. None: on for inits whose adaptation rule was not meta-learned (pretrained,
@@ -152,7 +161,7 @@ class FewShotConfig:
             positive_int(name, getattr(self, name))
         require(self.guard_adaptation in (None, True, False), "guard_adaptation", "true, false or null (automatic)",
                 self.guard_adaptation)
-        for name in ("support_epsilon", "finetune_epsilon"):
+        for name in ("support_epsilon", "finetune_epsilon", "select_epsilon"):
             in_range(name, getattr(self, name), 0.0, 1.0)
         in_range("finetune_lr", self.finetune_lr, 0.0, math.inf, low_open=True)
         in_range("finetune_tau", self.finetune_tau, 0.0, 1.0, high_open=True)
@@ -225,7 +234,8 @@ class Selection(NamedTuple):
     """State of the fine-tuning guard (``FewShotConfig.finetune_select``) of one run.
 
     ``turn`` names the actor of the episode in progress: ``-1`` the episode that was already
-    running at adaptation (not counted), ``0`` the deployed parameters, ``1`` the candidate.
+    running at adaptation (not counted), ``0`` the deployed parameters, ``1`` the candidate,
+    ``2`` the candidate's exploration episode (not counted).
     ``returns`` / ``episodes`` ``[2]`` sum and count the finished episodes of each since the
     last replacement."""
 
@@ -241,12 +251,14 @@ def init_selection(adapted) -> Selection:
     return Selection(adapted, jnp.int32(-1), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32))
 
 
-def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, candidate, min_episodes: int) -> Selection:
+def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, candidate, min_episodes: int,
+                   explore: bool = False) -> Selection:
     """One environment step of the guard (traceable; ``done``, ``episode_return``: scalars).
 
     When an episode ends (``done``), its return ``episode_return`` is credited to its actor
-    (``sel.turn``; the episode running at adaptation is credited to no one), and the next
-    episode goes to the other one (the deployed parameters first). Then, if both have at least
+    (``sel.turn``; the episode running at adaptation and exploration episodes are credited to
+    no one), and the next episode goes to the other one (the deployed parameters first); with
+    ``explore``, an exploration episode (turn 2) follows each candidate episode. Then, if both have at least
     ``min_episodes`` finished episodes and the candidate's mean return is strictly above the
     deployed one's, the ``candidate`` parameters become the deployed ones and the evidence is
     cleared (a fresh contest against the new deployed parameters)."""
@@ -254,7 +266,8 @@ def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, c
     one_hot = jnp.arange(2) == sel.turn
     returns = sel.returns + jnp.where(counted & one_hot, episode_return, 0.0)
     episodes = sel.episodes + (counted & one_hot).astype(jnp.int32)
-    turn = jnp.where(done, jnp.where(sel.turn == 0, 1, 0), sel.turn).astype(jnp.int32)
+    after = jnp.where(sel.turn == 0, 1, jnp.where(sel.turn == 1, 2 if explore else 0, 0))
+    turn = jnp.where(done, after, sel.turn).astype(jnp.int32)
     means = returns / jnp.maximum(episodes, 1)
     promote = done & (episodes.min() >= min_episodes) & (means[1] > means[0])
     deployed = jax.tree.map(lambda c, d: jnp.where(promote, c, d), candidate, sel.deployed)
@@ -269,7 +282,9 @@ def guards_adaptation(meta_cfg: MetaConfig, fs: FewShotConfig, meta_learned: boo
     meta-learned (``meta_learned``; default: ``meta_cfg.algorithm != "pretrained"``)."""
     if fs.guard_adaptation is not None:
         return fs.guard_adaptation
-    return not (meta_cfg.algorithm != "pretrained" if meta_learned is None else meta_learned)
+    if meta_learned is None:
+        meta_learned = meta_cfg.algorithm != "pretrained"
+    return not meta_learned
 
 
 def make_few_shot(
@@ -335,15 +350,20 @@ def make_few_shot(
             return (carry, replay.add(buf, tr), stats), None
 
         select = (fs.finetune and fs.finetune_select) or guard
+        explore = select and fs.finetune and fs.select_epsilon != fs.finetune_epsilon
 
         def finetune_step(c, xs):
             carry, buf, tp, target, opt_state, sel = c
             k, t = xs
             k_act, k_env, k_upd = jax.random.split(k, 3)
             q = learner.q_values(tp, carry.obs)
-            if select:  # this episode's actor: the deployed parameters (turn 0) or the candidate (1)
+            eps = fs.finetune_epsilon
+            if select:  # this episode's actor: the deployed parameters (turn 0) or the candidate (1, 2)
                 q = jnp.where(sel.turn == 0, learner.q_values(sel.deployed, carry.obs), q)
-            a = policies.epsilon_greedy(k_act, q, fs.finetune_epsilon)
+                if fs.select_epsilon != fs.finetune_epsilon:  # contest episodes (turns 0, 1) at select_epsilon
+                    contest = (sel.turn == 0) | (sel.turn == 1)
+                    eps = jnp.where(contest, jnp.float32(fs.select_epsilon), jnp.float32(fs.finetune_epsilon))
+            a = policies.epsilon_greedy(k_act, q, eps)
             ep_return = carry.episode_return[0]
             carry, tr = rollout.env_step(env, k_env, carry, a, env_params)
             buf = replay.add(buf, tr)
@@ -356,7 +376,7 @@ def make_few_shot(
                 target = pick(polyak_update(target, tp, fs.finetune_tau), target)
             if select:
                 done = tr.terminated[0] | tr.truncated[0]
-                sel = selection_step(sel, done, ep_return + tr.reward[0], tp, fs.select_episodes)
+                sel = selection_step(sel, done, ep_return + tr.reward[0], tp, fs.select_episodes, explore)
             return (carry, buf, tp, target, opt_state, sel), None
 
         # Per-step and evaluation keys, derived exactly as a loop over the segments between

@@ -68,9 +68,23 @@ def test_selection_alternates_counts_and_replaces_only_on_better_evidence():
     assert float(sel.deployed["w"].sum()) == 3.0
 
 
+def test_exploration_episodes_follow_each_contest_pair_and_are_not_counted():
+    adapted, candidate = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
+    sel = init_selection(adapted)
+    turns = []
+    for r in [1000.0, 10.0, 5.0, 999.0, 10.0, 5.0, 999.0]:  # adaptation's episode, then (d, c, explore) x 2
+        sel = selection_step(sel, jnp.bool_(True), jnp.float32(r), candidate, 2, explore=True)
+        turns.append(int(sel.turn))
+    assert turns == [0, 1, 2, 0, 1, 2, 0]
+    assert np.asarray(sel.episodes).tolist() == [2, 2] and np.asarray(sel.returns).tolist() == [20.0, 10.0]
+    assert float(sel.deployed["w"].sum()) == 0.0  # the 999s of the exploration episodes did not count
+
+
 def test_select_episodes_is_checked():
     with pytest.raises(ConfigError, match="^select_episodes must be"):
         FewShotConfig(select_episodes=0)
+    with pytest.raises(ConfigError, match="^select_epsilon must be"):
+        FewShotConfig(select_epsilon=1.5)
 
 
 # A hand-made good policy on PointNav: greedy on Q(s, a) = d_a . (goal - s), which moves along
