@@ -70,6 +70,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "learning_starts": 0,
             "finetune_select": True,
             "select_episodes": 1,
+            "select_epsilon": 0.0,
             "guard_adaptation": None,
             "eval_episodes": 4,
             "explore": "auto",
