@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from metadqn_jax import report, tasks
+from metadqn_jax.core import stats
 from metadqn_jax.app.userfamily import add_family_arguments, apply_family_options
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
@@ -226,6 +227,15 @@ def main(argv=None) -> int:
             k: {f: getattr(pr, f).tolist() for f in ("diff", "diff_low", "diff_high", "p_improve", "p_low", "p_high")}
             for k, r in results.items() if k not in ("pretrained", "oracle")
             for pr in [report.paired(r, results["pretrained"])]}
+    # no init should fall below an earlier budget by more than the intervals (paired by task)
+    drops = {k: stats.largest_drop(r.returns) for k, r in results.items() if k != "oracle" and r.returns is not None}
+    bs = fs.budgets
+    out["largest_drop"] = {k: None if d is None else {"from": bs[d.earlier], "to": bs[d.later], **{
+        f: getattr(d, f) for f in ("diff", "diff_low", "diff_high")}, "significant": d.significant}
+        for k, d in drops.items()}
+    table += "\n\nLargest drop from an earlier budget (paired by task, 95% CI; significant when the CI is below 0): " + \
+        "; ".join(f"{k} {bs[d.earlier]}->{bs[d.later]} {d.diff:+.2f} [{d.diff_low:+.2f}, {d.diff_high:+.2f}]"
+                  f"{' SIGNIFICANT' if d.significant else ''}" for k, d in drops.items() if d is not None)
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,13 @@ def test_few_shot_quick(tmp_path, monkeypatch):
     assert "bootstrap" in data["ci_method"]
     assert (tmp_path / "fs_profile.png").stat().st_size > 10_000
     assert "| init − pretrained |" in out.with_suffix(".md").read_text()
+    # the monotonicity check: every init's largest drop between budgets, with its interval
+    drops = data["largest_drop"]
+    assert set(drops) == {"maml", "context", "pretrained", "scratch"}
+    for d in drops.values():
+        assert d["from"] < d["to"] and d["diff_low"] <= d["diff"] <= d["diff_high"]
+        assert d["significant"] == (d["diff_high"] < 0)
+    assert "Largest drop from an earlier budget" in out.with_suffix(".md").read_text()
     # first-episode curves: cumulative return per step of a PointNav episode (25 steps)
     first = data["first_episode"]
     assert first["steps"] == list(range(1, 26))

@@ -84,3 +84,20 @@ def test_iqm_trims_a_quarter_from_each_end_and_axes_are_checked():
         stats.as_runs(np.zeros((3, 2)), "bt")
     with pytest.raises(ValueError, match="3 dimensions"):
         stats.as_runs(np.zeros((3, 2)), "tsb")
+
+
+def test_largest_drop_finds_a_real_drop_and_ignores_noise():
+    """The few-shot monotonicity check: a drop of 10 on every task (noise 1) between budgets 1
+    and 2 is found and significant; a flat curve with the same noise is not."""
+    rng = np.random.default_rng(0)
+    flat = rng.normal(size=(3, 20, 2, 4))
+    d = stats.largest_drop(flat)
+    assert d is not None and not d.significant
+    dropped = flat.copy()
+    dropped[..., 2:] -= 10.0
+    d = stats.largest_drop(dropped)
+    assert d.significant and d.later == 2 and d.earlier in (0, 1) and -11.0 < d.diff < -9.0
+    # the same numbers as a paired comparison of the two budget columns
+    p = stats.paired_compare(dropped[..., d.later:d.later + 1], dropped[..., d.earlier:d.earlier + 1])
+    assert (d.diff, d.diff_low, d.diff_high) == (float(p.diff[0]), float(p.diff_low[0]), float(p.diff_high[0]))
+    assert stats.largest_drop(flat[..., :1]) is None

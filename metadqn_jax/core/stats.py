@@ -227,3 +227,36 @@ def performance_profile(runs, thresholds) -> np.ndarray:
     flat = per_task.reshape(-1, per_task.shape[-1])
     tau = np.asarray(thresholds, np.float64)
     return (flat[None, :, :] > tau[:, None, None]).mean(axis=1)
+
+
+class Drop(NamedTuple):
+    """The largest drop of an init's mean return from an earlier budget to a later one."""
+
+    earlier: int  # budget index i
+    later: int  # budget index j > i
+    diff: float  # mean return at j minus at i (paired by meta seed and task; < 0: a drop)
+    diff_low: float  # its 95 % interval (whole tasks resampled, as everywhere)
+    diff_high: float
+
+    @property
+    def significant(self) -> bool:
+        """The drop is larger than its interval: the whole interval is below 0."""
+        return self.diff_high < 0
+
+
+def largest_drop(runs, *, n_boot: int = N_BOOT, seed: int = 0) -> Drop | None:
+    """Over every pair of budgets ``i < j``, the one whose paired difference ``mean_j − mean_i``
+    has the lowest upper interval bound (the most certain drop; :func:`paired_compare` of the
+    two budget columns on the same runs). ``None`` with fewer than two budgets.
+
+    "No init drops below an earlier budget by more than the intervals" is ``not significant``."""
+    runs = np.asarray(runs, np.float64)
+    b = runs.shape[-1]
+    worst = None
+    for i in range(b):
+        for j in range(i + 1, b):
+            p = paired_compare(runs[..., j:j + 1], runs[..., i:i + 1], n_boot=n_boot, seed=seed)
+            d = Drop(i, j, float(p.diff[0]), float(p.diff_low[0]), float(p.diff_high[0]))
+            if worst is None or (d.diff_high, d.diff) < (worst.diff_high, worst.diff):
+                worst = d
+    return worst
