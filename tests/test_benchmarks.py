@@ -67,7 +67,8 @@ def test_context_variants_quick(tmp_path, monkeypatch, capsys):
     rc = _run("context_variants.py", ["--quick", "--set", "encoder_post=(8,)", "--out", str(out)], monkeypatch)
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("pointnav-goal context {'encoder_post': (8,)}: train ") and "first episode (online)" in line
+    # pointnav-goal recommends context_refine 5: the first episode acts on the refined context
+    assert line.startswith("pointnav-goal context {'encoder_post': (8,)}: train ") and "first episode (adapted)" in line
     data = json.loads(out.read_text())
     assert data["sets"] == {"encoder_post": "(8,)"} and len(data["mean"]) == len(data["budgets"])
     assert f"{data['mean'][1]:.2f} ± {data['ci95'][1]:.2f}" in line  # the JSON holds what the line printed

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("shared_compile_cache")
 
 TINY = dict(family="pointnav-goal", algorithm="context", num_tasks=4, envs_per_task=2, rollout_steps=5,
             support_size=10, buffer_size=10, query_batch=16, hidden=(16, 16), encoder_hidden=(16,),
+            encoder_post=(), context_decoder=0.0, context_refine=0,  # not pointnav-goal's recommendations
             num_meta_steps=20, chunk_size=5)
 
 

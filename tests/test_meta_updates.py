@@ -19,6 +19,7 @@ from _compile import fast_jit  # tests/_compile.py
 
 TINY = dict(family="pointnav-goal", algorithm="pretrained", num_tasks=4, envs_per_task=2, rollout_steps=5,
             support_size=10, buffer_size=20, query_batch=16, hidden=(16, 16), inner_steps=1,
+            encoder_hidden=(64,), encoder_post=(), context_decoder=0.0, context_refine=0,  # the library's
             num_meta_steps=10, chunk_size=10)
 
 
@@ -120,8 +121,8 @@ def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
     # None means "not given": the family's value
     assert MetaConfig(family="nav-defaults-test", epsilon=None, updates_per_step=None).updates_per_step == 3
     # a family that recommends nothing: the library's defaults; the settings survive re-targeting
-    assert MetaConfig(family="pointnav-goal").updates_per_step == 1
-    assert MetaConfig(family="pointnav-goal").family_defaults_used == {}
+    assert MetaConfig(family="pointnav-rotated").updates_per_step == 1
+    assert MetaConfig(family="pointnav-rotated").family_defaults_used == {}
     r = config_for(c, "pretrained")
     assert (r.updates_per_step, r.epsilon, r.setting("meta_lr")) == (3, 0.2, 5e-4)
     assert MetaConfig(**c.__dict__) == c  # a copy of a config (every field given) is equal

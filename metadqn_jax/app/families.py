@@ -54,7 +54,7 @@ def family_row(family: Any) -> dict[str, Any]:
             "splits": {s: family.num_tasks(s) for s in ("train", "val", "test")},
             "description": family.describe(), "varies": family.describe_varying(),
             "about": " ".join(str(family.description).split()),
-            "meta_defaults": {k: v for k, v in family.meta_defaults.items()},
+            "meta_defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in family.meta_defaults.items()},
             "budgets": list(family.few_shot_budgets)}
 
 
