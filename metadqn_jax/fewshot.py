@@ -15,13 +15,15 @@ The protocol, identical for every initialisation (meta-learned, pretrained, scra
    meta-target).
 4. Deploy the candidate only when it earns it (``finetune_select``, the default): the adapted
    parameters are *deployed* first; after the episode that was running at adaptation, whole
-   *contest* episodes alternate between the deployed parameters and the candidate as the
-   actor, and the candidate replaces the deployed parameters as soon as its mean return over
-   its contest episodes since the last replacement is strictly above theirs (at least
-   ``select_episodes`` each). Contest episodes are acted at ``select_epsilon`` (default 0:
-   greedy, the policy every budget reports); when that differs from ``finetune_epsilon``, each
-   pair of contest episodes is followed by one *exploration* episode of the candidate at
-   ``finetune_epsilon`` (not counted), so fine-tuning still sees exploratory data.
+   *contest* episodes alternate between the deployed parameters and a *challenger* — a
+   snapshot of the candidate taken when its contest begins, so that what is judged is what
+   played. After ``select_episodes`` episodes the challenger replaces the deployed parameters
+   if its mean return is strictly above theirs (over all their contest episodes since they were
+   deployed), else it is dropped; the next challenger is a fresh snapshot. Contest episodes are
+   acted at ``select_epsilon`` (default 0: greedy, the policy every budget reports); when that
+   differs from ``finetune_epsilon``, each pair of contest episodes is followed by one
+   *exploration* episode of the live candidate at ``finetune_epsilon`` (not counted), so
+   fine-tuning still sees exploratory data.
    These episodes are the interaction itself, so the evidence is counted in the budget. A good
    adapted policy is thus kept unless fine-tuning beats it, and a bad init (scratch) is
    replaced by its fine-tuned copy as soon as that plays better (``docs/design.md``,
@@ -126,16 +128,16 @@ class FewShotConfig:
     learning_starts: int = 0  # extra steps after adaptation before fine-tuning starts
     # deploy the fine-tuned parameters only when they earn it (module docstring, step 4):
     # after adaptation, whole episodes alternate between the *deployed* parameters (at first
-    # the adapted ones) and the fine-tuned *candidate*; the candidate replaces the deployed ones
-    # when its mean return over its episodes since the last replacement beats theirs, with at
-    # least ``select_episodes`` episodes each. Every budget reports the deployed parameters.
+    # the adapted ones) and a *challenger* (a snapshot of the fine-tuned candidate); after
+    # ``select_episodes`` episodes the challenger replaces the deployed ones if its mean return
+    # beats theirs, else a fresh snapshot challenges. Every budget reports the deployed parameters.
     # Off (False): the candidate is always deployed and always acts.
     finetune_select: bool = True
     select_episodes: int = 1
     # ε of the contest episodes (module docstring, step 4): 0 judges the greedy policies that
-    # the budgets report (with ε-greedy contests, 29 of 300 Acrobot runs deployed a candidate
-    # whose greedy policy never reached the goal); equal to ``finetune_epsilon``: no exploration
-    # episodes, contests at that ε (the protocol before 2026-11-30)
+    # the budgets report (with ε-greedy contests, many Acrobot runs deployed a candidate whose
+    # greedy policy never reached the goal); equal to ``finetune_epsilon``: no exploration
+    # episodes, contests at that ε
     select_epsilon: float = 0.0
     # the one-shot adaptation must earn its deployment as fine-tuning does (module docstring,
     # step 5): the unadapted parameters are deployed first, the adapted ones are the first
@@ -234,21 +236,23 @@ class Selection(NamedTuple):
     """State of the fine-tuning guard (``FewShotConfig.finetune_select``) of one run.
 
     ``turn`` names the actor of the episode in progress: ``-1`` the episode that was already
-    running at adaptation (not counted), ``0`` the deployed parameters, ``1`` the candidate,
-    ``2`` the candidate's exploration episode (not counted).
-    ``returns`` / ``episodes`` ``[2]`` sum and count the finished episodes of each since the
-    last replacement."""
+    running at adaptation (not counted), ``0`` the deployed parameters, ``1`` the challenger
+    (a frozen snapshot of the fine-tuned candidate), ``2`` the live candidate's exploration
+    episode (not counted). ``returns`` / ``episodes`` ``[2]`` sum and count the contest
+    episodes of the deployed parameters (all of them since they were deployed) and of the
+    current challenger."""
 
     deployed: dict  # the parameters every budget reports (at first the adapted ones)
+    challenger: dict  # the candidate as it was when its contest began: what plays and may be deployed
     turn: jax.Array  # int32 scalar
-    returns: jax.Array  # [2] float32: summed episode returns (deployed, candidate)
-    episodes: jax.Array  # [2] int32: finished episodes (deployed, candidate)
+    returns: jax.Array  # [2] float32: summed episode returns (deployed, challenger)
+    episodes: jax.Array  # [2] int32: finished episodes (deployed, challenger)
 
 
 def init_selection(adapted) -> Selection:
     """The guard right after adaptation: ``adapted`` are deployed (the adapted parameters, or the
-    unadapted ones when the adaptation is guarded), no evidence yet."""
-    return Selection(adapted, jnp.int32(-1), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32))
+    unadapted ones when the adaptation is guarded), no challenger and no evidence yet."""
+    return Selection(adapted, adapted, jnp.int32(-1), jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.int32))
 
 
 def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, candidate, min_episodes: int,
@@ -258,10 +262,13 @@ def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, c
     When an episode ends (``done``), its return ``episode_return`` is credited to its actor
     (``sel.turn``; the episode running at adaptation and exploration episodes are credited to
     no one), and the next episode goes to the other one (the deployed parameters first); with
-    ``explore``, an exploration episode (turn 2) follows each candidate episode. Then, if both have at least
-    ``min_episodes`` finished episodes and the candidate's mean return is strictly above the
-    deployed one's, the ``candidate`` parameters become the deployed ones and the evidence is
-    cleared (a fresh contest against the new deployed parameters)."""
+    ``explore``, an exploration episode (turn 2) follows each challenger episode. A challenger
+    episode is played by a snapshot of ``candidate`` taken when the challenger's first episode
+    starts, so the evidence belongs to fixed parameters. When the challenger has
+    ``min_episodes`` episodes (and the deployed parameters as many), it is judged: if its mean
+    return is strictly above the deployed parameters' mean (over all their episodes since they
+    were deployed), it becomes the deployed parameters and its episodes their evidence;
+    otherwise it is dropped. Either way the next challenger is a fresh snapshot."""
     counted = done & (sel.turn >= 0)
     one_hot = jnp.arange(2) == sel.turn
     returns = sel.returns + jnp.where(counted & one_hot, episode_return, 0.0)
@@ -269,11 +276,15 @@ def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, c
     after = jnp.where(sel.turn == 0, 1, jnp.where(sel.turn == 1, 2 if explore else 0, 0))
     turn = jnp.where(done, after, sel.turn).astype(jnp.int32)
     means = returns / jnp.maximum(episodes, 1)
-    promote = done & (episodes.min() >= min_episodes) & (means[1] > means[0])
-    deployed = jax.tree.map(lambda c, d: jnp.where(promote, c, d), candidate, sel.deployed)
-    returns = jnp.where(promote, 0.0, returns)
-    episodes = jnp.where(promote, 0, episodes)
-    return Selection(deployed, turn, returns, episodes)
+    judged = done & (sel.turn == 1) & (episodes[1] >= min_episodes) & (episodes[0] >= min_episodes)
+    promote = judged & (means[1] > means[0])
+    pick = lambda cond, a, b: jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+    deployed = pick(promote, sel.challenger, sel.deployed)
+    returns = jnp.where(promote, jnp.stack([returns[1], 0.0]), jnp.where(judged, returns.at[1].set(0.0), returns))
+    episodes = jnp.where(promote, jnp.stack([episodes[1], 0]), jnp.where(judged, episodes.at[1].set(0), episodes))
+    fresh = done & (turn == 1) & (episodes[1] == 0)  # a new challenger's first episode starts
+    challenger = pick(fresh, candidate, sel.challenger)
+    return Selection(deployed, challenger, turn, returns, episodes)
 
 
 def guards_adaptation(meta_cfg: MetaConfig, fs: FewShotConfig, meta_learned: bool | None = None) -> bool:
@@ -358,8 +369,9 @@ def make_few_shot(
             k_act, k_env, k_upd = jax.random.split(k, 3)
             q = learner.q_values(tp, carry.obs)
             eps = fs.finetune_epsilon
-            if select:  # this episode's actor: the deployed parameters (turn 0) or the candidate (1, 2)
-                q = jnp.where(sel.turn == 0, learner.q_values(sel.deployed, carry.obs), q)
+            if select:  # this episode's actor: the deployed parameters (0), the challenger (1), the candidate (-1, 2)
+                q = jnp.where(sel.turn == 0, learner.q_values(sel.deployed, carry.obs),
+                              jnp.where(sel.turn == 1, learner.q_values(sel.challenger, carry.obs), q))
                 if fs.select_epsilon != fs.finetune_epsilon:  # contest episodes (turns 0, 1) at select_epsilon
                     contest = (sel.turn == 0) | (sel.turn == 1)
                     eps = jnp.where(contest, jnp.float32(fs.select_epsilon), jnp.float32(fs.finetune_epsilon))

@@ -36,36 +36,39 @@ def _episodes(sel: Selection, returns, candidate) -> Selection:
     return sel
 
 
-def test_selection_alternates_counts_and_replaces_only_on_better_evidence():
-    adapted, candidate = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
+def test_selection_alternates_judges_frozen_challengers_and_keeps_the_deployed_evidence():
+    adapted = {"w": jnp.zeros(3)}
+    cand = lambda v: {"w": jnp.full(3, float(v))}  # the live candidate, changing as it fine-tunes
     sel = init_selection(adapted)
     assert int(sel.turn) == -1  # the episode running at adaptation belongs to no one
     # steps inside an episode change nothing
-    same = selection_step(sel, jnp.bool_(False), jnp.float32(99.0), candidate, 1)
+    same = selection_step(sel, jnp.bool_(False), jnp.float32(99.0), cand(1), 1)
     assert int(same.turn) == -1 and float(same.returns.sum()) == 0.0
-    sel = _episodes(sel, [1000.0], candidate)  # the uncounted episode: no evidence, deployed next
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(1000.0), cand(1), 1)  # not counted
     assert int(sel.turn) == 0 and int(sel.episodes.sum()) == 0
-    sel = _episodes(sel, [10.0], candidate)  # deployed: 10
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(10.0), cand(2), 1)  # deployed: 10
     assert int(sel.turn) == 1 and np.asarray(sel.episodes).tolist() == [1, 0]
-    sel = _episodes(sel, [10.0], candidate)  # candidate ties: not strictly better, kept
-    assert float(sel.deployed["w"].sum()) == 0.0 and np.asarray(sel.episodes).tolist() == [1, 1]
-    sel = _episodes(sel, [4.0], candidate)  # deployed mean 7 now below the candidate's 10: replaced
-    assert float(sel.deployed["w"].sum()) == 3.0
-    assert np.asarray(sel.episodes).tolist() == [0, 0] and float(sel.returns.sum()) == 0.0  # evidence cleared
-    # a worse candidate never replaces a better deployed policy, however long it runs
-    worse = {"w": -jnp.ones(3)}
-    for _ in range(5):
-        sel = _episodes(sel, [30.0, 50.0], worse)  # candidate (its turn), then deployed
-    assert float(sel.deployed["w"].sum()) == 3.0
-    # with min_episodes=2, one better episode each is not enough evidence
-    sel = init_selection(adapted)
-    sel = selection_step(sel, jnp.bool_(True), jnp.float32(0.0), candidate, 2)
-    sel = selection_step(sel, jnp.bool_(True), jnp.float32(1.0), candidate, 2)
-    sel = selection_step(sel, jnp.bool_(True), jnp.float32(5.0), candidate, 2)
+    assert float(sel.challenger["w"][0]) == 2.0  # the challenger: the candidate as its episode starts
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(10.0), cand(3), 1)  # a tie: dropped
     assert float(sel.deployed["w"].sum()) == 0.0
-    sel = selection_step(sel, jnp.bool_(True), jnp.float32(1.0), candidate, 2)
-    sel = selection_step(sel, jnp.bool_(True), jnp.float32(5.0), candidate, 2)
-    assert float(sel.deployed["w"].sum()) == 3.0
+    assert np.asarray(sel.episodes).tolist() == [1, 0] and np.asarray(sel.returns).tolist() == [10.0, 0.0]
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(4.0), cand(4), 1)  # deployed: mean 7 over both
+    assert float(sel.challenger["w"][0]) == 4.0 and np.asarray(sel.returns).tolist() == [14.0, 0.0]
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(8.0), cand(5), 1)  # 8 > 7: the challenger wins
+    assert float(sel.deployed["w"][0]) == 4.0  # the snapshot that played, not the live candidate (5)
+    assert np.asarray(sel.episodes).tolist() == [1, 0] and np.asarray(sel.returns).tolist() == [8.0, 0.0]
+    # worse challengers never replace a better deployed policy, however long it runs
+    for v in range(6, 16):
+        sel = selection_step(sel, jnp.bool_(True), jnp.float32(50.0), cand(v), 1)  # deployed
+        sel = selection_step(sel, jnp.bool_(True), jnp.float32(6.0), cand(v), 1)  # challenger: below 8
+    assert float(sel.deployed["w"][0]) == 4.0
+    # with min_episodes=2 a challenger plays two episodes (one snapshot) before it is judged
+    sel = init_selection(adapted)
+    for r, v in [(0.0, 1), (1.0, 2), (5.0, 3), (1.0, 4)]:  # uncounted, d, c (snapshot 2), d
+        sel = selection_step(sel, jnp.bool_(True), jnp.float32(r), cand(v), 2)
+    assert float(sel.deployed["w"].sum()) == 0.0 and float(sel.challenger["w"][0]) == 2.0
+    sel = selection_step(sel, jnp.bool_(True), jnp.float32(5.0), cand(5), 2)  # c again: 5 > 1, judged
+    assert float(sel.deployed["w"][0]) == 2.0
 
 
 def test_exploration_episodes_follow_each_contest_pair_and_are_not_counted():
@@ -76,7 +79,8 @@ def test_exploration_episodes_follow_each_contest_pair_and_are_not_counted():
         sel = selection_step(sel, jnp.bool_(True), jnp.float32(r), candidate, 2, explore=True)
         turns.append(int(sel.turn))
     assert turns == [0, 1, 2, 0, 1, 2, 0]
-    assert np.asarray(sel.episodes).tolist() == [2, 2] and np.asarray(sel.returns).tolist() == [20.0, 10.0]
+    # the challenger (2 episodes: 5, 5) lost to the deployed (10, 10) and was dropped
+    assert np.asarray(sel.episodes).tolist() == [2, 0] and np.asarray(sel.returns).tolist() == [20.0, 0.0]
     assert float(sel.deployed["w"].sum()) == 0.0  # the 999s of the exploration episodes did not count
 
 
