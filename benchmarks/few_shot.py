@@ -231,11 +231,14 @@ def main(argv=None) -> int:
     drops = {k: stats.largest_drop(r.returns) for k, r in results.items() if k != "oracle" and r.returns is not None}
     bs = fs.budgets
     out["largest_drop"] = {k: None if d is None else {"from": bs[d.earlier], "to": bs[d.later], **{
-        f: getattr(d, f) for f in ("diff", "diff_low", "diff_high")}, "significant": d.significant}
+        f: getattr(d, f) for f in ("diff", "diff_low", "diff_high", "beyond_intervals")}, "significant": d.significant}
         for k, d in drops.items()}
-    table += "\n\nLargest drop from an earlier budget (paired by task, 95% CI; significant when the CI is below 0): " + \
-        "; ".join(f"{k} {bs[d.earlier]}->{bs[d.later]} {d.diff:+.2f} [{d.diff_low:+.2f}, {d.diff_high:+.2f}]"
-                  f"{' SIGNIFICANT' if d.significant else ''}" for k, d in drops.items() if d is not None)
+    table += ("\n\nLargest drop from an earlier budget (paired by task; 95% interval simultaneous over the budget "
+              "pairs; SIGNIFICANT: the interval is below 0; BEYOND THE INTERVALS: the two means' 95% intervals do not "
+              "overlap): ") + "; ".join(
+        f"{k} {bs[d.earlier]}->{bs[d.later]} {d.diff:+.2f} [{d.diff_low:+.2f}, {d.diff_high:+.2f}]"
+        f"{' SIGNIFICANT' if d.significant else ''}{' BEYOND THE INTERVALS' if d.beyond_intervals else ''}"
+        for k, d in drops.items() if d is not None)
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
