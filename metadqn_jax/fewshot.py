@@ -142,7 +142,7 @@ class FewShotConfig:
     # the one-shot adaptation must earn its deployment as fine-tuning does (module docstring,
     # step 5): the unadapted parameters are deployed first, the adapted ones are the first
     # candidate. None: on for inits whose adaptation rule was not meta-learned (pretrained,
-    # scratch), off for the meta-learners.
+    # scratch), off for the meta-learners. A guarded run always selects (as if finetune_select).
     guard_adaptation: bool | None = None
     eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
     # what the agent acts on while it collects the support (see :func:`explore_mode`):

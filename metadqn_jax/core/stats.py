@@ -272,6 +272,6 @@ def largest_drop(runs, *, n_boot: int = 10_000, seed: int = 0) -> Drop | None:
         alpha = 100 * 0.05 / len(pairs)
         lo, hi = np.percentile(boot[:, jj] - boot[:, ii], [alpha / 2, 100 - alpha / 2], axis=0)
     k = int(np.lexsort((diff, hi))[0])  # lowest upper bound, then the largest fall
-    s = summarize_runs(runs, seed=seed)
+    s = summarize_runs(np.asarray(runs, np.float64), seed=seed)
     i, j = pairs[k]
     return Drop(i, j, float(diff[k]), float(lo[k]), float(hi[k]), bool(s.ci_high[j] < s.ci_low[i]))
