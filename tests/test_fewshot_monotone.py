@@ -171,10 +171,9 @@ def test_guarded_adaptation_keeps_a_good_init_and_adopts_a_good_adaptation():
     assert guarded[0] > -4.0 and np.all(guarded >= guarded[0] - 1e-4), guarded
     assert unguarded[2] < guarded[0] - 5.0, unguarded  # the unguarded protocol deploys the wreck
     assert unguarded[1] < guarded[0] - 5.0, unguarded  # (below the support: the rule on what was seen)
+    # a helpful adaptation wins its contest; without fine-tuning the challenger is the adapted
+    # policy itself, deployed as it is
     helping = learner._replace(adapt=lambda params, target, support, hp: learner.unadapted(good))
-    r = _returns(FewShotConfig(**kw, guard_adaptation=True), helping, bad, n_tasks=1)[0]
-    assert r[0] < -10.0 and r[2] == r[0], r  # deployed: the bad unadapted policy until the contest
-    assert r[3] > -10.0, r  # the adapted candidate (fine-tuned meanwhile) won its episodes
-    # without fine-tuning the candidate is the adapted policy itself, deployed as it is
     r = _returns(FewShotConfig(**kw, guard_adaptation=True, finetune=False), helping, bad, n_tasks=1)[0]
-    assert r[2] == r[0] and r[3] == guarded[0], (r, guarded)
+    assert r[0] < -10.0 and r[2] == r[0], r  # deployed: the bad unadapted policy until the contest
+    assert r[3] == guarded[0], (r, guarded)
