@@ -193,14 +193,27 @@ def _steps_taken(state: MetaState) -> int:
     return int(np.asarray(state.step).reshape(-1)[0])  # every seed takes the same steps
 
 
+def seeded_init(program: MetaProgram, batched: bool, hp_axis: int | None = None):
+    """``init(key, hp) -> MetaState``: ``program.init``, or (``batched``) vmapped over a batch of
+    keys ``[N]`` — the seed axis — and over ``hp``'s rows when ``hp_axis`` is 0 (a sweep)."""
+    return jax.vmap(program.init, in_axes=(0, hp_axis)) if batched else program.init
+
+
+def where_per_seed(cond, new, old):
+    """``new`` where ``cond``, else ``old``, leaf by leaf; ``cond`` is a scalar or ``[N]`` (one
+    flag per meta-training seed), broadcast over each leaf's trailing axes."""
+    cond = jnp.asarray(cond)
+    return jax.tree.map(lambda a, b: jnp.where(cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim)), a, b),
+                        new, old)
+
+
 def update_early_stop(early_stop: EarlyStop, state: MetaState, val_return, step: int) -> EarlyStop:
     """Early stopping after a validation at meta-step ``step``: where ``val_return`` (``[]``, or
     ``[N]`` for a seed-batched state) beats the best so far, the state's parameters (new buffers,
     safe from the next chunk's donation) become the best; elsewhere one more bad validation."""
     val = jnp.asarray(val_return, jnp.float32)
     better = val > early_stop.best_return
-    pick = lambda new, old: jax.tree.map(
-        lambda a, b: jnp.where(better.reshape(better.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+    pick = lambda new, old: where_per_seed(better, new, old)
     return EarlyStop(jnp.where(better, val, early_stop.best_return),
                      jnp.where(better, jnp.int32(step), early_stop.best_step),
                      jnp.where(better, 0, early_stop.bad_validations + 1).astype(jnp.int32),
@@ -314,7 +327,7 @@ def train_meta(
     hp_axis = None if rows is None else 0
     if state is None:
         key = jax.random.key(0) if key is None else key
-        state = program.init(key, hp) if seeds is None else jax.vmap(program.init, in_axes=(0, hp_axis))(key, hp)
+        state = seeded_init(program, seeds is not None, hp_axis)(key, hp)
     chunk, batch_axes = (meta_train, 0) if seeds is None else (meta_train_seeds, 1)
     if rows is not None:
         chunk = meta_train_hparam_rows

@@ -103,13 +103,12 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     Raises:
       CheckpointError: neither an export nor a checkpoint, or one that does not match ``cfg_a``.
     """
-    import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from metadqn_jax.app.train import restore_meta_checkpoint
     from metadqn_jax.checkpoint import Checkpointer, CheckpointError
     from metadqn_jax.deploy import load_policy
+    from metadqn_jax.driver import where_per_seed
 
     algo = cfg_a.algorithm
     seeds = cfg.run.meta_seeds
@@ -123,10 +122,8 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     r = restore_meta_checkpoint(ck, cfg_a, cfg.validation, broken=broken, meta_seeds=seeds)
     es, state = r.tree["early_stop"], r.tree["state"]
     validated = np.asarray(es.best_step) >= 0  # per seed: the best validated, else the latest parameters
-    pick = lambda best, latest: jax.tree.map(
-        lambda b, x: jnp.where(jnp.reshape(validated, validated.shape + (1,) * (b.ndim - validated.ndim)), b, x),
-        best, latest)
-    params, target = pick(es.best_params, state.params), pick(es.best_target, state.target_params)
+    params = where_per_seed(validated, es.best_params, state.params)
+    target = where_per_seed(validated, es.best_target, state.target_params)
     skipped = [s for s, _ in broken if s > r.step]
     also = f"; newer step(s) {', '.join(map(str, skipped))} cannot be read" if skipped else ""
     finished = bool((r.info.get("extra") or {}).get("finished")) and not skipped

@@ -80,11 +80,11 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
     import jax
 
     from metadqn_jax.app.runconfig import field_defaults, meta_config_dict
-    from metadqn_jax.driver import init_early_stop
+    from metadqn_jax.driver import init_early_stop, seeded_init
     from metadqn_jax.meta import make_meta_step
 
     program = program or make_meta_step(cfg_a)
-    abstract = jax.eval_shape(seeded_init(program, meta_seeds), meta_keys(meta_seeds), cfg_a.hparams())
+    abstract = jax.eval_shape(seeded_init(program, meta_seeds > 1), meta_keys(meta_seeds), cfg_a.hparams())
     like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
     config = meta_config_dict(cfg_a, validation)
     with ck:
@@ -95,16 +95,8 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
         return restored
 
 
-def seeded_init(program, meta_seeds: int):
-    """``init(key, hp) -> MetaState``: ``program.init``, or vmapped over a batch of keys ``[N]``
-    (``meta_seeds > 1``, the seed axis of :func:`~metadqn_jax.driver.train_meta`)."""
-    import jax
-
-    return program.init if meta_seeds == 1 else jax.vmap(program.init, in_axes=(0, None))
-
-
 def meta_keys(meta_seeds: int):
-    """A key (``meta_seeds == 1``) or ``[N]`` keys: the shape of what :func:`seeded_init` takes."""
+    """A key (``meta_seeds == 1``) or ``[N]`` keys: what :func:`metadqn_jax.driver.seeded_init` takes."""
     import jax
 
     key = jax.random.key(0)
@@ -204,6 +196,7 @@ class MetaTrainer:
         from metadqn_jax.checkpoint import Checkpointer, CheckpointError
         from metadqn_jax.driver import (  # at call time: tests patch driver.train_meta
             TrainResult,
+            seeded_init,
             train_meta,
         )
         from metadqn_jax.meta import make_meta_step
@@ -239,7 +232,7 @@ class MetaTrainer:
             if self.resume:
                 info(f"{algo}: no checkpoint yet; training from the start")
             # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
-            state = jax.jit(seeded_init(program, run.meta_seeds))(key, hp)
+            state = jax.jit(seeded_init(program, run.meta_seeds > 1))(key, hp)
         self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
         # TensorBoard steps are environment steps; on resume it discards what an interrupted run
         # logged after the checkpoint
