@@ -189,6 +189,7 @@ def main(argv=None) -> int:
         test_tasks=fs.num_tasks,
         seeds=fs.seeds,
         select_episodes=fs.select_episodes,
+        guard_adaptation={k: g.to_dict() for k, g in cmp.guards.items()},
         train_wall_s={k: round(v, 1) for k, v in cmp.train_wall_s.items()},
         wall_s=round(wall, 1),
         command=" ".join(["python", "benchmarks/few_shot.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -240,6 +241,8 @@ def main(argv=None) -> int:
         f"{k} {bs[d.earlier]}->{bs[d.later]} {d.diff:+.2f} [{d.diff_low:+.2f}, {d.diff_high:+.2f}]"
         f"{' SIGNIFICANT' if d.significant else ''}{' BEYOND THE INTERVALS' if d.beyond_intervals else ''}"
         for k, d in drops.items() if d is not None)
+    if cmp.guards:
+        table += "\n\n" + report.guard_line(cmp.guards)
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

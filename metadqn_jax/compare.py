@@ -19,6 +19,8 @@ from metadqn_jax.core.validate import positive_int
 from metadqn_jax.fewshot import (
     FewShotConfig,
     FewShotResult,
+    GuardChoice,
+    choose_guard,
     evaluate_few_shot,
     oracle_returns,
     scratch_params,
@@ -41,6 +43,9 @@ class Comparison(NamedTuple):
     train_wall_s: dict[str, float]  # init name -> meta-training wall time (incl. compile)
     trained: dict[str, TrainResult]  # algorithm -> training result
     configs: dict[str, MetaConfig]  # algorithm -> the config it was trained with
+    # init name -> its guard decision on validation tasks (fewshot.choose_guard): the inits
+    # whose adaptation nothing meta-learned (pretrained, scratch), when fs.guard_adaptation is None
+    guards: dict[str, GuardChoice] = {}
 
 
 def compare(
@@ -75,6 +80,10 @@ def compare(
       log: receives one line per evaluated init.
       train: ``train(cfg, key) -> TrainResult`` replaces the default ``train_meta(cfg, key, ...)``
         (the CLI uses it for checkpoints, logging and resume).
+      The inits whose adaptation rule nothing meta-learned (``pretrained``, ``scratch``) have
+      their one-shot adaptation guarded or not as :func:`~metadqn_jax.fewshot.choose_guard`
+      decides on ``validation.num_tasks`` validation tasks (when ``fs.guard_adaptation`` is
+      ``None``; the decisions are in ``Comparison.guards``).
       meta_seeds: meta-training seeds per algorithm, trained as one vmapped program
         (:func:`~metadqn_jax.driver.train_meta` with a batch of keys): seed ``i`` trains from the
         key a ``seed + i`` comparison would use, so seed 0 is the one-seed comparison. Every seed
@@ -97,6 +106,21 @@ def compare(
     wall: dict[str, float] = {}
     trained: dict[str, TrainResult] = {}
     configs: dict[str, MetaConfig] = {}
+    guards: dict[str, GuardChoice] = {}
+    k_guard = jax.random.fold_in(k_eval, 1)  # validation tasks only; the test keys stay k_eval's
+    val_tasks = (validation or ValidationConfig()).num_tasks
+
+    def protocol(name, cfg, params, target, learner=None) -> FewShotConfig:
+        """``fs``, with the guard of a baseline ``name`` chosen on validation tasks."""
+        if fs.guard_adaptation is not None:
+            return fs
+        guards[name] = choose_guard(cfg, params, target, fs, k_guard, num_tasks=val_tasks, learner=learner,
+                                    meta_seeds=batched)
+        g = guards[name]
+        log(f"{name}: adaptation {'guarded' if g.guard else 'not guarded'} (validation return "
+            f"{g.unadapted:.2f} unadapted, {g.adapted:.2f} adapted)")
+        return dataclasses.replace(fs, guard_adaptation=g.guard)
+
     for algo in algorithms:
         cfg = config_for(base, algo)
         configs[algo] = cfg
@@ -108,15 +132,17 @@ def compare(
         wall[algo] = time.perf_counter() - t
         trained[algo] = res
         t = time.perf_counter()
-        results[algo] = evaluate_few_shot(cfg, res.early_stop.best_params, res.early_stop.best_target, fs, k_eval,
-                                          meta_seeds=batched)
+        params, target = res.early_stop.best_params, res.early_stop.best_target
+        fs_algo = protocol(algo, cfg, params, target) if algo == "pretrained" else fs
+        results[algo] = evaluate_few_shot(cfg, params, target, fs_algo, k_eval, meta_seeds=batched)
         log(f"{algo}: trained {wall[algo]:.0f}s, evaluated {time.perf_counter() - t:.0f}s; "
             f"return at {fs.budgets}: {[round(float(x), 2) for x in results[algo].mean]}")
     if scratch:
         cfg = dataclasses.replace(base, algorithm="maml")
         learner, params = scratch_params(cfg, k_scratch)
-        results["scratch"] = evaluate_few_shot(cfg, params, params, fs, k_eval, learner=learner, meta_seeds=batched,
-                                               meta_learned=False)
+        fs_scratch = protocol("scratch", cfg, params, params, learner)
+        results["scratch"] = evaluate_few_shot(cfg, params, params, fs_scratch, k_eval, learner=learner,
+                                               meta_seeds=batched, meta_learned=False)
         wall["scratch"] = 0.0
         log(f"scratch: return at {fs.budgets}: {[round(float(x), 2) for x in results['scratch'].mean]}")
     if oracle:
@@ -124,4 +150,4 @@ def compare(
         results["oracle"] = oracle_returns(base.task_family, fs, k_oracle)
         wall["oracle"] = time.perf_counter() - t
         log(f"oracle: trained {wall['oracle']:.0f}s; return {float(results['oracle'].mean[0]):.2f}")
-    return Comparison(results, wall, trained, configs)
+    return Comparison(results, wall, trained, configs, guards)

@@ -30,11 +30,15 @@ The protocol, identical for every initialisation (meta-learned, pretrained, scra
    "Evaluation, statistics and DQN"). ``finetune_select=False``: the candidate is always
    deployed and is the only actor (the protocol before 2026-11-29).
 5. For an init whose adaptation rule was *not* meta-learned (pretrained, scratch: five inner
-   SGD steps that nothing optimised), the one-shot adaptation must earn its deployment too
-   (``guard_adaptation``, default ``None`` = on for those inits): the *unadapted* parameters
-   are deployed first (budgets below ``support_size`` report them as well), and the adapted
-   candidate — fine-tuned from there — replaces them by the rule of step 4. A meta-learner's
-   adaptation is what meta-training optimised and validation selected; it is deployed at once.
+   SGD steps that nothing optimised), the one-shot adaptation may have to earn its deployment
+   too (``guard_adaptation``): when *guarded*, the *unadapted* parameters are deployed first
+   (budgets below ``support_size`` report them as well), and the adapted candidate —
+   fine-tuned from there — replaces them by the rule of step 4. With ``None`` (the default)
+   :func:`metadqn_jax.compare.compare` decides per init on *validation* tasks
+   (:func:`choose_guard`): guarded unless adapting raised the validation return above the
+   unadapted one; wherever nothing decides (:func:`make_few_shot` called directly), ``None``
+   guards those inits. A meta-learner's adaptation is what meta-training optimised and
+   validation selected; it is deployed at once.
 
 At every budget ``b`` the greedy return of the deployed parameters is measured on fresh
 episodes of the task (not counted in the budget); for ``b < support_size`` the adaptation
@@ -141,8 +145,9 @@ class FewShotConfig:
     select_epsilon: float = 0.0
     # the one-shot adaptation must earn its deployment as fine-tuning does (module docstring,
     # step 5): the unadapted parameters are deployed first, the adapted ones are the first
-    # candidate. None: on for inits whose adaptation rule was not meta-learned (pretrained,
-    # scratch), off for the meta-learners. A guarded run always selects (as if finetune_select).
+    # candidate. None: off for the meta-learners; for inits whose adaptation rule was not
+    # meta-learned (pretrained, scratch) compare() chooses on validation tasks (choose_guard),
+    # and on where nothing chose. A guarded run always selects (as if finetune_select).
     guard_adaptation: bool | None = None
     eval_episodes: int = 4  # greedy episodes per (task, seed, budget)
     # what the agent acts on while it collects the support (see :func:`explore_mode`):
@@ -296,6 +301,50 @@ def guards_adaptation(meta_cfg: MetaConfig, fs: FewShotConfig, meta_learned: boo
     if meta_learned is None:
         meta_learned = meta_cfg.algorithm != "pretrained"
     return not meta_learned
+
+
+class GuardChoice(NamedTuple):
+    """:func:`choose_guard`'s decision for one init, and the validation returns behind it."""
+
+    guard: bool  # guard the one-shot adaptation (FewShotConfig.guard_adaptation)
+    unadapted: float  # mean greedy return of the unadapted parameters on the validation tasks
+    adapted: float  # ... after the adaptation rule on support_size transitions (no fine-tuning)
+    num_tasks: int  # validation tasks behind the two means (one run each, every meta-seed)
+
+    def to_dict(self) -> dict:
+        return {"guard": bool(self.guard), "val_unadapted": round(self.unadapted, 4),
+                "val_adapted": round(self.adapted, 4), "val_tasks": self.num_tasks}
+
+
+def choose_guard(
+    meta_cfg: MetaConfig,
+    meta_params,
+    meta_target,
+    fs: FewShotConfig,
+    key: jax.Array,
+    *,
+    num_tasks: int = 32,
+    hp: MetaHParams | None = None,
+    learner: Learner | None = None,
+    meta_seeds: int | None = None,
+) -> GuardChoice:
+    """Whether to guard an init's one-shot adaptation (module docstring, step 5), decided on
+    *validation* tasks: ``num_tasks`` tasks of the ``"val"`` split, one run each, greedy return
+    (``fs.eval_episodes`` episodes) of the unadapted parameters and of the adapted ones after
+    ``fs.support_size`` transitions collected as the protocol collects them (no fine-tuning).
+    Guarded unless adapting raised the mean (over tasks, and over meta-seeds with
+    ``meta_seeds=N``: one decision per init). For inits whose adaptation nothing meta-learned:
+    where adapting helps (pretrained on pointnav-rotated: about -21 unadapted, -11 adapted) the
+    guard would hide that gain below the support size and until a contest is won; where it
+    hurts (pretrained on CartPole and Acrobot) the guard keeps the good unadapted policy.
+    The test tasks play no part."""
+    n = min(num_tasks, meta_cfg.task_family.num_tasks("val"))
+    vfs = dataclasses.replace(fs, budgets=(0, fs.support_size), num_tasks=n, seeds=1, split="val", finetune=False,
+                              guard_adaptation=False)
+    res = evaluate_few_shot(meta_cfg, meta_params, meta_target, vfs, key, hp, learner, meta_seeds=meta_seeds,
+                            meta_learned=False)
+    unadapted, adapted = (float(x) for x in res.mean)
+    return GuardChoice(not adapted > unadapted, unadapted, adapted, n)
 
 
 def make_few_shot(

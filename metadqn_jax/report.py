@@ -72,6 +72,17 @@ def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrain
     return "\n".join(lines)
 
 
+def guard_line(guards: Mapping) -> str:
+    """One line: which baselines' one-shot adaptation is guarded, with the validation returns
+    that decided it (``{init: metadqn_jax.fewshot.GuardChoice}``)."""
+    parts = [f"{name} {'guarded' if g.guard else 'not guarded'} ({g.unadapted:.2f} unadapted, {g.adapted:.2f} "
+             "adapted)" for name, g in guards.items()]
+    n = next(iter(guards.values())).num_tasks
+    return (f"Adaptation guard, chosen on {n} validation tasks (guarded unless adapting raised the validation "
+            "return; guarded: the unadapted parameters are deployed until the adapted ones win a contest): "
+            + "; ".join(parts) + ".")
+
+
 def markdown_table(
     results: Mapping[str, FewShotResult], *, title: str = "", extra: Mapping[str, Mapping[str, str]] | None = None
 ) -> str:

@@ -48,6 +48,12 @@ def test_few_shot_quick(tmp_path, monkeypatch):
         assert d["from"] < d["to"] and d["diff_low"] <= d["diff"] <= d["diff_high"]
         assert d["significant"] == (d["diff_high"] < 0)
     assert "Largest drop from an earlier budget" in out.with_suffix(".md").read_text()
+    # the baselines' adaptation guard, chosen on validation tasks (only theirs)
+    guards = data["guard_adaptation"]
+    assert set(guards) == {"pretrained", "scratch"}
+    for g in guards.values():
+        assert g["guard"] == (not g["val_adapted"] > g["val_unadapted"]) and g["val_tasks"] > 0
+    assert "Adaptation guard, chosen on" in out.with_suffix(".md").read_text()
     # first-episode curves: cumulative return per step of a PointNav episode (25 steps)
     first = data["first_episode"]
     assert first["steps"] == list(range(1, 26))

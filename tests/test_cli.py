@@ -167,6 +167,8 @@ def test_train_end_to_end(runs):
     data = json.loads((run / "few_shot.json").read_text())
     assert data["results"]["budgets"] == [0, 10] and set(data["returns"]) == {"context", "pretrained", "scratch"}
     assert (run / "few_shot.md").read_text().startswith("**pointnav-rotated")
+    assert set(data["guard_adaptation"]) == {"pretrained", "scratch"}  # chosen on validation tasks
+    assert "Adaptation guard, chosen on" in p.out
     # checkpoints (every 10 meta-steps, keep 2) and exported policies
     for algo in ("context", "pretrained"):
         assert Checkpointer(run / "checkpoints" / algo).steps() == [10, 20]

@@ -20,6 +20,7 @@ from metadqn_jax import ConfigError
 from metadqn_jax.fewshot import (
     FewShotConfig,
     Selection,
+    choose_guard,
     guards_adaptation,
     init_selection,
     make_few_shot,
@@ -177,3 +178,25 @@ def test_guarded_adaptation_keeps_a_good_init_and_adopts_a_good_adaptation():
     r = _returns(FewShotConfig(**kw, guard_adaptation=True, finetune=False), helping, bad, n_tasks=1)[0]
     assert r[0] < -10.0 and r[2] == r[0], r  # deployed: the bad unadapted policy until the contest
     assert r[3] == guarded[0], (r, guarded)
+
+
+def test_choose_guard_decides_on_validation_tasks_whether_adapting_helps():
+    """``compare`` guards a baseline's adaptation only where adapting did not raise the return
+    on validation tasks: a wrecking rule on a good init is guarded, a helping rule on a bad init
+    is not (so budgets below the support report the adapted policy, as without a guard)."""
+    rotation = float(CFG.task_family.tasks("val").action_rotation[0])  # the first validation task's
+    learner, good = _good_params(rotation)
+    _, bad = _good_params(rotation + np.pi)
+    fs = FewShotConfig(budgets=(0, 20), support_size=20, finetune_batch=16, eval_episodes=1)
+
+    def rule(to):  # adapting on no transition is the identity, as for the real inner SGD steps
+        def adapt(params, target, support, hp):
+            seen = support[1].sum() > 0
+            return jax.tree.map(lambda a, b: jnp.where(seen, a, b), learner.unadapted(to), learner.unadapted(params))
+        return learner._replace(adapt=adapt)
+
+    wreck = choose_guard(CFG, good, good, fs, jax.random.key(2), num_tasks=1, learner=rule(bad))
+    assert wreck.guard and wreck.adapted < wreck.unadapted, wreck
+    helps = choose_guard(CFG, bad, bad, fs, jax.random.key(2), num_tasks=1, learner=rule(good))
+    assert not helps.guard and helps.adapted > helps.unadapted, helps
+    assert helps.num_tasks == 1

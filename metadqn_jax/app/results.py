@@ -43,7 +43,8 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     times = {k: f"{comp.train_wall_s[k]:.0f} s" for k in comp.train_wall_s if k in trained}
     table = report.markdown_table(results, title=title, extra={"train time": times} if times else None)
     verdict = verdict_line(results, cfg.run.algorithms)
-    text = table + ("\n\n" + verdict if verdict else "") + "\n"
+    guards = getattr(comp, "guards", {})
+    text = table + ("\n\n" + verdict if verdict else "") + ("\n\n" + report.guard_line(guards) if guards else "") + "\n"
     if show is not None:
         show(text)
     runs.output_path(run_dir, tag, ".md").write_text(text)
@@ -55,6 +56,7 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
         "returns": {k: r.returns.tolist() for k, r in results.items()},
         "train_wall_s": dict(comp.train_wall_s),
         "verdict": verdict,
+        "guard_adaptation": {k: g.to_dict() for k, g in guards.items()},
         "config": cfg.to_dict(),
         "family": _family_spec(cfg.meta.family),  # the tasks' full definition (TaskFamily.to_spec)
     }
