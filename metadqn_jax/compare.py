@@ -65,6 +65,11 @@ def compare(
     """Meta-trains each algorithm (``"pretrained"`` is one of them), then evaluates every
     init — plus ``scratch`` and the ``oracle`` — on the same held-out tasks and keys.
 
+    The inits whose adaptation rule nothing meta-learned (``pretrained``, ``scratch``) have
+    their one-shot adaptation guarded or not as :func:`~metadqn_jax.fewshot.choose_guard`
+    decides on ``validation.num_tasks`` validation tasks (when ``fs.guard_adaptation`` is
+    ``None``; the decisions are in ``Comparison.guards``, the test keys are not used for them).
+
     Args:
       base: the configuration every algorithm starts from (:func:`config_for`).
       algorithms: algorithm names, trained in this order.
@@ -80,10 +85,6 @@ def compare(
       log: receives one line per evaluated init.
       train: ``train(cfg, key) -> TrainResult`` replaces the default ``train_meta(cfg, key, ...)``
         (the CLI uses it for checkpoints, logging and resume).
-      The inits whose adaptation rule nothing meta-learned (``pretrained``, ``scratch``) have
-      their one-shot adaptation guarded or not as :func:`~metadqn_jax.fewshot.choose_guard`
-      decides on ``validation.num_tasks`` validation tasks (when ``fs.guard_adaptation`` is
-      ``None``; the decisions are in ``Comparison.guards``).
       meta_seeds: meta-training seeds per algorithm, trained as one vmapped program
         (:func:`~metadqn_jax.driver.train_meta` with a batch of keys): seed ``i`` trains from the
         key a ``seed + i`` comparison would use, so seed 0 is the one-seed comparison. Every seed
