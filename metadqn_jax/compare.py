@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -45,7 +46,7 @@ class Comparison(NamedTuple):
     configs: dict[str, MetaConfig]  # algorithm -> the config it was trained with
     # init name -> its guard decision on validation tasks (fewshot.choose_guard): the inits
     # whose adaptation nothing meta-learned (pretrained, scratch), when fs.guard_adaptation is None
-    guards: dict[str, GuardChoice] = {}
+    guards: Mapping[str, GuardChoice] = MappingProxyType({})  # (read-only: no dict shared between instances)
 
 
 def compare(
