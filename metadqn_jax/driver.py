@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import sharding
+from metadqn_jax.core.tree import tree_where
 from metadqn_jax.core.validate import nonneg_int, positive_int, require
 from metadqn_jax.fewshot import FewShotConfig, few_shot_tasks, make_few_shot
 from metadqn_jax.meta import (
@@ -199,25 +200,17 @@ def seeded_init(program: MetaProgram, batched: bool, hp_axis: int | None = None)
     return jax.vmap(program.init, in_axes=(0, hp_axis)) if batched else program.init
 
 
-def where_per_seed(cond, new, old):
-    """``new`` where ``cond``, else ``old``, leaf by leaf; ``cond`` is a scalar or ``[N]`` (one
-    flag per meta-training seed), broadcast over each leaf's trailing axes."""
-    cond = jnp.asarray(cond)
-    return jax.tree.map(lambda a, b: jnp.where(cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim)), a, b),
-                        new, old)
-
-
 def update_early_stop(early_stop: EarlyStop, state: MetaState, val_return, step: int) -> EarlyStop:
     """Early stopping after a validation at meta-step ``step``: where ``val_return`` (``[]``, or
     ``[N]`` for a seed-batched state) beats the best so far, the state's parameters (new buffers,
     safe from the next chunk's donation) become the best; elsewhere one more bad validation."""
     val = jnp.asarray(val_return, jnp.float32)
     better = val > early_stop.best_return
-    pick = lambda new, old: where_per_seed(better, new, old)
     return EarlyStop(jnp.where(better, val, early_stop.best_return),
                      jnp.where(better, jnp.int32(step), early_stop.best_step),
                      jnp.where(better, 0, early_stop.bad_validations + 1).astype(jnp.int32),
-                     pick(state.params, early_stop.best_params), pick(state.target_params, early_stop.best_target))
+                     tree_where(better, state.params, early_stop.best_params),
+                     tree_where(better, state.target_params, early_stop.best_target))
 
 
 class TrainResult(NamedTuple):

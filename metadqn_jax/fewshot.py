@@ -61,6 +61,7 @@ from metadqn_jax import dqn, envs
 from metadqn_jax.core import policies, replay, rollout
 from metadqn_jax.core.optim import clipped_adam, polyak_update
 from metadqn_jax.core.stats import as_runs, summarize_runs
+from metadqn_jax.core.tree import tree_where
 from metadqn_jax.core.types import example_transition
 from metadqn_jax.core.validate import in_range, positive_int, require
 from metadqn_jax.dqn import DQNConfig, DQNHParams
@@ -283,12 +284,11 @@ def selection_step(sel: Selection, done: jax.Array, episode_return: jax.Array, c
     means = returns / jnp.maximum(episodes, 1)
     judged = done & (sel.turn == 1) & (episodes[1] >= min_episodes) & (episodes[0] >= min_episodes)
     promote = judged & (means[1] > means[0])
-    pick = lambda cond, a, b: jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
-    deployed = pick(promote, sel.challenger, sel.deployed)
+    deployed = tree_where(promote, sel.challenger, sel.deployed)
     returns = jnp.where(promote, jnp.stack([returns[1], 0.0]), jnp.where(judged, returns.at[1].set(0.0), returns))
     episodes = jnp.where(promote, jnp.stack([episodes[1], 0]), jnp.where(judged, episodes.at[1].set(0), episodes))
     fresh = done & (turn == 1) & (episodes[1] == 0)  # a new challenger's first episode starts
-    challenger = pick(fresh, candidate, sel.challenger)
+    challenger = tree_where(fresh, candidate, sel.challenger)
     return Selection(deployed, challenger, turn, returns, episodes)
 
 
@@ -432,9 +432,8 @@ def make_few_shot(
                 batch = replay.sample(buf, k_upd, fs.finetune_batch)
                 new_tp, new_opt, _ = dqn.dqn_update(tp, target, opt_state, batch, hp_ft, learner.q_values)
                 do = (t % fs.finetune_every == 0) & (t >= fs.learning_starts)
-                pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(do, x, y), a, b)
-                tp, opt_state = pick(new_tp, tp), pick(new_opt, opt_state)
-                target = pick(polyak_update(target, tp, fs.finetune_tau), target)
+                tp, opt_state = tree_where(do, new_tp, tp), tree_where(do, new_opt, opt_state)
+                target = tree_where(do, polyak_update(target, tp, fs.finetune_tau), target)
             if select:
                 done = tr.terminated[0] | tr.truncated[0]
                 sel = selection_step(sel, done, ep_return + tr.reward[0], tp, fs.select_episodes, explore)

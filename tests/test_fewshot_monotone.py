@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from metadqn_jax import ConfigError
+from metadqn_jax.core.tree import tree_where
 from metadqn_jax.fewshot import (
     FewShotConfig,
     Selection,
@@ -192,7 +193,7 @@ def test_choose_guard_decides_on_validation_tasks_whether_adapting_helps():
     def rule(to):  # adapting on no transition is the identity, as for the real inner SGD steps
         def adapt(params, target, support, hp):
             seen = support[1].sum() > 0
-            return jax.tree.map(lambda a, b: jnp.where(seen, a, b), learner.unadapted(to), learner.unadapted(params))
+            return tree_where(seen, learner.unadapted(to), learner.unadapted(params))
         return learner._replace(adapt=adapt)
 
     wreck = choose_guard(CFG, good, good, fs, jax.random.key(2), num_tasks=1, learner=rule(bad))

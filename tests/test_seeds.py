@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from metadqn_jax.compare import compare
+from metadqn_jax.core.tree import tree_where
 from metadqn_jax.driver import ValidationConfig, train_meta
 from metadqn_jax.fewshot import FewShotConfig
 from metadqn_jax.meta import MetaConfig
@@ -35,6 +36,15 @@ def test_seed_batched_training_follows_each_seed():
             np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-5)
         np.testing.assert_allclose(float(alone.early_stop.best_return), float(both.early_stop.best_return[i]),
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_tree_where_picks_whole_seed_rows():
+    new = {"w": np.ones((3, 2, 2)), "b": np.ones(3)}
+    old = {"w": np.zeros((3, 2, 2)), "b": np.zeros(3)}
+    out = tree_where(np.array([True, False, True]), new, old)  # one flag per seed, leading axis
+    np.testing.assert_array_equal(out["w"].reshape(3, -1).mean(1), [1, 0, 1])
+    np.testing.assert_array_equal(out["b"], [1, 0, 1])
+    assert float(tree_where(False, new, old)["w"].sum()) == 0.0  # a scalar flag: the whole tree
 
 
 def test_compare_with_meta_seeds_keeps_the_seed_axis():

@@ -107,8 +107,8 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
 
     from metadqn_jax.app.train import restore_meta_checkpoint
     from metadqn_jax.checkpoint import Checkpointer, CheckpointError
+    from metadqn_jax.core.tree import tree_where
     from metadqn_jax.deploy import load_policy
-    from metadqn_jax.driver import where_per_seed
 
     algo = cfg_a.algorithm
     seeds = cfg.run.meta_seeds
@@ -122,8 +122,8 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     r = restore_meta_checkpoint(ck, cfg_a, cfg.validation, broken=broken, meta_seeds=seeds)
     es, state = r.tree["early_stop"], r.tree["state"]
     validated = np.asarray(es.best_step) >= 0  # per seed: the best validated, else the latest parameters
-    params = where_per_seed(validated, es.best_params, state.params)
-    target = where_per_seed(validated, es.best_target, state.target_params)
+    params = tree_where(validated, es.best_params, state.params)
+    target = tree_where(validated, es.best_target, state.target_params)
     skipped = [s for s, _ in broken if s > r.step]
     also = f"; newer step(s) {', '.join(map(str, skipped))} cannot be read" if skipped else ""
     finished = bool((r.info.get("extra") or {}).get("finished")) and not skipped
