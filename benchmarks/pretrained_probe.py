@@ -3,12 +3,25 @@ meta-step and the pretrained baseline on CartPole").
 
 Meta-trains ``ALGO`` on ``FAMILY`` for ``STEPS`` meta-steps with several rows of traced
 hyper-parameters vmapped into one program (same key for every row), and every ``EVERY``
-meta-steps prints, per row: the mean query TD loss of the last 20 meta-steps, the mean max |Q|
+meta-steps prints, per row: the mean query TD loss of the last 20 meta-steps (``L``), the support
+TD loss before > after the inner steps (``S``: did adaptation fit the support?), the meta-gradient
+norm before clipping (``g``), the mean max |Q|
 on 256 states of each task's replay, the training return, and the greedy return of the
 *unadapted* network on 16 test tasks (mean / min over tasks) and its mean on 16 validation
 tasks (``V``); at the end, per row, the test mean at the checkpoint with the best validation mean
 (the checkpoint validation would keep). ``--drift`` adds, per test task,
 the largest |cart position| and |pole angle| before the episode ended (CartPole only: why it ended).
+``--weights`` adds, per row, the norm of the first layer's weights on the observation (``Wo``) and
+on the context input (``Wc``, CAVIA / context learner only): a context step moves the first
+layer by ``Wc @ Δctx`` and the step itself is ``∝ Wcᵀ``, so the inner step's effect grows with
+``|Wc|²`` whatever the inner learning rate; and (``|ctx|``) the mean norm of the adapted
+context after the inner steps on ``support_size`` transitions of each task's replay.
+``--sharpness`` adds, per row, ``inner_lr × λ`` where ``λ`` is the largest-magnitude eigenvalue
+of the support TD loss's Hessian over what adapts (the Q-network; CAVIA: the context), at the
+unadapted parameters on each task's ``support_size`` most recent transitions (20 steps of power
+iteration; mean and max over the tasks). Above 2 an inner SGD step is unstable along that
+direction: the loss and the Jacobian that a second-order meta-gradient differentiates through
+grow by ``|1 − inner_lr·λ|`` per inner step.
 
 Usage::
 
@@ -30,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax.core import rollout
+from metadqn_jax.core import replay, rollout
 from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
 
 NUM_TEST = 16
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("fields", nargs="*", help="MetaConfig FIELD=VALUE settings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--drift", action="store_true", help="print why CartPole test episodes ended")
+    p.add_argument("--sharpness", action="store_true", help="print inner_lr x the support loss's top Hessian eigenvalue")
+    p.add_argument("--weights", action="store_true", help="print the first layer's weight norms (obs / context rows)")
     args = p.parse_args(argv)
     cfg = MetaConfig(family=args.family, algorithm=args.algorithm, num_meta_steps=args.steps,
                      **parse_fields(args.fields))
@@ -111,6 +126,40 @@ def main(argv: list[str] | None = None) -> None:
                                           jax.random.split(jax.random.key(3), horizon))
         return mx, mth
 
+    @jax.jit
+    @jax.vmap
+    def ctx_norm(params, target, buffers, h):  # mean |adapted context| over the tasks
+        def one(buf, k):
+            support = (replay.sample(buf, k, cfg.support_size), jnp.ones(cfg.support_size, bool))
+            return jnp.linalg.norm(learner.adapt(params, target, support, h)["ctx"])
+        keys = jax.random.split(jax.random.key(11), cfg.num_tasks)
+        return jax.vmap(one)(buffers, keys).mean()
+
+    @jax.jit
+    @jax.vmap
+    def sharpness(params, target, buffers, h):  # inner_lr * top |eigenvalue| of the support loss's Hessian
+        def one(buf, k):
+            support = replay.recent(buf, cfg.support_size)
+            tp = learner.unadapted(params)
+            part = "ctx" if args.algorithm == "cavia" else "net"
+            loss = lambda x: learner.td_loss({**tp, part: x}, target["net"], support, h)[0]
+            hvp = lambda v: jax.jvp(jax.grad(loss), (tp[part],), (v,))[1]
+            leaves, tree = jax.tree.flatten(tp[part])
+            v = jax.tree.unflatten(tree, [jax.random.normal(kk, x.shape, x.dtype)
+                                          for kk, x in zip(jax.random.split(k, len(leaves)), leaves)])
+            norm = lambda t: jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(t)))
+
+            def power(v, _):
+                hv = hvp(v)
+                lam = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
+                return jax.tree.map(lambda x: x / (norm(hv) + 1e-12), hv), lam
+
+            v = jax.tree.map(lambda x: x / norm(v), v)
+            _, lams = jax.lax.scan(power, v, None, length=20)
+            return h.inner_lr * jnp.abs(lams[-1])
+        out = jax.vmap(one)(buffers, jax.random.split(jax.random.key(13), cfg.num_tasks))
+        return out.mean(), out.max()
+
     test_rows, val_rows = on(tasks), on(val_tasks)  # the tasks, once per row
     t0 = time.time()
     vals, tests = [], []
@@ -123,9 +172,26 @@ def main(argv: list[str] | None = None) -> None:
         q = np.asarray(q_scale(state.params, state.buffers))
         loss = np.asarray(m.query_loss[:, -20:].mean(1))
         train = np.asarray(m.train_return[:, -20:].mean(1))
+        pre = np.asarray(m.pre_adapt_loss[:, -20:].mean(1))
+        post = np.asarray(m.post_adapt_loss[:, -20:].mean(1))
+        gnorm = np.asarray(m.grad_norm[:, -20:].mean(1))
         print(f"{(i + 1) * args.every:6d} t {time.time() - t0:4.0f}s | " + " | ".join(
-            f"L {loss[r]:6.2f} Q {q[r]:5.1f} tr {train[r]:5.1f} V {val[r]:5.1f} G {ret[r].mean():5.1f}/{ret[r].min():3.0f}"
+            f"L {loss[r]:6.2f} S {pre[r]:6.2f}>{post[r]:6.2f} g {gnorm[r]:7.1f} Q {q[r]:5.1f} tr {train[r]:5.1f} V {val[r]:5.1f} G {ret[r].mean():5.1f}/{ret[r].min():3.0f}"
             for r in range(rows)), flush=True)
+        if args.weights:
+            kernel = np.asarray(state.params["net"]["params"]["hidden_0"]["kernel"])  # [rows, in, hidden]
+            obs_dim = int(np.prod(prog.obs_shape))
+            wo = np.linalg.norm(kernel[:, :obs_dim].reshape(rows, -1), axis=1)
+            wc = np.linalg.norm(kernel[:, obs_dim:].reshape(rows, -1), axis=1)
+            line = "   |Wo| " + " ".join(f"{x:7.2f}" for x in wo) + "   |Wc| " + " ".join(f"{x:7.2f}" for x in wc)
+            if args.algorithm == "cavia":
+                c = np.asarray(ctx_norm(state.params, state.target_params, state.buffers, hp))
+                line += "   |ctx| " + " ".join(f"{x:7.2f}" for x in c)
+            print(line, flush=True)
+        if args.sharpness:
+            mean, top = (np.asarray(a) for a in sharpness(state.params, state.target_params, state.buffers, hp))
+            print("   inner_lr*lambda_max mean/max over tasks " + " | ".join(f"{a:7.3f}/{b:7.3f}" for a, b in zip(mean, top)),
+                  flush=True)
         if args.drift:
             mx, mth = (np.asarray(a) for a in drift(state.params))
             print("   max|x| per task", np.round(mx, 1).tolist(), "max|theta|", np.round(mth, 2).tolist(), flush=True)

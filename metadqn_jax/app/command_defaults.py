@@ -35,6 +35,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "context_refine_damping": 0.01,
             "decoder_hidden": [],
             "cavia_first_order": False,
+            "cavia_damping": 0.0,
             "hidden": [64, 64],
             "activation": "relu",
             "dueling": False,

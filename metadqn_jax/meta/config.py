@@ -153,6 +153,10 @@ class MetaConfig:
     context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
     decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
     cavia_first_order: bool = False
+    cavia_damping: float = 0.0  # CAVIA only: 0 = the context adapts by SGD steps at inner_lr (the
+    #                             paper's); > 0 = by damped Gauss-Newton (Levenberg-Marquardt) steps
+    #                             with this damping and no learning rate, stable at any curvature of
+    #                             the support loss in the context (BENCHMARKS.md section 1, "CAVIA")
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"  # the Q-network's hidden activation: "relu" or "swish"
     dueling: bool = False
@@ -357,6 +361,7 @@ def validate_context(cfg: MetaConfig) -> None:
     in_range("context_decoder", cfg.context_decoder, 0.0, math.inf)
     nonneg_int("context_refine", cfg.context_refine)
     in_range("context_refine_damping", cfg.context_refine_damping, 0.0, math.inf, low_open=True)
+    in_range("cavia_damping", cfg.cavia_damping, 0.0, math.inf)
     require(cfg.context_refine == 0 or cfg.context_decoder > 0,
             "context_refine", "0 unless context_decoder > 0 (it refines z against the decoder)",
             cfg.context_refine)

@@ -45,7 +45,8 @@ GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt")
 
 # CAVIA (metadqn_jax.meta.learners.cavia): the context vector starts at 0 and needs a large
 # inner step (CAVIA's paper uses inner rates of 1-10 for the context parameters).
-CAVIA_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "context_dim", "cavia_first_order")
+CAVIA_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "context_dim", "cavia_first_order",
+                                    "cavia_damping")
 CAVIA_DEFAULTS: dict[str, Any] = {"inner_lr": 1.0, "meta_lr": 3e-3}
 
 # the context learner (metadqn_jax.meta.learners.context): trained on random-length support

@@ -62,6 +62,7 @@ def adapt(
     num_steps: int,
     mask=None,
     first_order: bool = False,
+    precondition: Callable | None = None,
 ) -> tuple[Any, jax.Array]:
     """``num_steps`` inner optimiser steps on ``loss_fn(·, support)`` from ``params``.
 
@@ -78,6 +79,10 @@ def adapt(
       mask: optional pytree of Python bools like ``params``: only True leaves adapt
         (e.g. :func:`metadqn_jax.core.networks.head_mask` for ANIL-style head-only adaptation).
       first_order: hold inner gradients constant (FOMAML; no second-order terms).
+      precondition: optional ``precondition(params, grads, batch) -> grads``, applied to each
+        inner step's masked gradient before ``inner_opt`` (e.g. CAVIA's damped Gauss-Newton
+        step on its context, :func:`metadqn_jax.meta.learners.cavia.gauss_newton`); a
+        second-order meta-gradient differentiates through it.
 
     Returns:
       ``(adapted_params, losses [num_steps + 1])``: the support loss before each step and
@@ -91,9 +96,11 @@ def adapt(
     def step(carry, _):
         p, s = carry
         (loss, _), g = grad_fn(p, support)
+        g = _apply_mask(g, mask)
+        if precondition is not None:
+            g = _apply_mask(precondition(p, g, support), mask)
         if first_order:
             g = jax.lax.stop_gradient(g)
-        g = _apply_mask(g, mask)
         updates, s = inner_opt.update(g, s, p)
         updates = _apply_mask(updates, mask)
         return (optax.apply_updates(p, updates), s), loss
@@ -115,6 +122,7 @@ def meta_gradient(
     mask=None,
     query_loss_fn: LossFn | None = None,
     reptile_batch=None,
+    precondition: Callable | None = None,
 ) -> tuple[Any, MetaMetrics]:
     """The meta-gradient of one task.
 
@@ -127,7 +135,7 @@ def meta_gradient(
         parameters, e.g. a rollout of the adapted policy): the adaptation is then computed
         once and shared by the query and the meta-gradient. Reptile adapts on
         ``reptile_batch``, so with a callable query it adapts on ``support`` first for it.
-      inner_opt, num_steps, mask: see :func:`adapt`.
+      inner_opt, num_steps, mask, precondition: see :func:`adapt`.
       query_loss_fn: outer loss (defaults to ``loss_fn``).
       reptile_batch: the data Reptile adapts on (defaults to ``support``; pass the union
         of support and query to follow the Reptile paper).
@@ -138,7 +146,7 @@ def meta_gradient(
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown meta algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     query_loss_fn = query_loss_fn or loss_fn
-    kw = dict(inner_opt=inner_opt, num_steps=num_steps, mask=mask)
+    kw = dict(inner_opt=inner_opt, num_steps=num_steps, mask=mask, precondition=precondition)
     get_query = query if callable(query) else (lambda _: query)
 
     if algorithm == "maml":

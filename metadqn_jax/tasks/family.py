@@ -73,6 +73,7 @@ FAMILY_META_FIELDS = (
     "inner_optimizer",
     "adapt", "context_dim", "encoder_hidden", "encoder_post", "random_support", "online_context",
     "context_decoder", "context_refine", "context_refine_damping", "decoder_hidden", "cavia_first_order",
+    "cavia_damping",
     "hidden", "activation", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",
     "chunk_size", "inner_lr", "meta_lr", "weight_decay", "epsilon", "tau",
 )
