@@ -79,10 +79,11 @@ def adapt(
       mask: optional pytree of Python bools like ``params``: only True leaves adapt
         (e.g. :func:`metadqn_jax.core.networks.head_mask` for ANIL-style head-only adaptation).
       first_order: hold inner gradients constant (FOMAML; no second-order terms).
-      precondition: optional ``precondition(params, grads, batch) -> grads``, applied to each
-        inner step's masked gradient before ``inner_opt`` (e.g. CAVIA's damped Gauss-Newton
-        step on its context, :func:`metadqn_jax.meta.learners.cavia.gauss_newton`); a
-        second-order meta-gradient differentiates through it.
+      precondition: optional ``precondition(params, grads, batch, aux) -> grads`` (``aux``:
+        ``loss_fn``'s at ``params``), applied to each inner step's masked gradient before
+        ``inner_opt`` (e.g. CAVIA's damped Gauss-Newton step on its context,
+        :func:`metadqn_jax.meta.learners.cavia.gauss_newton`); a second-order meta-gradient
+        differentiates through it.
 
     Returns:
       ``(adapted_params, losses [num_steps + 1])``: the support loss before each step and
@@ -95,10 +96,10 @@ def adapt(
 
     def step(carry, _):
         p, s = carry
-        (loss, _), g = grad_fn(p, support)
+        (loss, aux), g = grad_fn(p, support)
         g = _apply_mask(g, mask)
         if precondition is not None:
-            g = _apply_mask(precondition(p, g, support), mask)
+            g = _apply_mask(precondition(p, g, support, aux), mask)
         if first_order:
             g = jax.lax.stop_gradient(g)
         updates, s = inner_opt.update(g, s, p)

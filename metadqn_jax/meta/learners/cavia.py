@@ -37,31 +37,36 @@ def context_mask(tp):
 
 def gauss_newton(damping: float, *, huber: bool, huber_delta: float = 1.0) -> Callable:
     """CAVIA's damped Gauss-Newton step on the context, as a preconditioner of
-    :func:`metadqn_jax.meta.gradient.adapt` (``precondition(loss_fn)``).
+    :func:`metadqn_jax.meta.gradient.adapt`.
 
     For the masked TD loss ``L(φ) = Σᵢ wᵢ ρ(eᵢ(φ)) / Σᵢ wᵢ`` (``ρ`` the Huber or half-squared
-    loss, ``e [B]`` the TD errors, ``w [B]`` the support mask) the gradient is
-    ``g = Jᵀ ρ'(e) / Σw`` with ``J = de/dφ [B, context_dim]``, and the Gauss-Newton matrix
-    ``G = Jᵀ diag(ρ''(e)) J / Σw`` (``ρ'' = 1`` inside the Huber threshold, 0 outside). The step
-    returned for ``ctx`` is ``(G + damping·I)⁻¹ g``; the network's entries are returned as given
-    (the mask zeroes them).
+    loss, ``e [B]`` the TD errors ``yᵢ − Q(sᵢ, aᵢ; φ)`` with the target ``y`` held constant,
+    ``w [B]`` the support mask) the gradient is ``g = −Jᵀ ρ'(e) / Σw`` with
+    ``J = dQ(sᵢ, aᵢ; φ)/dφ [B, context_dim]`` and the Gauss-Newton matrix is
+    ``G = Jᵀ diag(w ρ''(e)) J / Σw`` (``ρ'' = 1`` inside the Huber threshold, 0 outside). The
+    step returned for ``ctx`` is ``(G + damping·I)⁻¹ g``; the network's entries are returned as
+    given (the mask zeroes them). ``J`` is one batched backward pass (per-example gradients of
+    ``Q(sᵢ, aᵢ)``), not a Jacobian of the whole loss.
 
     Args:
       damping: ``μ > 0``.
       huber: whether the TD loss is the Huber loss (threshold ``huber_delta``).
 
     Returns:
-      ``precondition(loss_fn) -> (tp, grads, batch) -> step``, with ``loss_fn(tp, batch) ->
-      (loss, TDAux)`` whose ``td_error`` is the masked TD error ``[B]``.
+      ``precondition(q_values) -> (tp, grads, batch, aux) -> step``, with ``q_values(tp, obs)
+      -> [..., num_actions]`` and ``aux.td_error`` the masked TD errors ``[B]``.
     """
 
-    def make(loss_fn):
-        def precondition(tp, grads, batch):
-            _, mask = batch
-            errors = lambda ctx: loss_fn({**tp, "ctx": ctx}, batch)[1].td_error  # [B], 0 where masked
-            e, jac = errors(tp["ctx"]), jax.jacfwd(errors)(tp["ctx"])  # [B], [B, context_dim]
+    def make(q_values):
+        def precondition(tp, grads, batch, aux):
+            transitions, mask = batch
+            q_sa = lambda ctx, obs, a: q_values({**tp, "ctx": ctx}, obs)[a]
+            jac = jax.vmap(jax.grad(q_sa), in_axes=(None, 0, 0))(
+                tp["ctx"], transitions.obs, transitions.action.astype(jnp.int32))  # [B, context_dim]
+            e = aux.td_error
+            m = mask.astype(e.dtype)
             curv = (jnp.abs(e) <= huber_delta).astype(e.dtype) if huber else jnp.ones_like(e)
-            w = mask.astype(e.dtype) * curv / jnp.maximum(mask.astype(e.dtype).sum(), 1.0)
+            w = m * curv / jnp.maximum(m.sum(), 1.0)
             gn = jac.T @ (w[:, None] * jac) + damping * jnp.eye(jac.shape[-1], dtype=e.dtype)
             return {**grads, "ctx": jnp.linalg.solve(gn, grads["ctx"])}
 

@@ -73,7 +73,8 @@ def gradient_learner(
       adapt_before_query: a query given as a function of the adapted parameters is rolled out
         with ``adapt``'s parameters before the meta-gradient (for rules whose meta-gradient does
         not adapt on the support alone).
-      precondition: ``precondition(loss_fn) -> (params, grads, batch) -> step``: each inner step
+      precondition: ``precondition(q_values) -> (params, grads, batch, aux) -> step`` (``aux``:
+        the TD loss's :class:`~metadqn_jax.core.losses.TDAux`): each inner step
         becomes ``params - step`` (plain SGD on the preconditioned gradient, learning rate 1;
         ``inner_lr`` and ``inner_optimizer`` are not used), e.g. CAVIA's damped Gauss-Newton
         steps (:func:`metadqn_jax.meta.learners.cavia.gauss_newton`).
@@ -91,8 +92,7 @@ def gradient_learner(
             return inner_optimizer("sgd", 1.0)
         return inner_optimizer(cfg.inner_optimizer, lr, eps_root=1e-8)
 
-    def prec(loss_fn):
-        return None if precondition is None else precondition(loss_fn)
+    step_precondition = None if precondition is None else precondition(q.q_values)
 
     def init(key):
         k_net, _ = jax.random.split(key)
@@ -103,7 +103,7 @@ def gradient_learner(
         loss_fn = lambda p, b: q.td_loss(p, target_params["net"], b, hp)
         adapted, _ = meta.adapt(tp, loss_fn, support, inner_opt=inner_opt(hp.inner_lr),
                                 num_steps=cfg.inner_steps, mask=mask(tp), first_order=False,
-                                precondition=prec(loss_fn))
+                                precondition=step_precondition)
         return adapted
 
     def meta_grad(params, target_params, support, query, hp):
@@ -116,7 +116,7 @@ def gradient_learner(
             reptile_batch = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), support, query)
         grads, m = meta.meta_gradient(
             rule, tp, loss_fn, support, query, inner_opt=inner_opt(hp.inner_lr),
-            num_steps=meta_steps, mask=mask(tp), reptile_batch=reptile_batch, precondition=prec(loss_fn),
+            num_steps=meta_steps, mask=mask(tp), reptile_batch=reptile_batch, precondition=step_precondition,
         )
         return {"net": grads["net"]}, m
 
