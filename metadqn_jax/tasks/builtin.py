@@ -27,10 +27,13 @@ POINTNAV_BUDGETS = (0, 25, 50, 100, 250, 500)
 # swish Q-network (ReLU's oscillated near 100), epsilon 0.2, meta_lr 1e-3 for every learner
 # (context's 3e-3 and MAML's inner 0.1 diverged or peaked early here) and 1,500 meta-steps, with
 # validation every 150 picking the checkpoint (BENCHMARKS.md section 1, "A pretrained baseline
-# that trains").
+# that trains"). CAVIA (the only learner that reads cavia_first_order) meta-learns first-order:
+# its second-order meta-gradient explodes here once inner_lr x the support loss's curvature in the
+# context passes 2 (BENCHMARKS.md section 1, "CAVIA on cartpole-flipped: why it diverged").
 CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000,
                           "activation": "swish", "updates_per_step": 8, "tau": 0.99, "epsilon": 0.2,
-                          "meta_lr": 1e-3, "inner_lr": 0.01, "num_meta_steps": 1500}
+                          "meta_lr": 1e-3, "inner_lr": 0.01, "num_meta_steps": 1500,
+                          "cavia_first_order": True}
 # pointnav-goal (an unobserved goal: the context must locate a point, not pick one of a few
 # behaviours): a wider encoder with a post-pooling layer, a decoder loss that makes z predict
 # rewards and transitions, 5 Gauss-Newton refinement steps of z on the support (the
