@@ -13,9 +13,13 @@ transitions:
 * the support loss's gradient and Hessian eigenvalues in ``φ`` at ``φ = 0``: an SGD step is
   unstable along an eigen-direction where ``inner_lr × λ > 2`` (it grows by ``|1 − inner_lr·λ|``).
 
+``--time`` instead times 5 meta-steps (compiled, the second call) with SGD context steps and
+with damped Gauss-Newton ones (``cavia_damping`` 1.0), side by side in one process.
+
 Usage::
 
     python benchmarks/cavia_curvature.py STEPS INNER_LR      # e.g. 15 0.01, then 135 0.01
+    python benchmarks/cavia_curvature.py 5 0.01 --time
 """
 
 from __future__ import annotations
@@ -42,7 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("steps", type=int, help="meta-steps (a multiple of 15)")
     p.add_argument("inner_lr", type=float)
+    p.add_argument("--time", action="store_true", help="time STEPS meta-steps with SGD and Gauss-Newton context steps")
     args = p.parse_args(argv)
+    if args.time:
+        for damping in (0.0, 1.0):
+            cfg = MetaConfig(family="cartpole-flipped", algorithm="cavia", cavia_first_order=False,
+                             cavia_damping=damping)
+            prog = make_meta_step(cfg)
+            hp = cfg.hparams()._replace(inner_lr=jnp.float32(args.inner_lr))
+            state = prog.init(jax.random.key(0), hp)
+            run = jax.jit(lambda s, prog=prog, hp=hp: meta_train(prog.meta_step, s, hp, args.steps))
+            state = jax.block_until_ready(run(state))[0]  # compile and warm up
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(state))
+            print(f"cavia_damping {damping}: {args.steps} meta-steps {time.perf_counter() - t0:.2f}s", flush=True)
+        return
     cfg = MetaConfig(family="cartpole-flipped", algorithm="cavia", cavia_first_order=False,
                      num_meta_steps=args.steps)
     prog = make_meta_step(cfg)

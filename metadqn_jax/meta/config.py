@@ -155,8 +155,9 @@ class MetaConfig:
     cavia_first_order: bool = False
     cavia_damping: float = 0.0  # CAVIA only: 0 = the context adapts by SGD steps at inner_lr (the
     #                             paper's); > 0 = by damped Gauss-Newton (Levenberg-Marquardt) steps
-    #                             with this damping and no learning rate, stable at any curvature of
-    #                             the support loss in the context (BENCHMARKS.md section 1, "CAVIA")
+    #                             with this damping (inner_lr and inner_optimizer unused), stable at
+    #                             any curvature of the support loss in the context (BENCHMARKS.md
+    #                             section 1, "CAVIA on cartpole-flipped")
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"  # the Q-network's hidden activation: "relu" or "swish"
     dueling: bool = False
