@@ -31,15 +31,21 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from metadqn_jax.core import replay
 from metadqn_jax.core.optim import inner_optimizer
 from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
 from metadqn_jax.meta import gradient as meta_gradient
+from metadqn_jax.meta.learners.cavia import context_mask
 
 
-def tree_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+def setup(inner_lr: float, **fields):
+    """Second-order CAVIA on cartpole-flipped with ``fields``: (config, program, hparams, state)."""
+    cfg = MetaConfig(family="cartpole-flipped", algorithm="cavia", cavia_first_order=False, **fields)
+    prog = make_meta_step(cfg)
+    hp = cfg.hparams()._replace(inner_lr=jnp.float32(inner_lr))
+    return cfg, prog, hp, prog.init(jax.random.key(0), hp)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,22 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.time:
         for damping in (0.0, 1.0):
-            cfg = MetaConfig(family="cartpole-flipped", algorithm="cavia", cavia_first_order=False,
-                             cavia_damping=damping)
-            prog = make_meta_step(cfg)
-            hp = cfg.hparams()._replace(inner_lr=jnp.float32(args.inner_lr))
-            state = prog.init(jax.random.key(0), hp)
+            _, prog, hp, state = setup(args.inner_lr, cavia_damping=damping)
             run = jax.jit(lambda s, prog=prog, hp=hp: meta_train(prog.meta_step, s, hp, args.steps))
             state = jax.block_until_ready(run(state))[0]  # compile and warm up
             t0 = time.perf_counter()
             jax.block_until_ready(run(state))
             print(f"cavia_damping {damping}: {args.steps} meta-steps {time.perf_counter() - t0:.2f}s", flush=True)
         return
-    cfg = MetaConfig(family="cartpole-flipped", algorithm="cavia", cavia_first_order=False,
-                     num_meta_steps=args.steps)
-    prog = make_meta_step(cfg)
-    hp = cfg.hparams()._replace(inner_lr=jnp.float32(args.inner_lr))
-    state = prog.init(jax.random.key(0), hp)
+    cfg, prog, hp, state = setup(args.inner_lr, num_meta_steps=args.steps)
     run = jax.jit(lambda s: meta_train(prog.meta_step, s, hp, 15))
     t0 = time.time()
     for i in range(args.steps // 15):
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         def one(s, q):
             g2, m2 = learner.meta_grad(params, target, s, q, hp)
             g1, _ = fo.meta_grad(params, target, s, q, hp)
-            return tree_norm(g2), tree_norm(g1), m2.pre_adapt_loss, m2.post_adapt_loss, m2.query_loss
+            return optax.tree.norm(g2), optax.tree.norm(g1), m2.pre_adapt_loss, m2.post_adapt_loss, m2.query_loss
         return jax.vmap(one)(support, queries)
 
     so, fo_n, pre, post, ql = (np.asarray(a) for a in per_task(state.params, state.target_params))
@@ -102,16 +100,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def ctx_after(net, k):
         tp = learner.unadapted({"net": net})
-        mask = {"net": jax.tree.map(lambda _: False, tp["net"]), "ctx": True}
         adapted, losses = meta_gradient.adapt(tp, loss_fn, s_w, inner_opt=inner_optimizer("sgd", hp.inner_lr),
-                                              num_steps=k, mask=mask)
+                                              num_steps=k, mask=context_mask(tp))
         return adapted["ctx"], losses
 
     print(f"task {w}: the context and its Jacobian in the network after k inner steps")
     for k in range(cfg.inner_steps + 1):
         c, losses = ctx_after(state.params["net"], k)
         jac = jax.jacrev(lambda n, k=k: ctx_after(n, k)[0])(state.params["net"])
-        print(f"  k={k} |ctx| {float(jnp.linalg.norm(c)):.4f} |dctx/dnet| {float(tree_norm(jac)):.2f} "
+        print(f"  k={k} |ctx| {float(jnp.linalg.norm(c)):.4f} |dctx/dnet| {float(optax.tree.norm(jac)):.2f} "
               f"support losses {[round(float(x), 4) for x in np.asarray(losses)]}")
     loss_c = lambda c: loss_fn({"net": state.params["net"], "ctx": c}, s_w)[0]
     c0 = jnp.zeros(cfg.context_dim)

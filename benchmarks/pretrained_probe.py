@@ -42,6 +42,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from metadqn_jax.core import replay, rollout
 from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
@@ -147,14 +148,12 @@ def main(argv: list[str] | None = None) -> None:
             leaves, tree = jax.tree.flatten(tp[part])
             v = jax.tree.unflatten(tree, [jax.random.normal(kk, x.shape, x.dtype)
                                           for kk, x in zip(jax.random.split(k, len(leaves)), leaves)])
-            norm = lambda t: jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(t)))
 
             def power(v, _):
                 hv = hvp(v)
-                lam = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
-                return jax.tree.map(lambda x: x / (norm(hv) + 1e-12), hv), lam
+                return jax.tree.map(lambda x: x / (optax.tree.norm(hv) + 1e-12), hv), optax.tree.vdot(v, hv)
 
-            v = jax.tree.map(lambda x: x / norm(v), v)
+            v = jax.tree.map(lambda x: x / optax.tree.norm(v), v)
             _, lams = jax.lax.scan(power, v, None, length=20)
             return h.inner_lr * jnp.abs(lams[-1])
         out = jax.vmap(one)(buffers, jax.random.split(jax.random.key(13), cfg.num_tasks))
