@@ -15,9 +15,10 @@ the largest |cart position| and |pole angle| before the episode ended (CartPole 
 on the context input (``Wc``, CAVIA / context learner only): a context step moves the first
 layer by ``Wc @ Δctx`` and the step itself is ``∝ Wcᵀ``, so the inner step's effect grows with
 ``|Wc|²`` whatever the inner learning rate; and (``|ctx|``) the mean norm of the adapted
-context after the inner steps on ``support_size`` transitions of each task's replay.
+context after the inner steps on each task's ``support_size`` most recent transitions (the meta-step's support).
 ``--sharpness`` adds, per row, ``inner_lr × λ`` where ``λ`` is the largest-magnitude eigenvalue
-of the support TD loss's Hessian over what adapts (the Q-network; CAVIA: the context), at the
+of the support TD loss's Hessian over what adapts (``Learner.adapt_mask``: the Q-network, its
+head with ``adapt=head``, CAVIA's context; gradient-based learners only), at the
 unadapted parameters on each task's ``support_size`` most recent transitions (20 steps of power
 iteration; mean and max over the tasks). Above 2 an inner SGD step is unstable along that
 direction: the loss and the Jacobian that a second-order meta-gradient differentiates through
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = MetaConfig(family=args.family, algorithm=args.algorithm, num_meta_steps=args.steps,
                      **parse_fields(args.fields))
     prog = make_meta_step(cfg)
+    if args.sharpness and prog.learner.adapt_mask is None:
+        p.error(f"--sharpness needs a gradient-based learner; {args.algorithm!r} adapts by inference")
     cols = {}
     for part in args.grid.split(";"):
         name, values = part.split("=")
@@ -130,11 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     @jax.jit
     @jax.vmap
     def ctx_norm(params, target, buffers, h):  # mean |adapted context| over the tasks
-        def one(buf, k):
-            support = (replay.sample(buf, k, cfg.support_size), jnp.ones(cfg.support_size, bool))
+        def one(buf):
+            support = replay.recent(buf, cfg.support_size)  # the meta-step's support
             return jnp.linalg.norm(learner.adapt(params, target, support, h)["ctx"])
-        keys = jax.random.split(jax.random.key(11), cfg.num_tasks)
-        return jax.vmap(one)(buffers, keys).mean()
+        return jax.vmap(one)(buffers).mean()
 
     @jax.jit
     @jax.vmap
@@ -142,10 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         def one(buf, k):
             support = replay.recent(buf, cfg.support_size)
             tp = learner.unadapted(params)
-            part = "ctx" if args.algorithm == "cavia" else "net"
-            loss = lambda x: learner.td_loss({**tp, part: x}, target["net"], support, h)[0]
-            hvp = lambda v: jax.jvp(jax.grad(loss), (tp[part],), (v,))[1]
-            leaves, tree = jax.tree.flatten(tp[part])
+            adapts = learner.adapt_mask(tp)  # the subspace the inner steps move in
+            only = lambda v: jax.tree.map(lambda x, m: x if m else jnp.zeros_like(x), v, adapts)
+            loss = lambda x: learner.td_loss(x, target["net"], support, h)[0]
+            hvp = lambda v: only(jax.jvp(jax.grad(loss), (tp,), (only(v),))[1])
+            leaves, tree = jax.tree.flatten(tp)
             v = jax.tree.unflatten(tree, [jax.random.normal(kk, x.shape, x.dtype)
                                           for kk, x in zip(jax.random.split(k, len(leaves)), leaves)])
 
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 hv = hvp(v)
                 return jax.tree.map(lambda x: x / (optax.tree.norm(hv) + 1e-12), hv), optax.tree.vdot(v, hv)
 
+            v = only(v)
             v = jax.tree.map(lambda x: x / optax.tree.norm(v), v)
             _, lams = jax.lax.scan(power, v, None, length=20)
             return h.inner_lr * jnp.abs(lams[-1])

@@ -383,6 +383,52 @@ def test_cavia_without_inner_steps_is_shared_net_with_zero_context():
     assert float(jnp.max(jnp.abs(tp2["ctx"]))) > 0
 
 
+@pytest.mark.parametrize("algorithm,adapt", [("maml", "all"), ("fomaml", "head"), ("cavia", "all"), ("context", "all")])
+def test_adapt_mask_names_exactly_what_adapt_changes(algorithm, adapt):
+    cfg = tiny(algorithm=algorithm, adapt=adapt, inner_steps=2)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    if algorithm == "context":  # adapts by inference: no gradient steps, no mask
+        assert learner.adapt_mask is None
+        return
+    params = fast_jit(learner.init)(jax.random.key(0))
+    target = jax.tree.map(lambda x: x + 0.01, params)
+    tp0 = learner.unadapted(params)
+    tp = fast_jit(learner.adapt)(params, target, pointnav_support(cfg.support_size, 7), cfg.hparams(inner_lr=1.0))
+    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), tp, tp0)
+    mask = learner.adapt_mask(tp0)
+    assert jax.tree.leaves(changed) == jax.tree.leaves(mask)
+    assert any(jax.tree.leaves(mask)) and not all(jax.tree.leaves(mask))  # some leaves adapt, some are shared
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_adapt_target_bootstraps_the_query_from_the_target_adapted_on_the_support(algorithm):
+    """``adapt_target``: the query loss is ``TD(θ', θ̄')`` with ``θ̄' = adapt(θ̄)`` on the support
+    (no gradient through it); without it ``TD(θ', θ̄)``; the support's inner steps unchanged."""
+    cfg = tiny(algorithm=algorithm, inner_steps=2, adapt_target=True)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    plain = meta_dqn.make_learner(dataclasses.replace(cfg, adapt_target=False), 4, (2,))
+    hp = cfg.hparams(inner_lr=0.5)
+    params = fast_jit(learner.init)(jax.random.key(0))
+    target = fast_jit(learner.init)(jax.random.key(1))  # far from params: the two targets differ
+    support = pointnav_support(cfg.support_size, 7)
+    query = (random_transitions(jax.random.key(9), 16, obs_dim=2, num_actions=4), jnp.ones(16, bool))
+    grads, m = jax.jit(learner.meta_grad)(params, target, support, query, hp)
+    _, m_plain = jax.jit(plain.meta_grad)(params, target, support, query, hp)
+
+    target_adapted = learner.adapt(target, target, support, hp)["net"]  # θ̄ adapted, bootstrapping from θ̄
+    query_loss = lambda tp: learner.td_loss(tp, target_adapted, query, hp)[0]
+    adapted = learner.adapt(params, target, support, hp)
+    want_loss = query_loss(adapted)
+    if algorithm == "fomaml":  # the query gradient at θ'
+        want = jax.grad(query_loss)(adapted)["net"]
+    else:  # through the inner steps
+        want = jax.grad(lambda p: query_loss(learner.adapt(p, target, support, hp)))(params)["net"]
+    np.testing.assert_allclose(m.query_loss, want_loss, rtol=1e-5)
+    chex.assert_trees_all_close(grads["net"], want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m.post_adapt_loss, m_plain.post_adapt_loss, rtol=1e-6)  # same inner steps
+    assert abs(float(m.query_loss) - float(m_plain.query_loss)) > 1e-3  # the target is another one
+
+
 def _f64(tree):
     return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 

@@ -196,6 +196,15 @@ def test_activation_setting_reaches_the_q_network():
         MetaConfig(**TINY, activation="tanh")
 
 
+@pytest.mark.parametrize("field", ["adapt_target", "cavia_first_order", "double"])
+def test_a_switch_must_be_true_or_false(field):
+    """A switch given as a string or a number (``--set double=no``, ``adapt_target: 1``) is one
+    ConfigError naming the field, not a truthy surprise."""
+    for bad in ("no", 1):
+        with pytest.raises(ConfigError, match=f"^{field} must be true or false, got "):
+            MetaConfig(**TINY, **{field: bad})
+
+
 def test_validation_interval_defaults_to_a_tenth_of_the_run():
     from metadqn_jax.driver import ValidationConfig
 

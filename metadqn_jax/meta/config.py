@@ -139,6 +139,11 @@ class MetaConfig:
     inner_steps: int = 5  # inner TD-gradient steps (k)
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
+    adapt_target: bool = False  # maml / fomaml: the query's bootstrap target is the Polyak target
+    #                             network adapted on the task's support by the same inner steps (no
+    #                             gradient through it), a target of the task as the adapted network
+    #                             is; False: the unadapted meta-target (BENCHMARKS.md section 1,
+    #                             "Second-order MAML on CartPole")
     context_dim: int = 8  # CAVIA context / context-encoder output width
     encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
     encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
@@ -347,6 +352,8 @@ def validate_buffer(cfg: MetaConfig) -> None:
 def validate_choices(cfg: MetaConfig) -> None:
     require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
     require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
+    for name in ("adapt_target", "cavia_first_order", "online_context", "stagger_tasks", "dueling", "double", "huber"):
+        require(isinstance(getattr(cfg, name), bool), name, "true or false", getattr(cfg, name))
     require(cfg.activation in ("relu", "swish"), "activation", "'relu' or 'swish'", cfg.activation)
     require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",
             cfg.query_source)

@@ -47,6 +47,9 @@ class Learner(NamedTuple):
     #   with the meta-gradient)
     td_loss: Callable  # (TaskParams, target_net, (Transition [B], mask [B]), hp) -> (shape=() loss, aux)
     online: OnlineContext | None = None  # the O(1) acting-while-inferring form, where the learner has one
+    adapt_mask: Callable | None = None  # (TaskParams) -> pytree of Python bools like TaskParams: True
+    #   where ``adapt``'s inner gradient steps change the parameters (the whole network, its head
+    #   for ANIL, CAVIA's context); None: the learner adapts by inference, not gradient steps
 
 
 class TaskQ(NamedTuple):
