@@ -401,32 +401,26 @@ def test_adapt_mask_names_exactly_what_adapt_changes(algorithm, adapt):
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
-def test_adapt_target_bootstraps_the_query_from_the_target_adapted_on_the_support(algorithm):
-    """``adapt_target``: the query loss is ``TD(θ', θ̄')`` with ``θ̄' = adapt(θ̄)`` on the support
-    (no gradient through it); without it ``TD(θ', θ̄)``; the support's inner steps unchanged."""
-    cfg = tiny(algorithm=algorithm, inner_steps=2, adapt_target=True)
+def test_unadapted_weight_adds_the_supports_td_gradient_at_the_unadapted_parameters(algorithm):
+    """``unadapted_weight = w``: the meta-gradient plus ``w × ∇θ TD_support(θ)`` (unadapted θ,
+    the meta-target); the metrics (inner steps, query loss) unchanged."""
+    cfg = tiny(algorithm=algorithm, inner_steps=2, unadapted_weight=0.5)
     learner = meta_dqn.make_learner(cfg, 4, (2,))
-    plain = meta_dqn.make_learner(dataclasses.replace(cfg, adapt_target=False), 4, (2,))
+    plain = meta_dqn.make_learner(dataclasses.replace(cfg, unadapted_weight=0.0), 4, (2,))
     hp = cfg.hparams(inner_lr=0.5)
     params = fast_jit(learner.init)(jax.random.key(0))
-    target = fast_jit(learner.init)(jax.random.key(1))  # far from params: the two targets differ
+    target = fast_jit(learner.init)(jax.random.key(1))
     support = pointnav_support(cfg.support_size, 7)
     query = (random_transitions(jax.random.key(9), 16, obs_dim=2, num_actions=4), jnp.ones(16, bool))
     grads, m = jax.jit(learner.meta_grad)(params, target, support, query, hp)
-    _, m_plain = jax.jit(plain.meta_grad)(params, target, support, query, hp)
-
-    target_adapted = learner.adapt(target, target, support, hp)["net"]  # θ̄ adapted, bootstrapping from θ̄
-    query_loss = lambda tp: learner.td_loss(tp, target_adapted, query, hp)[0]
-    adapted = learner.adapt(params, target, support, hp)
-    want_loss = query_loss(adapted)
-    if algorithm == "fomaml":  # the query gradient at θ'
-        want = jax.grad(query_loss)(adapted)["net"]
-    else:  # through the inner steps
-        want = jax.grad(lambda p: query_loss(learner.adapt(p, target, support, hp)))(params)["net"]
-    np.testing.assert_allclose(m.query_loss, want_loss, rtol=1e-5)
-    chex.assert_trees_all_close(grads["net"], want, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(m.post_adapt_loss, m_plain.post_adapt_loss, rtol=1e-6)  # same inner steps
-    assert abs(float(m.query_loss) - float(m_plain.query_loss)) > 1e-3  # the target is another one
+    grads0, m0 = jax.jit(plain.meta_grad)(params, target, support, query, hp)
+    anchor = jax.grad(lambda p: learner.td_loss(learner.unadapted(p), target["net"], support, hp)[0])(params)
+    want = jax.tree.map(lambda g, a: g + 0.5 * a, grads0, anchor)
+    chex.assert_trees_all_close(grads, want, rtol=1e-5, atol=1e-7)
+    assert max_abs_diff(grads, grads0) > 1e-4  # the term is not negligible here
+    chex.assert_trees_all_close(m, m0)
+    with pytest.raises(ConfigError, match="^unadapted_weight must be"):
+        tiny(algorithm=algorithm, unadapted_weight=-1.0)
 
 
 def _f64(tree):

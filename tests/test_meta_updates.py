@@ -196,9 +196,9 @@ def test_activation_setting_reaches_the_q_network():
         MetaConfig(**TINY, activation="tanh")
 
 
-@pytest.mark.parametrize("field", ["adapt_target", "cavia_first_order", "double"])
+@pytest.mark.parametrize("field", ["cavia_first_order", "online_context", "double"])
 def test_a_switch_must_be_true_or_false(field):
-    """A switch given as a string or a number (``--set double=no``, ``adapt_target: 1``) is one
+    """A switch given as a string or a number (``--set double=no``, ``huber: 1``) is one
     ConfigError naming the field, not a truthy surprise."""
     for bad in ("no", 1):
         with pytest.raises(ConfigError, match=f"^{field} must be true or false, got "):

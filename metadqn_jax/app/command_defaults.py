@@ -25,7 +25,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "inner_steps": 5,
             "inner_optimizer": "sgd",
             "adapt": "all",
-            "adapt_target": False,
+            "unadapted_weight": 0.0,
             "context_dim": 8,
             "encoder_hidden": [64],
             "encoder_post": [],

@@ -139,11 +139,9 @@ class MetaConfig:
     inner_steps: int = 5  # inner TD-gradient steps (k)
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
-    adapt_target: bool = False  # maml / fomaml: the query's bootstrap target is the Polyak target
-    #                             network adapted on the task's support by the same inner steps (no
-    #                             gradient through it), a target of the task as the adapted network
-    #                             is; False: the unadapted meta-target (BENCHMARKS.md section 1,
-    #                             "Second-order MAML on CartPole")
+    unadapted_weight: float = 0.0  # maml / fomaml: weight w of the support's TD loss at the unadapted
+    #                                parameters added to the meta-objective (keeps the unadapted
+    #                                network, whose Polyak average is the target, a Q-function; 0: off)
     context_dim: int = 8  # CAVIA context / context-encoder output width
     encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
     encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
@@ -352,7 +350,7 @@ def validate_buffer(cfg: MetaConfig) -> None:
 def validate_choices(cfg: MetaConfig) -> None:
     require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
     require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
-    for name in ("adapt_target", "cavia_first_order", "online_context", "stagger_tasks", "dueling", "double", "huber"):
+    for name in ("cavia_first_order", "online_context", "stagger_tasks", "dueling", "double", "huber"):
         require(isinstance(getattr(cfg, name), bool), name, "true or false", getattr(cfg, name))
     require(cfg.activation in ("relu", "swish"), "activation", "'relu' or 'swish'", cfg.activation)
     require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",
@@ -362,6 +360,7 @@ def validate_choices(cfg: MetaConfig) -> None:
 def validate_ranges(cfg: MetaConfig) -> None:
     in_range("query_epsilon", cfg.query_epsilon, 0.0, 1.0)
     in_range("max_grad_norm", cfg.max_grad_norm, 0.0, math.inf, low_open=True)
+    in_range("unadapted_weight", cfg.unadapted_weight, 0.0, math.inf)
 
 
 def validate_context(cfg: MetaConfig) -> None:

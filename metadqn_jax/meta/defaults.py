@@ -41,8 +41,8 @@ ALGORITHM_RESOLVED: tuple[str, ...] = ("random_support", "inner_lr", "meta_lr") 
 # traced hyper-parameters); every other learner ignores them.
 
 # gradient learners (metadqn_jax.meta.learners.gradient): maml, fomaml, reptile, pretrained
-# (adapt_target: maml and fomaml only; Reptile's meta-gradient has no query loss, pretrained no inner steps)
-GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "adapt_target")  # no defaults of their own
+# (unadapted_weight: maml and fomaml only)
+GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "unadapted_weight")  # no defaults of their own
 
 # CAVIA (metadqn_jax.meta.learners.cavia): the context vector starts at 0 and needs a large
 # inner step (CAVIA's paper uses inner rates of 1-10 for the context parameters).

@@ -56,7 +56,7 @@ def gradient_learner(
     meta_steps: int | None = None,
     adapt_before_query: bool = False,
     precondition: Callable | None = None,
-    adapt_target: bool = False,
+    unadapted_weight: float = 0.0,
 ) -> Learner:
     """The gradient-based learner core.
 
@@ -79,14 +79,13 @@ def gradient_learner(
         becomes ``params - step`` (plain SGD on the preconditioned gradient, learning rate 1;
         ``inner_lr`` and ``inner_optimizer`` are not used), e.g. CAVIA's damped Gauss-Newton
         steps (:func:`metadqn_jax.meta.learners.cavia.gauss_newton`).
-      adapt_target: the query loss bootstraps from the target network *adapted* on the support
-        by the same ``meta_steps`` inner steps (first order, no gradient through it) instead of
-        the unadapted target. The meta-objective constrains only the adapted network, so the
-        unadapted meta-parameters — and their Polyak target, which the query's TD target
-        evaluates — may drift to any values the inner steps correct: on cartpole-flipped
-        second-order MAML's unadapted Q-values grew to 95 where returns are worth ≤ 33
-        (BENCHMARKS.md section 1, "Second-order MAML on CartPole"). The adapted target is the
-        task's, as the context learner's target takes the task's context.
+      unadapted_weight: ``w > 0`` adds ``w × ∇θ L_support(θ)``, the support's TD loss at the
+        *unadapted* meta-parameters, to the meta-gradient. The meta-objective alone constrains
+        only the adapted network, so the unadapted one — and its Polyak average, the target
+        network every TD target bootstraps from — may drift to values the inner steps correct:
+        on cartpole-flipped second-order MAML's support loss before its inner steps grew from
+        0.06 to 8.9 in 600 meta-steps while the adapted loss stayed near 2 (BENCHMARKS.md §1,
+        "Second-order MAML on CartPole"). The term keeps the unadapted network a Q-function.
 
     Returns:
       A :class:`Learner` whose meta-parameters are ``{"net": Q-network params}`` (a CAVIA
@@ -115,21 +114,9 @@ def gradient_learner(
                                 precondition=step_precondition)
         return adapted
 
-    def adapted_target(target_params, support, hp):
-        """The target network adapted on the support (``adapt_target``), the query loss's bootstrap."""
-        target_tp = q.unadapted(target_params)
-        loss_fn = lambda p, b: q.td_loss(p, target_params["net"], b, hp)
-        adapted, _ = meta.adapt(target_tp, loss_fn, support, inner_opt=inner_opt(hp.inner_lr), num_steps=meta_steps,
-                                mask=mask(target_tp), first_order=True, precondition=step_precondition)
-        return jax.lax.stop_gradient(adapted["net"])
-
     def meta_grad(params, target_params, support, query, hp):
         tp = q.unadapted(params)
         loss_fn = lambda p, b: q.td_loss(p, target_params["net"], b, hp)
-        query_loss_fn = None  # the support's loss: the unadapted target
-        if adapt_target and meta_steps > 0:
-            query_net = adapted_target(target_params, support, hp)
-            query_loss_fn = lambda p, b: q.td_loss(p, query_net, b, hp)
         if callable(query) and adapt_before_query:
             query = query(jax.lax.stop_gradient(adapt(params, target_params, support, hp)))
         reptile_batch = None
@@ -138,8 +125,10 @@ def gradient_learner(
         grads, m = meta.meta_gradient(
             rule, tp, loss_fn, support, query, inner_opt=inner_opt(hp.inner_lr),
             num_steps=meta_steps, mask=mask(tp), reptile_batch=reptile_batch, precondition=step_precondition,
-            query_loss_fn=query_loss_fn,
         )
+        if unadapted_weight > 0:  # keep the unadapted network (and so the target) a Q-function
+            anchor = jax.grad(lambda p: loss_fn(p, support)[0])(tp)
+            grads = jax.tree.map(lambda g, a: g + unadapted_weight * a, grads, anchor)
         return {"net": grads["net"]}, m
 
     return Learner(init, q.unadapted, adapt, q.q_values, meta_grad, q.td_loss, adapt_mask=mask)
@@ -148,13 +137,13 @@ def gradient_learner(
 def maml_learner(cfg, num_actions: int, obs_shape: tuple[int, ...]) -> Learner:
     """MAML: the second-order meta-gradient through ``inner_steps`` inner steps."""
     return gradient_learner(cfg, num_actions, obs_shape, rule="maml", mask=network_mask(cfg.adapt),
-                            adapt_target=cfg.adapt_target)
+                            unadapted_weight=cfg.unadapted_weight)
 
 
 def fomaml_learner(cfg, num_actions: int, obs_shape: tuple[int, ...]) -> Learner:
     """First-order MAML: the query gradient at the adapted parameters."""
     return gradient_learner(cfg, num_actions, obs_shape, rule="fomaml", mask=network_mask(cfg.adapt),
-                            adapt_target=cfg.adapt_target)
+                            unadapted_weight=cfg.unadapted_weight)
 
 
 def reptile_learner(cfg, num_actions: int, obs_shape: tuple[int, ...]) -> Learner:
