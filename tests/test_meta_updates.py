@@ -198,7 +198,7 @@ def test_activation_setting_reaches_the_q_network():
 
 @pytest.mark.parametrize("field", ["cavia_first_order", "online_context", "double"])
 def test_a_switch_must_be_true_or_false(field):
-    """A switch given as a string or a number (``--set double=no``, ``huber: 1``) is one
+    """A switch given a string or a number ("no", 1) is one
     ConfigError naming the field, not a truthy surprise."""
     for bad in ("no", 1):
         with pytest.raises(ConfigError, match=f"^{field} must be true or false, got "):

@@ -85,7 +85,7 @@ def gradient_learner(
         network every TD target bootstraps from — may drift to values the inner steps correct:
         on cartpole-flipped second-order MAML's support loss before its inner steps grew from
         0.06 to 8.9 in 600 meta-steps while the adapted loss stayed near 2 (BENCHMARKS.md §1,
-        "Second-order MAML on CartPole"). The term keeps the unadapted network a Q-function.
+        "Second-order MAML on cartpole-flipped"). The term keeps the unadapted network a Q-function.
 
     Returns:
       A :class:`Learner` whose meta-parameters are ``{"net": Q-network params}`` (a CAVIA
