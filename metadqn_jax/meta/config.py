@@ -140,8 +140,8 @@ class MetaConfig:
     inner_optimizer: str = "sgd"  # "sgd" or "adam" (adam: eps_root 1e-8 for 2nd order)
     adapt: str = "all"  # adapted parameters: "all" or "head" (ANIL)
     unadapted_weight: float = 0.0  # maml / fomaml: weight w of the support's TD loss at the unadapted
-    #                                parameters added to the meta-objective (keeps the unadapted
-    #                                network, whose Polyak average is the target, a Q-function; 0: off)
+    #                                parameters added to the meta-objective (trains the unadapted
+    #                                network too, whose Polyak average is the target; 0: off)
     context_dim: int = 8  # CAVIA context / context-encoder output width
     encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
     encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
