@@ -41,8 +41,10 @@ ALGORITHM_RESOLVED: tuple[str, ...] = ("random_support", "inner_lr", "meta_lr") 
 # traced hyper-parameters); every other learner ignores them.
 
 # gradient learners (metadqn_jax.meta.learners.gradient): maml, fomaml, reptile, pretrained
-# (unadapted_weight: maml and fomaml only)
-GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "unadapted_weight")  # no defaults of their own
+GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt")  # no defaults of their own
+# maml and fomaml also read unadapted_weight (their meta-gradient has a query loss at adapted
+# parameters; Reptile's has none, pretrained adapts nothing during meta-training)
+MAML_SETTINGS: tuple[str, ...] = (*GRADIENT_SETTINGS, "unadapted_weight")
 
 # CAVIA (metadqn_jax.meta.learners.cavia): the context vector starts at 0 and needs a large
 # inner step (CAVIA's paper uses inner rates of 1-10 for the context parameters).
@@ -61,8 +63,8 @@ CONTEXT_DEFAULTS: dict[str, Any] = {"random_support": True, "meta_lr": 3e-3}
 
 # algorithm -> the fields only it reads
 ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
-    "maml": GRADIENT_SETTINGS,
-    "fomaml": GRADIENT_SETTINGS,
+    "maml": MAML_SETTINGS,
+    "fomaml": MAML_SETTINGS,
     "reptile": GRADIENT_SETTINGS,
     "cavia": CAVIA_SETTINGS,
     "context": CONTEXT_SETTINGS,

@@ -16,7 +16,8 @@ the factories differ only in their outer rule, the inner steps inside the meta-g
   test time it adapts with the same inner rule (``inner_steps`` at ``inner_lr``) as MAML.
 
 ``adapt="head"`` adapts only the output head (ANIL, Raghu et al. 2020): a mask, not a branch.
-Settings read (beyond the shared ones): :data:`metadqn_jax.meta.defaults.GRADIENT_SETTINGS`.
+Settings read (beyond the shared ones): :data:`metadqn_jax.meta.defaults.GRADIENT_SETTINGS` (maml and fomaml:
+:data:`~metadqn_jax.meta.defaults.MAML_SETTINGS`, which adds ``unadapted_weight``).
 """
 
 from __future__ import annotations
