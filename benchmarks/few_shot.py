@@ -72,7 +72,8 @@ def validation_config(val_budgets: str) -> ValidationConfig:
 
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
     """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
-    literals); a bad item is a ``parser.error`` naming it."""
+    literals; a bare word is a string: ``adapt=head`` as ``adapt='head'``); a bad item is a
+    ``parser.error`` naming it."""
     fields = MetaConfig.__dataclass_fields__
     sets = {}
     for item in items:
@@ -82,7 +83,9 @@ def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
         try:
             sets[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            parser.error(f"--set {name}: {value!r} is not a Python literal")
+            if not value.isidentifier():
+                parser.error(f"--set {name}: {value!r} is neither a Python literal nor a bare word")
+            sets[name] = value  # a bare word: a string setting (MetaConfig checks its choices)
     return sets
 
 

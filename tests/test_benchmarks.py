@@ -1,11 +1,13 @@
 """The benchmark scripts run end to end in their --quick mode."""
 
+import argparse
 import json
 import runpy
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,3 +103,15 @@ def test_goal_inference_quick(tmp_path, monkeypatch, capsys):
     assert [row["delta"] for row in data["precision"]][:3] == [0.0, 0.01, 0.02]
     assert {float(d): round(r, 2) for d, r in ((x["delta"], x["return"]) for x in data["precision"])} == returns
     assert f"greedy return {data['observed_goal_dqn']['mean']:.2f}" in out and len(data["encoder_rmse"]) == 1
+
+
+def test_few_shot_set_takes_literals_and_bare_words():
+    """``--set`` values are Python literals, or a bare word as a string (``adapt=head``); anything
+    else is one parser error naming the item (before any compute)."""
+    parse_sets = runpy.run_path(str(ROOT / "benchmarks" / "few_shot.py"), run_name="bench")["parse_sets"]
+    p = argparse.ArgumentParser()
+    assert parse_sets(p, ["tau=0.995", "adapt=head", "hidden=(8, 8)", "double=False", "query_source='buffer'"]) == {
+        "tau": 0.995, "adapt": "head", "hidden": (8, 8), "double": False, "query_source": "buffer"}
+    for bad in (["adapt=two words"], ["tau=0.9.9"], ["not_a_field=1"], ["tau="]):
+        with pytest.raises(SystemExit):
+            parse_sets(p, bad)
