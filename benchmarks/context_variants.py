@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--family", choices=list_families(), default="pointnav-goal")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a MetaConfig field (Python literal), e.g. encoder_post=(64,)")
+                   help="a MetaConfig field (a Python literal or a bare word), e.g. encoder_post=(64,)")
     p.add_argument("--seed", type=int, default=0, help="master seed of training and evaluation (default: %(default)s)")
     p.add_argument("--val-budgets", default="", metavar="B1,B2",
                    help="env-step budgets whose returns on the validation tasks select the checkpoint "

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
                    help="meta-training seeds per algorithm (seed, seed+1, ...), vmapped into one program; every "
                         "interval resamples them and the tasks (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a MetaConfig field for every algorithm (Python literal), e.g. task_lifetime=20; "
+                   help="a MetaConfig field for every algorithm (a Python literal or a bare word), e.g. task_lifetime=20, adapt=head; "
                         "applied after --quick")
     p.add_argument("--no-oracle", action="store_true", help="skip the per-task DQN oracle")
     p.add_argument("--val-budgets", default="", metavar="B1,B2",
