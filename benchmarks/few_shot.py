@@ -72,7 +72,8 @@ def validation_config(val_budgets: str) -> ValidationConfig:
 
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
     """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
-    literals; a bare word is a string: ``adapt=head`` as ``adapt='head'``); a bad item is a
+    literals; a bare word is a string, ``adapt=head`` as ``adapt='head'``, or ``true`` / ``false``
+    in any case a bool); a bad item is a
     ``parser.error`` naming it."""
     fields = MetaConfig.__dataclass_fields__
     sets = {}
@@ -85,7 +86,8 @@ def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
         except (ValueError, SyntaxError):
             if not value.isidentifier():
                 parser.error(f"--set {name}: {value!r} is neither a Python literal nor a bare word")
-            sets[name] = value  # a bare word: a string setting (MetaConfig checks its choices)
+            # a bare word: true / false (any case) as a bool, else a string (MetaConfig checks its choices)
+            sets[name] = {"true": True, "false": False}.get(value.lower(), value)
     return sets
 
 

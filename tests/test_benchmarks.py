@@ -110,8 +110,10 @@ def test_few_shot_set_takes_literals_and_bare_words():
     else is one parser error naming the item (before any compute)."""
     parse_sets = runpy.run_path(str(ROOT / "benchmarks" / "few_shot.py"), run_name="bench")["parse_sets"]
     p = argparse.ArgumentParser()
-    assert parse_sets(p, ["tau=0.995", "adapt=head", "hidden=(8, 8)", "double=False", "query_source='buffer'"]) == {
-        "tau": 0.995, "adapt": "head", "hidden": (8, 8), "double": False, "query_source": "buffer"}
+    assert parse_sets(p, ["tau=0.995", "adapt=head", "hidden=(8, 8)", "double=False", "huber=false",
+                          "dueling=TRUE", "query_source='buffer'"]) == {
+        "tau": 0.995, "adapt": "head", "hidden": (8, 8), "double": False, "huber": False, "dueling": True,
+        "query_source": "buffer"}
     for bad in (["adapt=two words"], ["tau=0.9.9"], ["not_a_field=1"], ["tau="]):
         with pytest.raises(SystemExit):
             parse_sets(p, bad)

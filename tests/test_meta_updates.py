@@ -201,7 +201,7 @@ def test_a_switch_must_be_true_or_false(field):
     """A switch given a string or a number ("no", 1) is one
     ConfigError naming the field, not a truthy surprise."""
     for bad in ("no", 1):
-        with pytest.raises(ConfigError, match=f"^{field} must be true or false, got "):
+        with pytest.raises(ConfigError, match=fr"^{field} must be a bool \(True or False\), got "):
             MetaConfig(**TINY, **{field: bad})
 
 

@@ -351,7 +351,7 @@ def validate_choices(cfg: MetaConfig) -> None:
     require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
     require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
     for name in ("cavia_first_order", "online_context", "stagger_tasks", "dueling", "double", "huber"):
-        require(isinstance(getattr(cfg, name), bool), name, "true or false", getattr(cfg, name))
+        require(isinstance(getattr(cfg, name), bool), name, "a bool (True or False)", getattr(cfg, name))
     require(cfg.activation in ("relu", "swish"), "activation", "'relu' or 'swish'", cfg.activation)
     require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",
             cfg.query_source)
