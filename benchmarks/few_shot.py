@@ -27,6 +27,7 @@ import dataclasses
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
@@ -34,7 +35,9 @@ import numpy as np
 
 from metadqn_jax import report, tasks
 from metadqn_jax.core import stats
+from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.app.userfamily import add_family_arguments, apply_family_options
+from metadqn_jax.app.yamlio import coerce
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
@@ -72,10 +75,11 @@ def validation_config(val_budgets: str) -> ValidationConfig:
 
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
     """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
-    literals; a bare word is a string, ``adapt=head`` as ``adapt='head'``, or ``true`` / ``false``
-    in any case a bool); a bad item is a
-    ``parser.error`` naming it."""
+    literals; a bare word is converted to the field's type as ``metadqn --set`` does,
+    :func:`metadqn_jax.app.yamlio.coerce`: ``adapt=head`` a string, ``double=false`` a bool); a
+    bad item is a ``parser.error`` naming it."""
     fields = MetaConfig.__dataclass_fields__
+    hints = typing.get_type_hints(MetaConfig)
     sets = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -86,8 +90,10 @@ def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
         except (ValueError, SyntaxError):
             if not value.isidentifier():
                 parser.error(f"--set {name}: {value!r} is neither a Python literal nor a bare word")
-            # a bare word: true / false (any case) as a bool, else a string (MetaConfig checks its choices)
-            sets[name] = {"true": True, "false": False}.get(value.lower(), value)
+            try:
+                sets[name] = coerce(value, hints[name], f"--set {name}")
+            except ConfigError as e:
+                parser.error(str(e))
     return sets
 
 

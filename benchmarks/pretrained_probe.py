@@ -47,6 +47,7 @@ import optax
 
 from metadqn_jax.core import replay, rollout
 from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
+from metadqn_jax.meta.gradient import apply_mask
 
 NUM_TEST = 16
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             support = replay.recent(buf, cfg.support_size)
             tp = learner.unadapted(params)
             adapts = learner.adapt_mask(tp)  # the subspace the inner steps move in
-            only = lambda v: jax.tree.map(lambda x, m: x if m else jnp.zeros_like(x), v, adapts)
+            only = lambda v: apply_mask(v, adapts)
             loss = lambda x: learner.td_loss(x, target["net"], support, h)[0]
             hvp = lambda v: only(jax.jvp(jax.grad(loss), (tp,), (only(v),))[1])
             leaves, tree = jax.tree.flatten(tp)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import typing
 from typing import Any, NamedTuple
 
 from metadqn_jax import tasks
@@ -300,6 +301,8 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
 
 # the dataclass default of every field (a field given None, whose default is a value, takes it)
 _FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(MetaConfig)}
+# the fields annotated ``bool`` (the switches: a value must be True or False, not merely truthy)
+_SWITCHES: tuple[str, ...] = tuple(name for name, tp in typing.get_type_hints(MetaConfig).items() if tp is bool)
 
 
 # ---------------------------------------------------------------------- validation
@@ -350,7 +353,7 @@ def validate_buffer(cfg: MetaConfig) -> None:
 def validate_choices(cfg: MetaConfig) -> None:
     require(cfg.inner_optimizer in ("sgd", "adam"), "inner_optimizer", "'sgd' or 'adam'", cfg.inner_optimizer)
     require(cfg.adapt in ("all", "head"), "adapt", "'all' or 'head'", cfg.adapt)
-    for name in ("cavia_first_order", "online_context", "stagger_tasks", "dueling", "double", "huber"):
+    for name in _SWITCHES:
         require(isinstance(getattr(cfg, name), bool), name, "a bool (True or False)", getattr(cfg, name))
     require(cfg.activation in ("relu", "swish"), "activation", "'relu' or 'swish'", cfg.activation)
     require(cfg.query_source in ("adapted", "buffer"), "query_source", "'adapted' or 'buffer'",

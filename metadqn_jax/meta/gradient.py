@@ -47,7 +47,9 @@ class MetaMetrics(NamedTuple):
     query_loss: jax.Array  # shape=() float32: query loss at the adapted parameters
 
 
-def _apply_mask(tree, mask):
+def apply_mask(tree, mask):
+    """``tree`` with zeros where ``mask`` (a pytree of Python bools like ``tree``, or ``None``: keep
+    all) is False: the projection onto what adapts (e.g. ``Learner.adapt_mask``)."""
     if mask is None:
         return tree
     return jax.tree.map(lambda x, m: x if m else jnp.zeros_like(x), tree, mask)
@@ -97,13 +99,13 @@ def adapt(
     def step(carry, _):
         p, s = carry
         (loss, aux), g = grad_fn(p, support)
-        g = _apply_mask(g, mask)
+        g = apply_mask(g, mask)
         if precondition is not None:
-            g = _apply_mask(precondition(p, g, support, aux), mask)
+            g = apply_mask(precondition(p, g, support, aux), mask)
         if first_order:
             g = jax.lax.stop_gradient(g)
         updates, s = inner_opt.update(g, s, p)
-        updates = _apply_mask(updates, mask)
+        updates = apply_mask(updates, mask)
         return (optax.apply_updates(p, updates), s), loss
 
     (adapted, _), losses = jax.lax.scan(step, (params, opt_state), None, length=num_steps)
