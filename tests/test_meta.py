@@ -423,6 +423,59 @@ def test_unadapted_weight_adds_the_supports_td_gradient_at_the_unadapted_paramet
         tiny(algorithm=algorithm, unadapted_weight=-1.0)
 
 
+def test_model_loss_adds_a_model_heads_error_to_the_inner_and_outer_task_loss():
+    """``model_loss = λ``: the Q-network gains a head predicting, per action, the reward and state
+    change; MAML's inner steps and query loss are ``TD + λ × its masked squared error for the
+    action taken`` (checked against the meta-gradient of a loss written out here); the TD loss
+    that fine-tuning uses stays the TD loss."""
+    from metadqn_jax.core.networks import make_q_network
+
+    cfg = tiny(algorithm="maml", inner_steps=2, model_loss=2.0)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    hp = cfg.hparams(inner_lr=0.3)
+    params = fast_jit(learner.init)(jax.random.key(0))
+    target = fast_jit(learner.init)(jax.random.key(1))
+    assert set(params["net"]["params"]) >= {"model", "head"}
+    support = pointnav_support(cfg.support_size, 7)  # 7 valid transitions, the rest padding
+    query = (random_transitions(jax.random.key(9), 16, obs_dim=2, num_actions=4), jnp.ones(16, bool))
+    net = make_q_network(4, cfg.hidden, dueling=cfg.dueling, activation=cfg.activation, model_outputs=3)
+
+    def written_out(tp, batch):
+        tr, mask = batch
+        td, aux = learner.td_loss(tp, target["net"], batch, hp)
+        _, pred = net.apply(tp["net"], tr.obs, with_model=True)  # [B, 4 actions, (reward, Δx, Δy)]
+        want = jnp.concatenate([tr.reward[:, None], tr.next_obs - tr.obs], -1)
+        err = pred[jnp.arange(tr.action.shape[0]), tr.action] - want
+        w = mask.astype(jnp.float32)
+        return td + 2.0 * jnp.sum(jnp.sum(err ** 2, -1) * w) / jnp.sum(w), aux
+
+    grads, m = jax.jit(learner.meta_grad)(params, target, support, query, hp)
+    ref, m_ref = meta.meta_gradient("maml", learner.unadapted(params), written_out, support, query,
+                                    inner_opt=optax.sgd(0.3), num_steps=2)
+    chex.assert_trees_all_close(grads["net"], ref["net"], rtol=2e-5, atol=1e-6)
+    chex.assert_trees_all_close(m, m_ref, rtol=1e-5)
+    assert float(np.abs(np.asarray(grads["net"]["params"]["model"]["kernel"])).max()) > 1e-3  # the head learns
+    # the model term is not negligible: without it, the shared layers get another gradient
+    plain = meta_dqn.make_learner(dataclasses.replace(cfg, model_loss=0.0), 4, (2,))
+    no_model = {"net": {"params": {k: v for k, v in params["net"]["params"].items() if k != "model"}}}
+    grads0, _ = jax.jit(plain.meta_grad)(no_model, target, support, query, hp)
+    assert max_abs_diff(grads0["net"]["params"]["hidden_0"], grads["net"]["params"]["hidden_0"]) > 1e-3
+    # fine-tuning's TD loss ignores the model head
+    td, _ = learner.td_loss(learner.unadapted(params), target["net"], query, hp)
+    td0, _ = plain.td_loss(plain.unadapted(no_model), target["net"], query, hp)
+    np.testing.assert_allclose(float(td), float(td0), rtol=1e-6)
+
+
+def test_model_loss_is_checked_against_what_it_cannot_move():
+    with pytest.raises(ConfigError, match="^model_loss must be"):
+        tiny(model_loss=-1.0)
+    with pytest.raises(ConfigError, match="^adapt must be 'all' when model_loss > 0"):
+        tiny(algorithm="maml", adapt="head", model_loss=1.0)
+    with pytest.raises(ConfigError, match="^cavia_damping must be 0 when model_loss > 0"):
+        tiny(algorithm="cavia", cavia_damping=1.0, model_loss=1.0)
+    tiny(algorithm="context", adapt="head", model_loss=1.0)  # the context learner ignores both
+
+
 def _f64(tree):
     return jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 

@@ -26,6 +26,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "inner_optimizer": "sgd",
             "adapt": "all",
             "unadapted_weight": 0.0,
+            "model_loss": 0.0,
             "context_dim": 8,
             "encoder_hidden": [64],
             "encoder_post": [],

@@ -143,6 +143,10 @@ class MetaConfig:
     unadapted_weight: float = 0.0  # maml / fomaml: weight w of the support's TD loss at the unadapted
     #                                parameters added to the meta-objective (trains the unadapted
     #                                network too, whose Polyak average is the target; 0: off)
+    model_loss: float = 0.0  # gradient learners and CAVIA: weight of a model head's loss in the task loss
+    #                          (inner steps and meta-objective: TD + model_loss x squared error of
+    #                          predicting each transition's reward and state change from the
+    #                          Q-network's last hidden layer; their reported losses include it; 0: off)
     context_dim: int = 8  # CAVIA context / context-encoder output width
     encoder_hidden: tuple[int, ...] = (64,)  # context-encoder per-transition MLP (φ)
     encoder_post: tuple[int, ...] = ()  # context-encoder MLP after pooling (ρ; () = identity)
@@ -364,6 +368,14 @@ def validate_ranges(cfg: MetaConfig) -> None:
     in_range("query_epsilon", cfg.query_epsilon, 0.0, 1.0)
     in_range("max_grad_norm", cfg.max_grad_norm, 0.0, math.inf, low_open=True)
     in_range("unadapted_weight", cfg.unadapted_weight, 0.0, math.inf)
+    in_range("model_loss", cfg.model_loss, 0.0, math.inf)
+    if cfg.model_loss > 0 and "model_loss" in ALGORITHM_SETTINGS[cfg.algorithm]:
+        uses_adapt, uses_damping = "adapt" in ALGORITHM_SETTINGS[cfg.algorithm], cfg.algorithm == "cavia"
+        require(not uses_adapt or cfg.adapt == "all", "adapt",
+                "'all' when model_loss > 0 (head-only steps cannot move the Q-values through the model head)",
+                cfg.adapt)
+        require(not uses_damping or cfg.cavia_damping == 0, "cavia_damping",
+                "0 when model_loss > 0 (the Gauss-Newton steps model the TD loss only)", cfg.cavia_damping)
 
 
 def validate_context(cfg: MetaConfig) -> None:

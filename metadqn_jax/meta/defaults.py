@@ -41,14 +41,14 @@ ALGORITHM_RESOLVED: tuple[str, ...] = ("random_support", "inner_lr", "meta_lr") 
 # traced hyper-parameters); every other learner ignores them.
 
 # gradient learners (metadqn_jax.meta.learners.gradient): maml, fomaml, reptile, pretrained
-GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt")  # no defaults of their own
+GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "model_loss")  # no defaults of their own
 # maml and fomaml also read unadapted_weight (their meta-gradient has a query loss at adapted
 # parameters; Reptile's has none, pretrained adapts nothing during meta-training)
 MAML_SETTINGS: tuple[str, ...] = (*GRADIENT_SETTINGS, "unadapted_weight")
 
 # CAVIA (metadqn_jax.meta.learners.cavia): the context vector starts at 0 and needs a large
 # inner step (CAVIA's paper uses inner rates of 1-10 for the context parameters).
-CAVIA_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "context_dim", "cavia_first_order",
+CAVIA_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "model_loss", "context_dim", "cavia_first_order",
                                     "cavia_damping")
 CAVIA_DEFAULTS: dict[str, Any] = {"inner_lr": 1.0, "meta_lr": 3e-3}
 

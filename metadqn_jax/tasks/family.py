@@ -71,7 +71,7 @@ FAMILY_META_FIELDS = (
     "num_tasks", "envs_per_task", "rollout_steps", "updates_per_step", "support_size", "buffer_size",
     "query_batch", "query_source", "query_epsilon", "task_lifetime", "stagger_tasks", "inner_steps",
     "inner_optimizer",
-    "adapt", "unadapted_weight", "context_dim", "encoder_hidden", "encoder_post", "random_support", "online_context",
+    "adapt", "unadapted_weight", "model_loss", "context_dim", "encoder_hidden", "encoder_post", "random_support", "online_context",
     "context_decoder", "context_refine", "context_refine_damping", "decoder_hidden", "cavia_first_order",
     "cavia_damping",
     "hidden", "activation", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metadqn_jax.core import losses
 from metadqn_jax.core.networks import QNetwork, make_q_network
@@ -60,18 +61,25 @@ class TaskQ(NamedTuple):
     unadapted: Callable  # (meta_params) -> TaskParams with ctx = 0 of the network's dtype
     q_values: Callable  # (TaskParams, obs [..., *obs_shape]) -> [..., num_actions]
     td_loss: Callable  # (TaskParams, target_net, (Transition, mask), hp) -> (loss, aux)
+    model_loss: Callable | None = None  # (TaskParams, (Transition, mask)) -> shape=() loss; None:
+    #   the network has no model head (cfg.model_loss = 0)
 
 
-def task_q(cfg, num_actions: int, obs_shape: tuple[int, ...], context_dim: int) -> TaskQ:
+def task_q(cfg, num_actions: int, obs_shape: tuple[int, ...], context_dim: int, *, model: bool = False) -> TaskQ:
     """The Q-network ``Q(s, ·[, ctx])`` of ``cfg`` (``hidden``, ``activation``, ``dueling``) and its DQN TD loss
     (``double``, ``huber``, discount ``hp.gamma``; the target network evaluates the bootstrap
-    with the online task's context). ``context_dim = 0``: no context input."""
+    with the online task's context). ``context_dim = 0``: no context input. ``model=True``: the
+    network also has a model head predicting, for each action, the reward and state change
+    ``[1 + obs_dim]`` (:func:`model_error`), and ``TaskQ.model_loss`` is its masked mean squared
+    error (summed over the outputs)."""
+    obs_dim = int(np.prod(obs_shape))
     net = make_q_network(num_actions, cfg.hidden, dueling=cfg.dueling, context_dim=context_dim,
-                         activation=cfg.activation)
+                         activation=cfg.activation, model_outputs=1 + obs_dim if model else 0)
     zeros_ctx = jnp.zeros((context_dim,), jnp.float32)
 
     def init(key):
-        return net.init(key, jnp.zeros(obs_shape, jnp.float32), zeros_ctx if context_dim else None)
+        return net.init(key, jnp.zeros(obs_shape, jnp.float32), zeros_ctx if context_dim else None,
+                        with_model=model)
 
     def unadapted(params):
         # the context takes the network's dtype (float64 networks stay float64, e.g. in tests)
@@ -86,4 +94,22 @@ def task_q(cfg, num_actions: int, obs_shape: tuple[int, ...], context_dim: int) 
         return losses.td_loss(tp, target, transitions, q_values, hp.gamma,
                               double=cfg.double, huber=cfg.huber, mask=mask)
 
-    return TaskQ(net, init, unadapted, q_values, td_loss)
+    def model_loss(tp, batch) -> jax.Array:
+        transitions, mask = batch
+        _, pred = net.apply(tp["net"], transitions.obs, tp["ctx"] if context_dim else None, with_model=True)
+        err = model_error(pred, transitions)
+        w = mask.astype(err.dtype)
+        return ((err ** 2).sum(-1) * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+    return TaskQ(net, init, unadapted, q_values, td_loss, model_loss if model else None)
+
+
+def model_error(pred: jax.Array, transitions) -> jax.Array:
+    """The model head's error ``[B, 1 + obs_dim]`` on a batch: its prediction for the action taken
+    (``pred [B, num_actions, 1 + obs_dim]``) minus the transition's reward and state change
+    ``next_obs - obs`` (the pre-reset observation, so an episode's last step counts too)."""
+    obs = transitions.obs.reshape(transitions.obs.shape[:1] + (-1,)).astype(pred.dtype)
+    nxt = transitions.next_obs.reshape(obs.shape).astype(pred.dtype)
+    target = jnp.concatenate([transitions.reward.astype(pred.dtype)[:, None], nxt - obs], -1)
+    taken = jnp.take_along_axis(pred, transitions.action.astype(jnp.int32)[:, None, None], axis=1)[:, 0]
+    return taken - target

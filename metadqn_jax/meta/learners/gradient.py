@@ -89,13 +89,30 @@ def gradient_learner(
         "Second-order MAML on cartpole-flipped"). The term trains the unadapted network too (there
         it slowed the query loss's growth, 5.37 → 1.27 at 1,500 meta-steps, one seed).
 
+    The task loss of the inner steps and of the meta-objective is the TD loss, plus
+    ``cfg.model_loss × `` the model head's squared error when ``cfg.model_loss > 0``
+    (:func:`~metadqn_jax.meta.learners.base.task_q`): the head predicts each transition's reward
+    and state change from the Q-network's last hidden layer, so an inner step on it moves the
+    shared layers by what the support's *dynamics* say about the task, which a TD error on a
+    constant reward says only through ``Q(s')``. ``Learner.td_loss`` (test-time fine-tuning)
+    stays the TD loss.
+
     Returns:
       A :class:`Learner` whose meta-parameters are ``{"net": Q-network params}`` (a CAVIA
       context starts at 0 on every task and is not meta-learned); ``meta_grad`` returns
       gradients of the same structure.
     """
-    q = task_q(cfg, num_actions, obs_shape, context_dim)
+    q = task_q(cfg, num_actions, obs_shape, context_dim, model=cfg.model_loss > 0)
     meta_steps = cfg.inner_steps if meta_steps is None else meta_steps
+
+    def task_loss(target_params, hp):  # (TaskParams, Support) -> (loss, TDAux)
+        def loss(p, b):
+            td, aux = q.td_loss(p, target_params["net"], b, hp)
+            if q.model_loss is None:
+                return td, aux
+            return td + cfg.model_loss * q.model_loss(p, b), aux
+
+        return loss
 
     def inner_opt(lr):
         if precondition is not None:  # the preconditioned gradient is the step itself
@@ -110,7 +127,7 @@ def gradient_learner(
 
     def adapt(params, target_params, support, hp):
         tp = q.unadapted(params)
-        loss_fn = lambda p, b: q.td_loss(p, target_params["net"], b, hp)
+        loss_fn = task_loss(target_params, hp)
         adapted, _ = meta.adapt(tp, loss_fn, support, inner_opt=inner_opt(hp.inner_lr),
                                 num_steps=cfg.inner_steps, mask=mask(tp), first_order=False,
                                 precondition=step_precondition)
@@ -118,7 +135,7 @@ def gradient_learner(
 
     def meta_grad(params, target_params, support, query, hp):
         tp = q.unadapted(params)
-        loss_fn = lambda p, b: q.td_loss(p, target_params["net"], b, hp)
+        loss_fn = task_loss(target_params, hp)
         if callable(query) and adapt_before_query:
             query = query(jax.lax.stop_gradient(adapt(params, target_params, support, hp)))
         reptile_batch = None
