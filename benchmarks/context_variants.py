@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     validation = validation_config(args.val_budgets)
     if args.quick:
         base, fs, validation = quick_settings(base, inner_steps=None)
-    base = dataclasses.replace(base, **sets)
+    base = base.rebuilt(**sets)
     fs = dataclasses.replace(fs, support_epsilon=base.epsilon, support_size=base.support_size)
     t0 = time.perf_counter()
     cmp = compare(base, ["context"], fs, seed=args.seed, validation=validation, scratch=False, oracle=False,

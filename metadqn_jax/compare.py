@@ -31,10 +31,12 @@ from metadqn_jax.driver import TrainResult, ValidationConfig, train_meta
 
 
 def config_for(base: MetaConfig, algorithm: str) -> MetaConfig:
-    """``base`` re-targeted to ``algorithm``. Fields ``base`` leaves ``None`` take that
-    algorithm's defaults (:data:`metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS`, resolved by
-    :meth:`MetaConfig.setting`); a value the user chose (e.g. ``--meta-lr``) always wins."""
-    return dataclasses.replace(base, algorithm=algorithm)
+    """``base`` re-targeted to ``algorithm`` (:meth:`MetaConfig.rebuilt`): the fields ``base``'s
+    constructor was not given take that algorithm's defaults — the family's recommendations for
+    it (``TaskFamily.meta_defaults_for``), then
+    :data:`metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS`; a value the user chose (e.g.
+    ``--meta-lr``) always wins."""
+    return base.rebuilt(algorithm=algorithm)
 
 
 class Comparison(NamedTuple):
@@ -140,7 +142,7 @@ def compare(
         log(f"{algo}: trained {wall[algo]:.0f}s, evaluated {time.perf_counter() - t:.0f}s; "
             f"return at {fs.budgets}: {[round(float(x), 2) for x in results[algo].mean]}")
     if scratch:
-        cfg = dataclasses.replace(base, algorithm="maml")
+        cfg = config_for(base, "pretrained")  # an untrained network with the baseline's adaptation rule
         learner, params = scratch_params(cfg, k_scratch)
         fs_scratch = protocol("scratch", cfg, params, params, learner)
         results["scratch"] = evaluate_few_shot(cfg, params, params, fs_scratch, k_eval, learner=learner,

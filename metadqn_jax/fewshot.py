@@ -623,11 +623,12 @@ def first_episode_curve(
 
 
 def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
-    """A fresh initialisation for the ``scratch`` baseline (its own target = itself); a batch of
-    keys ``[N]`` gives ``N`` initialisations (a leading seed axis)."""
+    """A fresh initialisation for the ``scratch`` baseline (its own target = itself): the
+    network and adaptation rule of the ``pretrained`` learner of ``meta_cfg``, untrained; a batch
+    of keys ``[N]`` gives ``N`` initialisations (a leading seed axis)."""
     family = meta_cfg.task_family
     env, base_params = family.env()
-    learner = make_learner(dataclasses.replace(meta_cfg, algorithm="maml"),
+    learner = make_learner(meta_cfg.rebuilt(algorithm="pretrained"),
                            envs.num_actions(env, base_params), envs.obs_shape(env, base_params))
     params = learner.init(key) if jnp.ndim(key) == 0 else jax.vmap(learner.init)(key)
     return learner, params

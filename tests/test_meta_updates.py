@@ -155,6 +155,85 @@ def test_config_yaml_lists_family_defaults_and_reads_them_back(registry):
     assert runs.config_text(again) == text
 
 
+def test_a_family_recommends_values_for_one_algorithm(registry):
+    """``meta_defaults[algorithm]`` wins over the family-wide value for that algorithm only; a
+    value the user gave wins over both; re-targeting (``config_for``) resolves the new
+    algorithm's, whichever algorithm the base config was built for."""
+    from metadqn_jax.meta.defaults import ALGORITHMS
+
+    assert tasks.FAMILY_ALGORITHMS == ALGORITHMS
+    assert set(tasks.ALGORITHM_META_FIELDS) < set(tasks.FAMILY_META_FIELDS)
+    registry.register_family(registry.TaskFamily(
+        "nav-per-algo-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+        meta_defaults={"tau": 0.99, "task_lifetime": 4, "cavia": {"tau": 0.995, "model_loss": 1.0,
+                                                                   "random_support": True}}))
+    family = tasks.get_family("nav-per-algo-test")
+    assert family.meta_defaults_for("cavia") == {"tau": 0.995, "task_lifetime": 4, "model_loss": 1.0,
+                                                 "random_support": True}
+    assert family.meta_defaults_for("maml") == {"tau": 0.99, "task_lifetime": 4}
+    base = MetaConfig(family="nav-per-algo-test")  # built for maml (the default algorithm)
+    assert (base.tau, base.model_loss, base.setting("random_support")) == (0.99, 0.0, False)
+    cavia = config_for(base, "cavia")
+    assert (cavia.tau, cavia.model_loss, cavia.setting("random_support"), cavia.task_lifetime) == (0.995, 1.0, True, 4)
+    assert cavia.family_defaults_used == {"tau": 0.995, "task_lifetime": 4, "model_loss": 1.0,
+                                          "random_support": True}
+    back = config_for(cavia, "maml")
+    assert (back.tau, back.model_loss) == (0.99, 0.0) and back == base
+    # a value the user gave wins for every algorithm, also after re-targeting
+    given = MetaConfig(family="nav-per-algo-test", tau=0.9)
+    assert config_for(given, "cavia").tau == 0.9 and config_for(given, "cavia").model_loss == 1.0
+    # dataclasses.replace keeps every value it copies (the documented difference from rebuilt)
+    assert dataclasses.replace(base, algorithm="cavia").tau == 0.99
+
+
+def test_config_yaml_records_per_algorithm_family_values_and_reads_them_back(registry):
+    """A family value for one algorithm only: config.yaml holds ``meta.algorithm``'s value, lists
+    the values by algorithm under defaults_used, and reading it back resolves each algorithm's
+    again (a resumed or evaluated run trains / loads the same configurations)."""
+    import yaml
+
+    from metadqn_jax.app import presets, runconfig, runs
+
+    registry.register_family(registry.TaskFamily("nav-yaml-algo-test", "PointNav-v0",
+                                                 ranges={"goal_y": (-0.5, 0.5)},
+                                                 meta_defaults={"num_meta_steps": 70,
+                                                                "cavia": {"tau": 0.995, "model_loss": 2.0}}))
+    cfg = runconfig.TrainConfig.resolve(presets.DEFAULT_TRAIN, {"meta": {"family": "nav-yaml-algo-test"},
+                                                                "run": {"algorithms": ["maml", "cavia"]}})
+    data = yaml.safe_load(runs.config_text(cfg))
+    used = data["defaults_used"]
+    assert used["hparams.tau"] == {"maml": 0.95, "cavia": 0.995, "pretrained": 0.95}
+    assert used["meta.model_loss"] == {"maml": 0.0, "cavia": 2.0, "pretrained": 0.0}
+    assert data["hparams"]["tau"] == 0.95 and data["meta"]["model_loss"] == 0.0  # meta.algorithm = maml
+    layer = runs.config_layer(data)
+    assert "tau" not in layer["hparams"] and "model_loss" not in layer["meta"]
+    layer.pop("family")
+    again = runconfig.TrainConfig.resolve(layer)
+    for algo in ("maml", "cavia", "pretrained"):
+        assert config_for(again.meta, algo) == config_for(cfg.meta, algo)
+    assert config_for(again.meta, "cavia").tau == 0.995
+    # a value edited in the file (no longer the recorded default) is given again
+    data["hparams"]["tau"] = 0.9
+    assert runs.config_layer(data)["hparams"]["tau"] == 0.9
+
+
+def test_an_algorithms_own_recommendations_are_checked(registry):
+    nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.cavia.num_tasks cannot be recommended "
+                                          r"for one algorithm \(every learner of a comparison shares it"):
+        tasks.TaskFamily("bad-test", meta_defaults={"cavia": {"num_tasks": 8}}, **nav)
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.maml.taus cannot be recommended "
+                                          r"for one algorithm \(not a MetaConfig field"):
+        tasks.TaskFamily("bad-test", meta_defaults={"maml": {"taus": 0.9}}, **nav)
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.maml \(the maml learner's own "
+                                          r"recommendations\) must be a mapping"):
+        tasks.TaskFamily("bad-test", meta_defaults={"maml": 0.9}, **nav)
+    registry.register_family(tasks.TaskFamily("bad-algo-value-test", meta_defaults={"maml": {"tau": 2.0}}, **nav))
+    MetaConfig(family="bad-algo-value-test", algorithm="cavia")  # not maml's: not read
+    with pytest.raises(ConfigError, match="tau"):
+        MetaConfig(family="bad-algo-value-test", algorithm="maml")
+
+
 def test_family_defaults_bad_keys_and_values(registry):
     nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults field 'update_per_step' is not a "

@@ -28,7 +28,8 @@ any computation starts.
 that resolve to a default (the algorithm's ``inner_lr`` / ``meta_lr`` / ``random_support``,
 the family's ``gamma`` and its ``meta_defaults``) are written with the value used, and listed
 under ``defaults_used`` (per algorithm where the trained algorithms' defaults differ; the field
-then stays ``null``).
+then stays ``null``, or — a field whose default is a value, recommended by the family for one
+algorithm, e.g. ``tau`` — holds ``meta.algorithm``'s value, which the record by algorithm includes).
 Reading the file back (:func:`read_run_config`, :func:`config_layer`) turns a value still equal
 to its recorded default into "not given" again, so a resumed run resolves every algorithm's
 defaults exactly as the original did; a folder written before ``defaults_used`` existed reads
@@ -367,11 +368,18 @@ def _defaults_used(cfg: Any) -> dict[str, Any]:
         values = {a: plain(dataclasses.replace(cfg.meta, algorithm=a).setting(name)) for a in cfg.run.trained}
         distinct = {repr(v) for v in values.values()}
         out[f"{sections[0]}.{name}"] = next(iter(values.values())) if len(distinct) == 1 else values
-    # the task family's recommendations (TaskFamily.meta_defaults) that filled unset fields
-    for name, value in cfg.meta.family_defaults_used.items():
+    # the task family's recommendations (TaskFamily.meta_defaults_for each algorithm) that filled
+    # unset fields; by algorithm (the base's included: the value the file holds) where they differ
+    algorithms = tuple(dict.fromkeys((*cfg.run.trained, cfg.meta.algorithm)))
+    configs = {a: cfg.meta.rebuilt(algorithm=a) for a in algorithms}
+    names = dict.fromkeys(n for c in configs.values() for n in c.family_defaults_used)
+    for name in names:
         sections = cfg.field_section(name)
-        if sections and f"{sections[0]}.{name}" not in out:
-            out[f"{sections[0]}.{name}"] = plain(value)
+        if not sections or f"{sections[0]}.{name}" in out:
+            continue
+        values = {a: plain(getattr(c, name)) for a, c in configs.items()}
+        distinct = {repr(v) for v in values.values()}
+        out[f"{sections[0]}.{name}"] = next(iter(values.values())) if len(distinct) == 1 else values
     return out
 
 
@@ -443,11 +451,21 @@ def config_layer(data: Mapping[str, Any], source: str = CONFIG) -> dict[str, Any
     if not isinstance(used, Mapping) or not all(isinstance(k, str) and k.count(".") == 1 for k in used):
         raise _config_error(f"{source}: {DEFAULTS_USED} must be a mapping of section.field names to values, "
                             f"got {used!r}")
+    meta = data.get("meta")
+    algorithm = meta.get("algorithm") if isinstance(meta, Mapping) else None
     for key, default in used.items():
         section, field = key.split(".")
         values = data.get(section)
-        if isinstance(default, Mapping) or not isinstance(values, dict) or field not in values:
+        if not isinstance(values, dict) or field not in values:
             continue
+        if isinstance(default, Mapping):  # by algorithm: the file holds meta.algorithm's value
+            if algorithm is None:
+                from metadqn_jax.meta.defaults import DEFAULT_ALGORITHM  # (the train command has none)
+
+                algorithm = DEFAULT_ALGORITHM
+            if algorithm not in default:
+                continue
+            default = default[algorithm]
         value = values[field]
         if value is not None and type(value) is type(default) and value == default:
             del values[field]  # not given: resolves to the same default again

@@ -144,7 +144,7 @@ def _classes():
         @property
         def meta_config(self) -> MetaConfig:
             """``meta`` re-targeted to ``sweep.algorithm`` (:func:`metadqn_jax.compare.config_for`)."""
-            return dataclasses.replace(self.meta, algorithm=self.sweep.algorithm)
+            return self.meta.rebuilt(algorithm=self.sweep.algorithm)
 
     return SweepSettings, SweepConfig
 

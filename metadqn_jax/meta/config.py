@@ -33,6 +33,7 @@ from metadqn_jax.meta.defaults import (
     ALGORITHM_RESOLVED,
     ALGORITHM_SETTINGS,
     ALGORITHMS,
+    DEFAULT_ALGORITHM,
     FAMILY_RESOLVED,
     LIBRARY_DEFAULTS,
     STRUCTURAL_FIELDS,
@@ -110,9 +111,11 @@ class MetaConfig:
     fields), else the dataclass default below; ``gamma``: the family's discount. A value given
     explicitly always wins, even when it equals a default. Resolved when the config is built,
     except ``random_support``, ``inner_lr``, ``meta_lr`` and ``gamma``, which stay ``None`` and
-    are resolved on use (:meth:`setting`), so a config re-targeted to another algorithm
-    (``compare.config_for``) takes that algorithm's. The built config holds the concrete values
+    are resolved on use (:meth:`setting`). The built config holds the concrete values
     (``dataclasses.replace(cfg, family=...)`` keeps them: pass ``None`` again to re-resolve);
+    :meth:`rebuilt` resolves again every field the constructor was not given: that is how a
+    config is re-targeted to another algorithm (``compare.config_for``), since a family may
+    recommend values for one algorithm only;
     :attr:`family_defaults_used` names the fields the family's recommendation filled. Layer
     widths are stored as tuples of ints.
 
@@ -121,7 +124,7 @@ class MetaConfig:
     """
 
     family: str = "pointnav-goal"  # a registered task family (metadqn_jax.tasks.family)
-    algorithm: str = "maml"  # one of ALGORITHMS
+    algorithm: str = DEFAULT_ALGORITHM  # one of ALGORITHMS ("maml")
     num_tasks: int = 32  # tasks per meta-step (the meta-batch, the task axis)
     envs_per_task: int = 4  # environments per task
     rollout_steps: int = 25  # steps of every environment per meta-step
@@ -190,12 +193,13 @@ class MetaConfig:
         family = family_of(self.family)
         # the family's recommendations and the None-default fields, resolved now (the
         # algorithm-dependent fields and gamma: on use)
-        names = (set(family.meta_defaults) | set(FAMILY_RESOLVED)
+        recommended = family.meta_defaults_for(self.algorithm)
+        names = (set(recommended) | set(FAMILY_RESOLVED)
                  | {n for n, d in _FIELD_DEFAULTS.items() if d is not None and getattr(self, n) is None})
         names -= {*ALGORITHM_RESOLVED, "gamma"}
         self._complete({name: resolve(self, name, family) for name in sorted(names)})
         object.__setattr__(self, "_from_family", tuple(
-            name for name in family.meta_defaults if name not in getattr(self, "_given", ())))
+            name for name in recommended if name not in getattr(self, "_given", ())))
         validate_sizes(self)
         self._complete(layer_widths(self))
         validate_buffer(self)
@@ -208,6 +212,15 @@ class MetaConfig:
         # the one way a built config is written: its family defaults and normalised layer tuples
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+    def rebuilt(self, **changes) -> MetaConfig:
+        """The config the constructor builds from the fields this one was *given*, updated with
+        ``changes``: every other field is resolved again. ``cfg.rebuilt(algorithm="cavia")`` is
+        ``cfg`` for CAVIA, with the family's recommendations for CAVIA
+        (``TaskFamily.meta_defaults_for``) wherever ``cfg`` was not given a value
+        (``compare.config_for``). ``dataclasses.replace`` instead keeps every value the config
+        holds (and counts them all as given)."""
+        return MetaConfig(**{**{n: getattr(self, n) for n in getattr(self, "_given", ())}, **changes})
 
     @property
     def family_defaults_used(self) -> dict[str, Any]:
@@ -272,7 +285,8 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
 
     1. a value given explicitly (not ``None``) — always wins;
     2. ``gamma``: the family's discount;
-    3. the family's recommendation (``TaskFamily.meta_defaults``; any field but
+    3. the family's recommendation for the config's algorithm (``TaskFamily.meta_defaults_for``:
+       that algorithm's own entry of ``meta_defaults``, else the family-wide one; any field but
        :data:`STRUCTURAL_FIELDS`);
     4. ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the
        algorithm's (:data:`ALGORITHM_DEFAULTS`);
@@ -292,8 +306,9 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
     family = tasks.get_family(cfg.family) if family is None else family
     if name == "gamma":
         return family.gamma if value is None else value
-    if name in family.meta_defaults:
-        return family.meta_defaults[name]
+    recommended = family.meta_defaults_for(cfg.algorithm)
+    if name in recommended:
+        return recommended[name]
     if value is not None:  # the dataclass default (or a value completed when the config was built)
         return value
     if name in ALGORITHM_RESOLVED:

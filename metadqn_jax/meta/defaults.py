@@ -23,6 +23,7 @@ from typing import Any
 
 # the meta-learning algorithms, in the order of metadqn_jax.meta.learners.LEARNERS
 ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
+DEFAULT_ALGORITHM = "maml"  # MetaConfig.algorithm's default
 
 # What MetaConfig's family-dependent fields (None = "the family's") become when the family
 # recommends nothing (tasks.TaskFamily.meta_defaults; the keys are tasks.FAMILY_META_FIELDS),

@@ -77,6 +77,20 @@ FAMILY_META_FIELDS = (
     "hidden", "activation", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",
     "chunk_size", "inner_lr", "meta_lr", "weight_decay", "epsilon", "tau",
 )
+# The meta-learning algorithms (metadqn_jax.meta.defaults.ALGORITHMS, checked equal by the same
+# test): a key of TaskFamily.meta_defaults may also be one of them, mapping to that algorithm's own
+# recommendations, which take precedence over the family-wide ones for that algorithm only.
+FAMILY_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
+# What an algorithm's own recommendation may set: how it learns (learning rates, target speed,
+# support prefixes) and its own settings — not what every learner of a comparison must share:
+# the environment steps and updates (sizes, counts, task lifetime, query), the Q-network's
+# architecture, the acting epsilon (the few-shot protocol's support epsilon) and the support size.
+ALGORITHM_META_FIELDS = (
+    "inner_steps", "inner_optimizer", "adapt", "unadapted_weight", "model_loss", "context_dim", "encoder_hidden",
+    "encoder_post", "random_support", "online_context", "context_decoder", "context_refine",
+    "context_refine_damping", "decoder_hidden", "cavia_first_order", "cavia_damping",
+    "inner_lr", "meta_lr", "weight_decay", "tau",
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -178,7 +192,10 @@ class EnvFields(NamedTuple):
 
 
 def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
-    """``meta_defaults`` is a mapping over :data:`FAMILY_META_FIELDS`; returns it as a dict.
+    """``meta_defaults`` is a mapping over :data:`FAMILY_META_FIELDS` and, per algorithm of
+    :data:`FAMILY_ALGORITHMS`, a mapping over :data:`ALGORITHM_META_FIELDS` (that algorithm's own
+    recommendations, e.g. ``{"tau": 0.99, "cavia": {"model_loss": 1.0}}``); returns it as a dict
+    (an algorithm's entry as a dict too).
 
     The one check that knows about an upper layer (the MetaConfig field names); the values
     are checked by MetaConfig like values the user gave (a ``MetaConfig`` of the family that
@@ -186,7 +203,8 @@ def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
 
     Raises:
       ConfigError: not a mapping, or a key that is not a non-structural MetaConfig field (named,
-        with the closest field name).
+        with the closest field name), or an algorithm's entry that is not a mapping over
+        :data:`ALGORITHM_META_FIELDS`.
     """
     import difflib
 
@@ -194,8 +212,22 @@ def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
 
     if not isinstance(meta_defaults, Mapping):
         raise ConfigError(f"family {name!r}: meta_defaults must be a mapping field -> value")
+    out = dict(meta_defaults)
     for key in meta_defaults:
         if key in FAMILY_META_FIELDS:
+            continue
+        if key in FAMILY_ALGORITHMS:
+            own = meta_defaults[key]
+            if not isinstance(own, Mapping):
+                raise ConfigError(f"family {name!r}: meta_defaults.{key} (the {key} learner's own "
+                                  f"recommendations) must be a mapping field -> value, got {own!r}")
+            for field in own:
+                if field not in ALGORITHM_META_FIELDS:
+                    why = ("every learner of a comparison shares it" if field in FAMILY_META_FIELDS
+                           else "not a MetaConfig field a family can set")
+                    raise ConfigError(f"family {name!r}: meta_defaults.{key}.{field} cannot be recommended "
+                                      f"for one algorithm ({why}; allowed: {', '.join(ALGORITHM_META_FIELDS)})")
+            out[key] = dict(own)
             continue
         if key in ("family", "algorithm", "gamma"):
             why = ("the family's discount is TaskFamily.gamma" if key == "gamma"
@@ -204,8 +236,9 @@ def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
         close = difflib.get_close_matches(str(key), FAMILY_META_FIELDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"family {name!r}: meta_defaults field {key!r} is not a MetaConfig field a family "
-                          f"can set{hint} (allowed: {', '.join(FAMILY_META_FIELDS)})")
-    return dict(meta_defaults)
+                          f"can set{hint} (allowed: {', '.join(FAMILY_META_FIELDS)}, or an algorithm's "
+                          f"own recommendations under its name: {', '.join(FAMILY_ALGORITHMS)})")
+    return out
 
 
 def validate_base_params(name: str, env_id: str, base_params: Any, default: EnvParams) -> EnvParams:
@@ -452,8 +485,11 @@ class TaskFamily:
       gamma: recommended DQN discount for this family, in ``(0, 1]``.
       meta_defaults: recommended meta-training settings, ``{field: value}`` for any of the
         ``MetaConfig`` fields in :data:`FAMILY_META_FIELDS` (all but ``family``, ``algorithm``
-        and ``gamma``); a ``MetaConfig`` that is not given such a field takes the family's value
-        (one given explicitly wins: :func:`metadqn_jax.meta.config.resolve`).
+        and ``gamma``), plus, under an algorithm's name, that algorithm's own recommendations
+        over :data:`ALGORITHM_META_FIELDS` (``{"cavia": {"model_loss": 1.0}}``; they win over the
+        family-wide ones for that algorithm: :meth:`meta_defaults_for`); a ``MetaConfig`` that
+        is not given such a field takes the family's value (one given explicitly wins:
+        :func:`metadqn_jax.meta.config.resolve`).
       split_seed: seed of the deterministic task pools.
       num_train, num_val, num_test: pool sizes (distinct tasks per split, all > 0).
       sample_desc: how ``sample_fn`` varies tasks, for :meth:`describe`.
@@ -516,6 +552,12 @@ class TaskFamily:
             object.__setattr__(self, attr, value)
 
     # -------------------------------------------------------------------- accessors
+    def meta_defaults_for(self, algorithm: str) -> dict[str, Any]:
+        """The family's recommendations for ``algorithm``: the family-wide fields of
+        ``meta_defaults``, updated with that algorithm's own entry (``meta_defaults[algorithm]``)."""
+        wide = {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
+        return {**wide, **self.meta_defaults.get(algorithm, {})}
+
     @property
     def varying_fields(self) -> tuple[str, ...]:
         """Fields that vary across tasks (ranges, choices, then sample_fn outputs)."""
@@ -599,7 +641,8 @@ class TaskFamily:
             "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ranges.items()},
             "choices": {k: [_plain_value(v) for v in vals] for k, vals in self.choices.items()},
             "base_params": base, "gamma": float(self.gamma),
-            "meta_defaults": {k: _plain_value(v) for k, v in self.meta_defaults.items()},
+            "meta_defaults": {k: ({f: _plain_value(x) for f, x in v.items()} if k in FAMILY_ALGORITHMS
+                                  else _plain_value(v)) for k, v in self.meta_defaults.items()},
             "budgets": list(self.few_shot_budgets), "split_seed": int(self.split_seed),
             "num_train": int(self.num_train), "num_val": int(self.num_val), "num_test": int(self.num_test),
         }
