@@ -609,8 +609,13 @@ class TaskFamily:
             f"{self.name}: {self.env_id}; {self.describe_varying()}; gamma {self.gamma:g}, "
             f"{self.episode_length} steps, splits {self.num_train}/{self.num_val}/{self.num_test}"
         )
-        if self.meta_defaults:
-            line += "; meta " + ", ".join(f"{k}={v}" for k, v in self.meta_defaults.items())
+        wide = {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
+        if wide:
+            line += "; meta " + ", ".join(f"{k}={v}" for k, v in wide.items())
+        for algorithm in FAMILY_ALGORITHMS:
+            if self.meta_defaults.get(algorithm):
+                own = self.meta_defaults[algorithm]
+                line += f"; {algorithm} " + ", ".join(f"{k}={v}" for k, v in own.items())
         if self.description:
             line += f" - {self.description}"
         return " ".join(line.split())  # one line, whatever the description holds
