@@ -212,6 +212,11 @@ def test_config_yaml_records_per_algorithm_family_values_and_reads_them_back(reg
     for algo in ("maml", "cavia", "pretrained"):
         assert config_for(again.meta, algo) == config_for(cfg.meta, algo)
     assert config_for(again.meta, "cavia").tau == 0.995
+    # `metadqn evaluate` / `--resume` / `--oracle` resolve the read config again as a layer: only
+    # what it was given (to_dict() would give every field and pin maml's values for cavia)
+    layered = runconfig.TrainConfig.resolve(again.as_layer(), {"run": {"baselines": ["pretrained", "oracle"]}})
+    assert config_for(layered.meta, "cavia") == config_for(cfg.meta, "cavia")
+    assert config_for(runconfig.TrainConfig.resolve(again.to_dict()).meta, "cavia").model_loss == 0.0
     # a value edited in the file (no longer the recorded default) is given again
     data["hparams"]["tau"] = 0.9
     assert runs.config_layer(data)["hparams"]["tau"] == 0.9

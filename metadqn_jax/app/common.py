@@ -79,7 +79,7 @@ def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], defa
 def with_oracle(cfg, args: argparse.Namespace):
     """``cfg`` with ``oracle`` added to ``run.baselines`` when ``--oracle`` is given."""
     if getattr(args, "oracle", False) and "oracle" not in cfg.run.baselines:
-        return type(cfg).resolve(cfg.to_dict(), {"run": {"baselines": [*cfg.run.baselines, "oracle"]}})
+        return type(cfg).resolve(cfg.as_layer(), {"run": {"baselines": [*cfg.run.baselines, "oracle"]}})
     return cfg
 
 

@@ -42,7 +42,7 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     run_dir = Path(args.run_dir)
     apply_family_options(args, None)  # only registers: the run's config.yaml holds its family's definition
     stored = runs.read_run_config(run_dir, TrainConfig)
-    layers = [stored.to_dict(), flags, parse_overrides(args.set or [], TrainConfig)]
+    layers = [stored.as_layer(), flags, parse_overrides(args.set or [], TrainConfig)]
     cfg = with_oracle(TrainConfig.resolve(*layers), args)
     check_unchanged(stored, cfg, EVALUATE_MAY_CHANGE, "evaluate")
     missing = [a for a in cfg.run.trained if a not in stored.run.trained]

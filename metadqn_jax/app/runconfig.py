@@ -222,6 +222,19 @@ class _Composite:
             out[s.name] = {name: plain(getattr(obj, name)) for name in s.fields}
         return out
 
+    def as_layer(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields a section's config was not *given* (``MetaConfig``
+        records them): a layer that resolves to this configuration again. ``to_dict()`` as a
+        layer would give every field, so a ``MetaConfig`` built for one algorithm would keep that
+        algorithm's values when re-targeted to another (a family's per-algorithm
+        recommendations, ``TaskFamily.meta_defaults_for``)."""
+        out = self.to_dict()
+        for s in self.SECTIONS:
+            given = getattr(getattr(self, s.attr), "_given", None)
+            if given is not None:
+                out[s.name] = {name: value for name, value in out[s.name].items() if name in given}
+        return out
+
     def to_yaml(self) -> str:
         """The resolved configuration as commented YAML (loadable with ``--config``)."""
         lines = [f"# metadqn {self.COMMAND}: resolved configuration (load it with --config FILE)",

@@ -430,7 +430,8 @@ def _config_text(cfg: Any) -> str:
     block = yaml.safe_dump({DEFAULTS_USED: used}, sort_keys=False, default_flow_style=None, width=100).rstrip()
     return (text + "# defaults_used: the settings above that were not given and took a default (the algorithm's,\n"
             "# the family's), by algorithm where the trained algorithms' defaults differ (the field above\n"
-            "# then stays null). Reading this file treats a field still equal to its default as not given.\n"
+            "# then stays null, or holds the value of meta's own algorithm, maml unless set, listed too).\n"
+            "# Reading this file treats a field still equal to its default as not given.\n"
             + block + "\n")
 
 

@@ -407,7 +407,7 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         apply_family_options(args, None)
         run_dir = Path(args.resume)
         stored = runs.read_run_config(run_dir, TrainConfig)
-        cfg = resolve_config(TrainConfig, args, flags, stored.to_dict(), None)
+        cfg = resolve_config(TrainConfig, args, flags, stored.as_layer(), None)
         cfg = with_oracle(cfg, args)
         check_unchanged(stored, cfg, RESUME_MAY_CHANGE, "--resume")
     else:
