@@ -193,6 +193,9 @@ def main(argv=None) -> int:
         family_spec=tasks.family_spec(args.family),
         meta_steps=base.num_meta_steps,
         meta_config_set=sets,
+        # per algorithm, the settings the family's recommendations filled (TaskFamily.meta_defaults_for)
+        family_defaults_used={a: {k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in c.family_defaults_used.items()} for a, c in cmp.configs.items()},
         validation_budgets=list(validation.budgets),
         env_steps_per_init=base.num_meta_steps * base.env_steps_per_meta_step,
         gradient_updates_per_init=base.gradient_updates,

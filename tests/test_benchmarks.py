@@ -42,6 +42,7 @@ def test_few_shot_quick(tmp_path, monkeypatch):
     assert np.asarray(data["scratch"]["returns"]).shape == (3, 2, 2, 3)
     assert data["axes"] == ["meta_seed", "task", "adapt_seed", "budget"] and data["meta_seeds"] == [0, 1, 2]
     assert "bootstrap" in data["ci_method"]
+    assert data["family_defaults_used"] == {"context": {}, "pretrained": {}}  # pointnav-rotated recommends nothing
     assert (tmp_path / "fs_profile.png").stat().st_size > 10_000
     assert "| init − pretrained |" in out.with_suffix(".md").read_text()
     # the monotonicity check: every init's largest drop between budgets, with its interval
