@@ -42,7 +42,7 @@ ALGORITHM_RESOLVED: tuple[str, ...] = ("random_support", "inner_lr", "meta_lr") 
 # traced hyper-parameters); every other learner ignores them.
 
 # gradient learners (metadqn_jax.meta.learners.gradient): maml, fomaml, reptile, pretrained
-GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "model_loss")  # no defaults of their own
+GRADIENT_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "adapt", "model_loss")  # no own defaults
 # maml and fomaml also read unadapted_weight (their meta-gradient has a query loss at adapted
 # parameters; Reptile's has none, pretrained adapts nothing during meta-training)
 MAML_SETTINGS: tuple[str, ...] = (*GRADIENT_SETTINGS, "unadapted_weight")

@@ -19,6 +19,7 @@ from metadqn_jax.tasks.family import (
 from metadqn_jax.tasks.pools import SPLITS
 from metadqn_jax.tasks.registry import FAMILIES, family_spec, get_family, list_families, register_family
 
-__all__ = ["ALGORITHM_META_FIELDS", "FAMILIES", "FAMILY_ALGORITHMS", "FAMILY_META_FIELDS", "SPEC_KEYS", "SPLITS", "TaskFamily", "broadcast_params",
+__all__ = ["ALGORITHM_META_FIELDS", "FAMILIES", "FAMILY_ALGORITHMS", "FAMILY_META_FIELDS", "SPEC_KEYS", "SPLITS",
+           "TaskFamily", "broadcast_params",
            "default_budgets", "family_spec", "get_family", "goal_circle_sampler", "index_params", "list_families",
            "register_family", "stack_params"]
