@@ -37,7 +37,7 @@ from metadqn_jax import report, tasks
 from metadqn_jax.core import stats
 from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.app.userfamily import add_family_arguments, apply_family_options
-from metadqn_jax.app.yamlio import coerce
+from metadqn_jax.app.yamlio import coerce, plain
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
@@ -194,8 +194,8 @@ def main(argv=None) -> int:
         meta_steps=base.num_meta_steps,
         meta_config_set=sets,
         # per algorithm, the settings the family's recommendations filled (TaskFamily.meta_defaults_for)
-        family_defaults_used={a: {k: list(v) if isinstance(v, tuple) else v
-                                  for k, v in c.family_defaults_used.items()} for a, c in cmp.configs.items()},
+        family_defaults_used={a: {k: plain(v) for k, v in c.family_defaults_used.items()}
+                              for a, c in cmp.configs.items()},
         validation_budgets=list(validation.budgets),
         env_steps_per_init=base.num_meta_steps * base.env_steps_per_meta_step,
         gradient_updates_per_init=base.gradient_updates,

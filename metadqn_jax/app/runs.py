@@ -353,33 +353,30 @@ def _defaults_used(cfg: Any) -> dict[str, Any]:
     (one value where they all agree)."""
     if getattr(cfg, "COMMAND", None) != "train":
         return {}
-    import dataclasses
-
     from metadqn_jax.app.yamlio import plain
     from metadqn_jax.meta.defaults import ALGORITHM_RESOLVED
 
-    out: dict[str, Any] = {}
-    for name in (*ALGORITHM_RESOLVED, "gamma"):
-        if getattr(cfg.meta, name) is not None:
-            continue
-        sections = cfg.field_section(name)
-        if not sections:
-            continue
-        values = {a: plain(dataclasses.replace(cfg.meta, algorithm=a).setting(name)) for a in cfg.run.trained}
-        distinct = {repr(v) for v in values.values()}
-        out[f"{sections[0]}.{name}"] = next(iter(values.values())) if len(distinct) == 1 else values
-    # the task family's recommendations (TaskFamily.meta_defaults_for each algorithm) that filled
-    # unset fields; by algorithm (the base's included: the value the file holds) where they differ
     algorithms = tuple(dict.fromkeys((*cfg.run.trained, cfg.meta.algorithm)))
-    configs = {a: cfg.meta.rebuilt(algorithm=a) for a in algorithms}
-    names = dict.fromkeys(n for c in configs.values() for n in c.family_defaults_used)
-    for name in names:
+    configs = {a: cfg.meta.rebuilt(algorithm=a) for a in algorithms}  # each algorithm's resolution
+    out: dict[str, Any] = {}
+
+    def record(name: str, over: tuple[str, ...], value_of) -> None:
+        # one value where the algorithms agree, else {algorithm: value}
         sections = cfg.field_section(name)
         if not sections or f"{sections[0]}.{name}" in out:
-            continue
-        values = {a: plain(getattr(c, name)) for a, c in configs.items()}
+            return
+        values = {a: plain(value_of(configs[a])) for a in over}
         distinct = {repr(v) for v in values.values()}
         out[f"{sections[0]}.{name}"] = next(iter(values.values())) if len(distinct) == 1 else values
+
+    # the algorithm-dependent fields and gamma, left unset (resolved on use), by trained algorithm
+    for name in (*ALGORITHM_RESOLVED, "gamma"):
+        if getattr(cfg.meta, name) is None:
+            record(name, cfg.run.trained, lambda c, n=name: c.setting(n))
+    # the task family's recommendations (TaskFamily.meta_defaults_for each algorithm) that filled
+    # unset fields; by algorithm (the base's included: the value the file holds) where they differ
+    for name in dict.fromkeys(n for c in configs.values() for n in c.family_defaults_used):
+        record(name, algorithms, lambda c, n=name: getattr(c, n))
     return out
 
 

@@ -556,8 +556,11 @@ class TaskFamily:
     def meta_defaults_for(self, algorithm: str) -> dict[str, Any]:
         """The family's recommendations for ``algorithm``: the family-wide fields of
         ``meta_defaults``, updated with that algorithm's own entry (``meta_defaults[algorithm]``)."""
-        wide = {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
-        return {**wide, **self.meta_defaults.get(algorithm, {})}
+        return {**self._family_wide_defaults(), **self.meta_defaults.get(algorithm, {})}
+
+    def _family_wide_defaults(self) -> dict[str, Any]:
+        """``meta_defaults`` without the algorithms' own entries."""
+        return {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
 
     @property
     def varying_fields(self) -> tuple[str, ...]:
@@ -610,7 +613,7 @@ class TaskFamily:
             f"{self.name}: {self.env_id}; {self.describe_varying()}; gamma {self.gamma:g}, "
             f"{self.episode_length} steps, splits {self.num_train}/{self.num_val}/{self.num_test}"
         )
-        wide = {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
+        wide = self._family_wide_defaults()
         if wide:
             line += "; meta " + ", ".join(f"{k}={v}" for k, v in wide.items())
         for algorithm in FAMILY_ALGORITHMS:

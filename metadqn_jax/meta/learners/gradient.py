@@ -80,8 +80,9 @@ def gradient_learner(
         becomes ``params - step`` (plain SGD on the preconditioned gradient, learning rate 1;
         ``inner_lr`` and ``inner_optimizer`` are not used), e.g. CAVIA's damped Gauss-Newton
         steps (:func:`metadqn_jax.meta.learners.cavia.gauss_newton`).
-      unadapted_weight: ``w > 0`` adds ``w × ∇θ L_support(θ)``, the support's TD loss at the
-        *unadapted* meta-parameters, to the meta-gradient. The meta-objective alone constrains
+      unadapted_weight: ``w > 0`` adds ``w × ∇θ L_support(θ)``, the support's task loss (TD, plus
+        the model term when ``cfg.model_loss > 0``) at the *unadapted* meta-parameters, to the
+        meta-gradient. The meta-objective alone constrains
         only the adapted network, so the unadapted one — and its Polyak average, the target
         network every TD target bootstraps from — may drift to values the inner steps correct:
         on cartpole-flipped second-order MAML's support loss before its inner steps grew from
