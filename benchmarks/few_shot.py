@@ -4,7 +4,7 @@
     python benchmarks/few_shot.py --family-file acrobot.yaml --out few_shot_acrobot.json   # a user's family
 
 A user's family comes from a YAML file's ``family:`` block (``--family-file``) or from a module
-that registers it (``--family-module``; metadqn_jax.app.userfamily). The budgets default to the
+that registers it (``--family-module``; metadqn_jax.runs.families). The budgets default to the
 family's (``TaskFamily.budgets``: by default 0, 1/20, 1/5, 1/2, 1, 2 and 4 episodes); the JSON
 records the family's full definition (``family_spec``).
 
@@ -36,8 +36,9 @@ import numpy as np
 from metadqn_jax import report, tasks
 from metadqn_jax.core import stats
 from metadqn_jax.core.validate import ConfigError
-from metadqn_jax.app.userfamily import add_family_arguments, apply_family_options
-from metadqn_jax.app.yamlio import coerce, plain
+from metadqn_jax.app.common import apply_family_options
+from metadqn_jax.app.options import add_family_arguments
+from metadqn_jax.runs.yamlio import coerce, plain
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
@@ -75,7 +76,7 @@ def validation_config(val_budgets: str) -> ValidationConfig:
 def parse_sets(parser: argparse.ArgumentParser, items) -> dict:
     """``["FIELD=VALUE", ...]`` -> ``{field: value}`` for :class:`MetaConfig` fields (Python
     literals; a bare word is converted to the field's type as ``metadqn --set`` does,
-    :func:`metadqn_jax.app.yamlio.coerce`: ``adapt=head`` a string, ``double=false`` a bool); a
+    :func:`metadqn_jax.runs.yamlio.coerce`: ``adapt=head`` a string, ``double=false`` a bool); a
     bad item is a ``parser.error`` naming it."""
     fields = MetaConfig.__dataclass_fields__
     hints = typing.get_type_hints(MetaConfig)

@@ -22,23 +22,23 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # configuration
-    "ConfigError": "metadqn_jax.core.validate",
+    "ConfigError": "metadqn_jax.core.errors",
     "DQNConfig": "metadqn_jax.dqn",
     "DQNHParams": "metadqn_jax.dqn",
     "MetaConfig": "metadqn_jax.meta",
     "MetaHParams": "metadqn_jax.meta",
     "FewShotConfig": "metadqn_jax.fewshot",
     "ValidationConfig": "metadqn_jax.driver",
-    "TrainConfig": "metadqn_jax.app.runconfig",
-    "DQNRunConfig": "metadqn_jax.app.runconfig",
-    "RegressRunConfig": "metadqn_jax.app.runconfig",
+    "TrainConfig": "metadqn_jax.runs.configs",
+    "DQNRunConfig": "metadqn_jax.runs.configs",
+    "RegressRunConfig": "metadqn_jax.runs.configs",
     # meta-training and evaluation
     "make_meta_step": "metadqn_jax.meta",
     "MetaState": "metadqn_jax.meta",
     "train_meta": "metadqn_jax.driver",
     "EarlyStop": "metadqn_jax.driver",
     "TrainResult": "metadqn_jax.driver",
-    "DivergenceError": "metadqn_jax.driver",
+    "DivergenceError": "metadqn_jax.core.divergence",
     "evaluate_few_shot": "metadqn_jax.fewshot",
     "make_train": "metadqn_jax.dqn",
     # task families
@@ -63,12 +63,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from metadqn_jax.checkpoint import CheckpointError, Checkpointer
-    from metadqn_jax.core.validate import ConfigError
+    from metadqn_jax.core.errors import ConfigError
     from metadqn_jax.dqn import DQNConfig, DQNHParams
-    from metadqn_jax.app.runconfig import DQNRunConfig, RegressRunConfig, TrainConfig
+    from metadqn_jax.runs.configs import DQNRunConfig, RegressRunConfig, TrainConfig
     from metadqn_jax.deploy import Policy, adapt_to_task, load_policy
     from metadqn_jax.dqn import make_train
     from metadqn_jax.fewshot import FewShotConfig, evaluate_few_shot
     from metadqn_jax.meta import MetaConfig, MetaHParams, MetaState, make_meta_step
     from metadqn_jax.tasks import TaskFamily, get_family, list_families, register_family
-    from metadqn_jax.driver import DivergenceError, EarlyStop, TrainResult, ValidationConfig, train_meta
+    from metadqn_jax.core.divergence import DivergenceError
+    from metadqn_jax.driver import EarlyStop, TrainResult, ValidationConfig, train_meta

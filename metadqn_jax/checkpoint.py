@@ -56,7 +56,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
+from metadqn_jax import __version__
 from metadqn_jax.core.optim import is_prng_key
 
 FORMAT_STATE = "metadqn_jax/meta-training-state"
@@ -83,8 +85,6 @@ class Restored(NamedTuple):
 # ---------------------------------------------------------------------------- leaves
 def _named(tree: Any) -> dict[str, Any]:
     """``{orbax parameter name: leaf}`` (``"state.params.net.params.hidden_0.kernel"``)."""
-    import orbax.checkpoint as ocp
-
     return ocp.utils.to_flat_dict(tree, sep=".")
 
 
@@ -162,8 +162,6 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ orbax plumbing
     def _manager(self, create: bool):
-        import orbax.checkpoint as ocp
-
         if self._mgr is None:
             if not create and not self.directory.is_dir():
                 raise CheckpointError(f"no checkpoint at {self.directory} (the directory does not exist)")
@@ -200,8 +198,6 @@ class Checkpointer:
         Raises:
           CorruptCheckpointError: orbax cannot read it back.
         """
-        import orbax.checkpoint as ocp
-
         one = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever sharding it was saved with
 
         def as_target(s):
@@ -223,8 +219,6 @@ class Checkpointer:
     # ------------------------------------------------------------------------- queries
     def _step_folders(self) -> list[int]:
         """Orbax's finalized step folders (not ``*.orbax-checkpoint-tmp*``) named by a number."""
-        import orbax.checkpoint as ocp
-
         if not self.directory.is_dir():
             return []
         return sorted(int(p.name) for p in ocp.utils.checkpoint_steps_paths(self.directory) if p.name.isdigit())
@@ -350,10 +344,6 @@ class Checkpointer:
           CheckpointError: the save failed (earlier checkpoints are left intact) or ``step``
             already exists.
         """
-        import orbax.checkpoint as ocp
-
-        from metadqn_jax import __version__
-
         step = int(step)
         info = {
             "format": self.kind,

@@ -36,11 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax.app.runconfig import TrainConfig, field_defaults, meta_config_dict
-from metadqn_jax.app.runs import policy_dir, read_run_config
+from metadqn_jax import envs
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
+from metadqn_jax.compare import config_for
 from metadqn_jax.fewshot import FewShotConfig, make_few_shot
 from metadqn_jax.meta import Learner, MetaConfig, make_learner
+from metadqn_jax.runs.configs import TrainConfig, field_defaults, meta_config_dict
+from metadqn_jax.runs.layout import policy_dir
+from metadqn_jax.runs.record import read_run_config
 from metadqn_jax.tasks import TaskFamily
 
 __all__ = ["Policy", "load_policy", "adapt_to_task", "check_task", "export_policy", "policy_dir"]
@@ -64,8 +67,6 @@ class Policy(NamedTuple):
 
 
 def _learner(cfg: MetaConfig) -> tuple[Learner, tuple[int, ...], int]:
-    from metadqn_jax import envs
-
     env, base = cfg.task_family.env()
     num_actions = envs.num_actions(env, base)
     obs_shape = tuple(envs.obs_shape(env, base))
@@ -98,8 +99,6 @@ def load_policy(run_dir: str | Path, algorithm: str | None = None) -> Policy:
       ConfigError: ``run_dir`` is not a ``metadqn train`` run folder.
       CheckpointError: no (complete) export for ``algorithm``, or it does not match the config.
     """
-    from metadqn_jax.compare import config_for
-
     run = read_run_config(run_dir, TrainConfig)
     algorithm = algorithm or run.run.algorithms[0]
     if algorithm not in run.run.trained:

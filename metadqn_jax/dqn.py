@@ -26,7 +26,8 @@ import optax
 from metadqn_jax import envs
 from metadqn_jax.core import losses, policies, replay, rollout
 from metadqn_jax.core.optim import clipped_adam, linear_epsilon, polyak_update
-from metadqn_jax.core.validate import ConfigError, as_hparams, check_hparams, in_range, nonneg_int, positive_int, require
+from metadqn_jax.core.hparams import as_hparams, check_hparams
+from metadqn_jax.core.validate import ConfigError, in_range, nonneg_int, positive_int, require
 from metadqn_jax.core.networks import make_q_network
 from metadqn_jax.core.types import EnvCarry, Transition, example_transition
 

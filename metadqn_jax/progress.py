@@ -1,4 +1,5 @@
-"""The progress bar of chunked meta-training (the library's ``train_meta`` and the commands).
+"""Progress on stderr (results go to stdout): the bar of chunked meta-training (the library's
+``train_meta`` and the commands) and one-line notes (:func:`info`).
 
 A compiled chunk of meta-steps is the unit of progress; the first chunk also pays the
 compilation, so :class:`ChunkBar` shows "compiling" until it ends and measures the rate and
@@ -7,9 +8,17 @@ the ETA from there on (compile time excluded).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import tqdm.auto
+
+
+def info(msg: str) -> None:
+    """Prints a note or progress line on stderr (results go to stdout)."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 class ChunkBar:
@@ -20,9 +29,7 @@ class ChunkBar:
     """
 
     def __init__(self, desc: str, total: int, start: int = 0):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, smoothing=0)
+        self.bar = tqdm.auto.tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, smoothing=0)
         self.bar.set_postfix_str("compiling", refresh=True)
         self.compiled = False
 
@@ -42,4 +49,5 @@ class ChunkBar:
             self.bar.update(step - self.bar.n)
 
     def close(self) -> None:
+        """Closes the bar (its last line stays on the terminal)."""
         self.bar.close()

@@ -1,5 +1,8 @@
-"""Few-shot results as markdown tables, a JSON-ready dict, a return-vs-budget plot with 95 % bands and a
-performance profile; every number comes from :mod:`metadqn_jax.core.stats`."""
+"""Results as Markdown tables, JSON-ready dicts and PNG plots: the few-shot comparison (a
+return-vs-budget plot with 95 % bands, performance profiles), hyper-parameter sweeps, and the
+curves of ``metadqn dqn`` and ``metadqn regress``. Every number comes from
+:mod:`metadqn_jax.core.stats`; plots are drawn on a :class:`matplotlib.figure.Figure` (the Agg
+canvas, no pyplot state)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from metadqn_jax.core import stats
 from metadqn_jax.fewshot import FewShotResult
@@ -124,13 +128,9 @@ def plot(
     """Return vs. environment steps with 95 % CI bands (``log_x``: symlog x-axis so 0 is
     shown). An entry named ``"oracle"`` is drawn as a dashed reference line; ``points`` adds
     labelled reference points ``{label: (x, y)}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
     for name, r in results.items():
         x = np.asarray(r.budgets, float)
         style = dict(ls="--", color="black", lw=1) if name == "oracle" else dict(marker="o", ms=4)
@@ -160,11 +160,6 @@ def plot_profile(
     whose mean return exceeds a threshold ``τ``, against ``τ`` — one panel per budget (default:
     the smallest non-zero budget and the largest). Inits without per-run returns (e.g. read back
     from JSON) and the oracle's reference line are skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     runs = {n: r for n, r in results.items() if r.returns is not None}
     all_budgets = list(next(iter(results.values())).budgets)
@@ -173,7 +168,8 @@ def plot_profile(
         budgets = sorted({positive[0], all_budgets[-1]})
     cols = [all_budgets.index(b) for b in budgets]
     per_task = {n: stats.task_means(r.returns).reshape(-1, len(all_budgets)) for n, r in runs.items()}
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.8), dpi=120, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(cols), 3.8), dpi=120)
+    axes = fig.subplots(1, len(cols), squeeze=False)
     for ax, j, b in zip(axes[0], cols, budgets):
         values = np.concatenate([v[:, j] for v in per_task.values()]) if per_task else np.zeros(1)
         finite = values[np.isfinite(values)]
@@ -239,11 +235,6 @@ def sweep_table(data: Mapping, *, title: str = "") -> str:
 def plot_sweep(data: Mapping, path: str | Path, *, title: str = "") -> Path:
     """The validation return of every combination of a sweep (:func:`metadqn_jax.sweep.to_dict`):
     the mean with its 95 % interval, each meta-training seed as a dot, the best in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     combos = data["combinations"]
     best = (data.get("best") or {}).get("combination", -1)
@@ -252,7 +243,8 @@ def plot_sweep(data: Mapping, path: str | Path, *, title: str = "") -> Path:
     mean = np.array([nan(c["val_return"]) for c in combos], float)
     lo = np.array([nan(c["ci_low"]) for c in combos], float)
     hi = np.array([nan(c["ci_high"]) for c in combos], float)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(combos) + 2), 4.5), dpi=120)
+    fig = Figure(figsize=(max(5.0, 0.9 * len(combos) + 2), 4.5), dpi=120)
+    ax = fig.subplots()
     colors = ["tab:red" if c["combination"] == best else "tab:blue" for c in combos]
     ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="gray", capsize=4)
     ax.scatter(x, mean, c=colors, s=50, zorder=3, label="mean, 95% CI (red: best)")
@@ -266,14 +258,11 @@ def plot_sweep(data: Mapping, path: str | Path, *, title: str = "") -> Path:
     return _save_axes(fig, ax, path, title)
 
 
-def _save(fig, path: Path) -> Path:
-    """Lays ``fig`` out, writes it to ``path`` (making its folder) and closes it."""
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, path: Path) -> Path:
+    """Lays ``fig`` out and writes it to ``path`` (making its folder)."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -284,3 +273,40 @@ def _save_axes(fig, ax, path: Path, title: str | None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------ dqn and regress
+def plot_curves(path: str | Path, x, ys, title: str, xlabel: str, ylabel: str) -> Path:
+    """Writes a PNG of the curves ``ys [runs, points]`` over ``x [points]`` (thin lines) and
+    their mean (thick): ``metadqn dqn``'s return per seed."""
+    ys = np.asarray(ys)
+    fig = Figure(figsize=(6.5, 4), dpi=110)
+    ax = fig.subplots()
+    for y in ys:
+        ax.plot(x, y, color="tab:blue", alpha=0.25, lw=1)
+    ax.plot(x, ys.mean(0), color="tab:blue", lw=2, label=f"mean of {ys.shape[0]}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _save_axes(fig, ax, Path(path), title)
+
+
+def plot_regress(path: str | Path, results: Mapping, ev) -> Path:
+    """Writes a PNG of ``metadqn regress``'s held-out MSE (mean ± 95 % CI, log scale) against
+    the SGD steps, one line per algorithm and support size.
+
+    Args:
+      path: the PNG file.
+      results: ``{algorithm: {K: {steps: {"mean": float, "ci95": float}}}}``.
+      ev: the ``eval`` settings (:class:`~metadqn_jax.runs.settings.RegressEvalSettings`).
+    """
+    fig = Figure(figsize=(6.5, 4), dpi=110)
+    ax = fig.subplots()
+    for algo, by_k in results.items():
+        for k in ev.shots:
+            means = [by_k[k][s]["mean"] for s in ev.steps]
+            cis = [by_k[k][s]["ci95"] for s in ev.steps]
+            ax.errorbar(ev.steps, means, yerr=cis, marker="o", ms=4, capsize=3, label=f"{algo}, K={k}")
+    ax.set_xlabel("SGD steps on the K support points")
+    ax.set_ylabel("MSE on held-out sinusoids")
+    ax.set_yscale("log")
+    return _save_axes(fig, ax, Path(path), None)

@@ -37,12 +37,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax import driver
+from metadqn_jax.core import stats
+from metadqn_jax.core.hparams import check_hparams
 from metadqn_jax.core.validate import ConfigError, in_range, positive_int
+from metadqn_jax.fewshot import few_shot_tasks, make_few_shot
+from metadqn_jax.meta import META_HPARAM_RULES, MetaConfig, MetaHParams
+from metadqn_jax.meta.step import all_finite, make_meta_step
 
-# the traced hyper-parameters a grid may vary (MetaHParams._fields, without importing jax)
-GRID_FIELDS: tuple[str, ...] = ("inner_lr", "meta_lr", "weight_decay", "gamma", "epsilon", "tau")
+# the traced hyper-parameters a grid may vary
+GRID_FIELDS: tuple[str, ...] = MetaHParams._fields
 FINAL_VALIDATION_SEED = 67890  # key of the final validation (training-time validations use key(12345))
 SELECTION = ("the combination with the highest mean final validation return (mean over its meta-training seeds "
              "and validation tasks); validation split only, the test split is never evaluated")
@@ -50,7 +58,6 @@ SELECTION = ("the combination with the highest mean final validation return (mea
 
 class Grid(NamedTuple):
     """A parsed grid: ``fields`` (MetaHParams names, in the order given) and their ``values``."""
-
     fields: tuple[str, ...]
     values: tuple[tuple[float, ...], ...]
 
@@ -87,8 +94,6 @@ def parse_grid(items: Sequence[str], where: str = "--grid") -> Grid:
         (or static) field, a field given twice, no value, a value that is not a number or is
         given twice, a value out of range.
     """
-    from metadqn_jax.meta.config import META_HPARAM_RULES
-
     if isinstance(items, str):
         items = [items]
     items = list(items or [])
@@ -133,7 +138,6 @@ def parse_grid(items: Sequence[str], where: str = "--grid") -> Grid:
 
 
 def _unknown_field(name: str) -> str:
-    from metadqn_jax.meta import MetaConfig
 
     known = [f"hparams.{f}" for f in GRID_FIELDS]
     bare = name.split(".", 1)[1] if name.startswith("meta.") else name
@@ -155,11 +159,6 @@ def sweep_hparams(cfg, grid: Grid, seeds: int):
     Returns:
       :class:`~metadqn_jax.meta.MetaHParams` with float32 leaves ``[C·N]``.
     """
-    import jax.numpy as jnp
-
-    from metadqn_jax.core.validate import check_hparams
-    from metadqn_jax.meta import META_HPARAM_RULES, MetaHParams
-
     positive_int("seeds", seeds)
     base = {f: float(v) for f, v in zip(MetaHParams._fields, cfg.hparams())}
     rows = [{**base, **combo} for combo in grid.combinations for _ in range(seeds)]
@@ -171,8 +170,6 @@ def sweep_hparams(cfg, grid: Grid, seeds: int):
 def sweep_keys(seed: int, seeds: int, combinations: int):
     """Training keys ``[C·N]``: row ``c·N + i`` gets the training key of
     ``compare(seed=seed + i)`` (``split(key(seed + i), 4)[0]``), the same for every combination."""
-    import jax
-    import jax.numpy as jnp
 
     per_seed = [jax.random.split(jax.random.key(seed + i), 4)[0] for i in range(seeds)]
     return jnp.stack(per_seed * combinations)
@@ -207,7 +204,6 @@ class SweepResult(NamedTuple):
     def summary(self):
         """``[C]`` :class:`metadqn_jax.core.stats.Summary` of each combination's final validation
         return (budgets averaged first; intervals resample seeds, then tasks)."""
-        from metadqn_jax.core import stats
 
         per = self.val_runs.mean(axis=3, keepdims=True)  # [C, N, T, 1]
         return [stats.summarize_runs(per[c][:, :, None, :]) for c in range(per.shape[0])]
@@ -264,12 +260,6 @@ def run_sweep(
     Raises:
       ConfigError: ``seeds`` is not a positive integer, or ``validation.every`` is 0.
     """
-    import jax
-
-    from metadqn_jax import driver
-    from metadqn_jax.fewshot import few_shot_tasks, make_few_shot
-    from metadqn_jax.meta.step import all_finite, make_meta_step
-
     positive_int("seeds", seeds)
     validation = validation or driver.ValidationConfig()
     if validation.every == 0:
@@ -336,7 +326,6 @@ def to_dict(result: SweepResult) -> dict[str, Any]:
     combination: mean, 95 % interval, IQM of the final validation return), ``best`` (the chosen
     combination and, when there is another, its paired difference from the runner-up), the
     validation protocol and the selection rule."""
-    from metadqn_jax.core import stats
 
     summ = result.summary()
     val = result.val_return

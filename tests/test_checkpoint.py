@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError, leaf_specs
-from metadqn_jax.app.runconfig import meta_config_dict
+from metadqn_jax.runs.configs import meta_config_dict
 from metadqn_jax.meta import MetaConfig, make_meta_step
 from metadqn_jax.driver import EarlyStop, ValidationConfig, init_early_stop
 
@@ -215,7 +215,7 @@ def test_a_setting_added_later_matches_older_checkpoints_only_at_its_default(tin
     """A checkpoint written before a setting existed (its key absent from the stored config)
     behaved as that setting's default: restoring with the default passes, with another value
     fails naming the key, and without ``absent`` the missing key is still reported."""
-    from metadqn_jax.app.runconfig import field_defaults
+    from metadqn_jax.runs.configs import field_defaults
 
     cfg, tree, like = tiny
     config = meta_config_dict(cfg, ValidationConfig())

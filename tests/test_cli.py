@@ -29,7 +29,8 @@ import yaml
 
 from metadqn_jax import cli
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer
-from metadqn_jax.app.logs import read_csv, read_tb_scalars
+from _tensorboard import read_tb_scalars  # tests/_tensorboard.py
+from metadqn_jax.app.logs import read_csv
 
 from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
 from conftest import subprocess_env  # noqa: E402
@@ -256,7 +257,7 @@ def test_evaluate_command(runs):
 
 def _as_old_format(run: Path) -> None:
     """Rewrites ``run``'s config.yaml as written before ``defaults_used`` existed (nulls)."""
-    from metadqn_jax.app.runconfig import TrainConfig
+    from metadqn_jax.runs.configs import TrainConfig
 
     data = yaml.safe_load((run / "config.yaml").read_text())
     for key in data.pop("defaults_used"):

@@ -19,7 +19,7 @@ import pytest
 
 from metadqn_jax import ConfigError, FewShotConfig, TaskFamily, cli, deploy, tasks
 from metadqn_jax.app import families
-from metadqn_jax.app.yamlio import coerce, load_yaml, parse_overrides
+from metadqn_jax.runs.yamlio import coerce, load_yaml, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,12 +248,3 @@ def test_families_lists_user_registered_families(capsys, monkeypatch):
     assert rows[:-1] == BUILTIN_FAMILY_ROWS
     assert rows[-1]["name"] == "my-pole" and rows[-1]["varying_fields"] == ["length"]
     assert rows[-1]["splits"] == {"train": 1024, "val": 128, "test": 128}
-
-
-def test_regress_config_module_does_not_import_regression():
-    """``RegressRunConfig.SECTIONS`` is built on first use: importing the config module (as
-    every command does) no longer imports the regression package."""
-    code = "import sys, metadqn_jax.app.runconfig\nprint('metadqn_jax.regression' in sys.modules)\n"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO,
-                       check=False, timeout=1800)
-    assert p.stdout.strip() == "False", p.stderr[-2000:]

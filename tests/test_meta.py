@@ -15,6 +15,7 @@ import pytest
 from metadqn_jax.core import replay
 from metadqn_jax.meta import gradient as meta
 from metadqn_jax import meta as meta_dqn
+from metadqn_jax.meta.config import FAMILY_FIELDS
 from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.meta import MetaConfig
 from metadqn_jax.core.types import Transition, example_transition
@@ -869,7 +870,7 @@ def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     from metadqn_jax import tasks
 
     monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
-    assert set(meta_dqn.FAMILY_RESOLVED) <= set(tasks.FAMILY_META_FIELDS)  # a family may set any non-structural field
+    assert set(meta_dqn.FAMILY_RESOLVED) <= set(FAMILY_FIELDS)  # a family may set any non-structural field
     assert set(meta_dqn.FAMILY_RESOLVED) <= meta_dqn.LIBRARY_DEFAULTS.keys()
     c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
@@ -882,8 +883,10 @@ def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
                                            meta_defaults={"task_lifetime": 3}))
     c = MetaConfig(family="nav-lifetime-test")
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (3, "adapted", 100)
+    tasks.register_family(tasks.TaskFamily("bad-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+                                           meta_defaults={"algorithm": "maml"}))
     with pytest.raises(ValueError, match=r"meta_defaults field 'algorithm' cannot be set by a family"):
-        tasks.TaskFamily("bad-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)}, meta_defaults={"algorithm": "maml"})
+        MetaConfig(family="bad-test")
     tasks.register_family(tasks.TaskFamily("bad-value-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
                                            meta_defaults={"query_source": "nope"}))
     with pytest.raises(ValueError, match="^query_source must be"):  # checked like a value the user gave

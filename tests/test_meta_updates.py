@@ -13,6 +13,7 @@ from metadqn_jax import tasks
 from metadqn_jax.compare import config_for
 from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.meta import MetaConfig, make_meta_step, meta_train
+from metadqn_jax.meta.config import FAMILY_FIELDS, LEARNER_FIELDS, check_recommendations
 from metadqn_jax.meta.defaults import STRUCTURAL_FIELDS
 
 from _compile import fast_jit  # tests/_compile.py
@@ -96,8 +97,9 @@ def test_more_updates_per_step_learn_more():
 # ------------------------------------------------------------ family defaults for any field
 def test_family_meta_fields_are_every_non_structural_field():
     names = {f.name for f in dataclasses.fields(MetaConfig)}
-    assert set(tasks.FAMILY_META_FIELDS) == names - set(STRUCTURAL_FIELDS)
+    assert set(FAMILY_FIELDS) == names - set(STRUCTURAL_FIELDS)
     assert set(STRUCTURAL_FIELDS) <= names
+    assert set(LEARNER_FIELDS) < set(FAMILY_FIELDS)
 
 
 def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
@@ -133,7 +135,9 @@ def test_config_yaml_lists_family_defaults_and_reads_them_back(registry):
     reading the file back leaves them unset again (the family's value, recorded as such)."""
     import yaml
 
-    from metadqn_jax.app import presets, runconfig, runs
+    from metadqn_jax.app import presets
+    from metadqn_jax.runs import configs as runconfig
+    from metadqn_jax.runs import record as runs
 
     registry.register_family(registry.TaskFamily("nav-yaml-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
                                                  meta_defaults={"tau": 0.99, "task_lifetime": 4,
@@ -159,10 +163,6 @@ def test_a_family_recommends_values_for_one_algorithm(registry):
     """``meta_defaults[algorithm]`` wins over the family-wide value for that algorithm only; a
     value the user gave wins over both; re-targeting (``config_for``) resolves the new
     algorithm's, whichever algorithm the base config was built for."""
-    from metadqn_jax.meta.defaults import ALGORITHMS
-
-    assert tasks.FAMILY_ALGORITHMS == ALGORITHMS
-    assert set(tasks.ALGORITHM_META_FIELDS) < set(tasks.FAMILY_META_FIELDS)
     registry.register_family(registry.TaskFamily(
         "nav-per-algo-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
         meta_defaults={"tau": 0.99, "task_lifetime": 4, "cavia": {"tau": 0.995, "model_loss": 1.0,
@@ -192,7 +192,9 @@ def test_config_yaml_records_per_algorithm_family_values_and_reads_them_back(reg
     again (a resumed or evaluated run trains / loads the same configurations)."""
     import yaml
 
-    from metadqn_jax.app import presets, runconfig, runs
+    from metadqn_jax.app import presets
+    from metadqn_jax.runs import configs as runconfig
+    from metadqn_jax.runs import record as runs
 
     registry.register_family(registry.TaskFamily("nav-yaml-algo-test", "PointNav-v0",
                                                  ranges={"goal_y": (-0.5, 0.5)},
@@ -222,17 +224,29 @@ def test_config_yaml_records_per_algorithm_family_values_and_reads_them_back(reg
     assert runs.config_layer(data)["hparams"]["tau"] == 0.9
 
 
+def _recommends(registry, name, meta_defaults):
+    """A PointNav family ``name`` recommending ``meta_defaults``, registered; the MetaConfig that
+    reads it checks the recommendations (the tasks layer checks only their shape)."""
+    family = tasks.TaskFamily(name, "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)}, meta_defaults=meta_defaults)
+    registry.register_family(family, overwrite=True)
+    return family
+
+
 def test_an_algorithms_own_recommendations_are_checked(registry):
     nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.cavia.num_tasks cannot be recommended "
                                           r"for one algorithm \(every learner of a comparison shares it"):
-        tasks.TaskFamily("bad-test", meta_defaults={"cavia": {"num_tasks": 8}}, **nav)
+        MetaConfig(family=_recommends(registry, "bad-test", {"cavia": {"num_tasks": 8}}).name)
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.maml.taus cannot be recommended "
                                           r"for one algorithm \(not a MetaConfig field"):
-        tasks.TaskFamily("bad-test", meta_defaults={"maml": {"taus": 0.9}}, **nav)
+        MetaConfig(family=_recommends(registry, "bad-test", {"maml": {"taus": 0.9}}).name)
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.maml \(the maml learner's own "
                                           r"recommendations\) must be a mapping"):
-        tasks.TaskFamily("bad-test", meta_defaults={"maml": 0.9}, **nav)
+        MetaConfig(family=_recommends(registry, "bad-test", {"maml": 0.9}).name, algorithm="cavia")
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults field 'tau' must be a value, got a mapping"):
+        check_recommendations(_recommends(registry, "bad-test", {"tau": {"maml": 0.9}}))
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults.cavia field 3 is not a name"):
+        tasks.TaskFamily("bad-test", meta_defaults={"cavia": {3: 0.9}}, **nav)  # the shape: checked when built
     registry.register_family(tasks.TaskFamily("bad-algo-value-test", meta_defaults={"maml": {"tau": 2.0}}, **nav))
     MetaConfig(family="bad-algo-value-test", algorithm="cavia")  # not maml's: not read
     with pytest.raises(ConfigError, match="tau"):
@@ -243,10 +257,12 @@ def test_family_defaults_bad_keys_and_values(registry):
     nav = dict(env_id="PointNav-v0", ranges={"goal_y": (-0.5, 0.5)})
     with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults field 'update_per_step' is not a "
                                           r"MetaConfig field a family can set; did you mean 'updates_per_step'"):
-        tasks.TaskFamily("bad-test", meta_defaults={"update_per_step": 2}, **nav)
+        MetaConfig(family=_recommends(registry, "bad-test", {"update_per_step": 2}).name)
     for key in STRUCTURAL_FIELDS:
         with pytest.raises(ConfigError, match=f"^family 'bad-test': meta_defaults field '{key}' cannot be set"):
-            tasks.TaskFamily("bad-test", meta_defaults={key: 0.9}, **nav)
+            MetaConfig(family=_recommends(registry, "bad-test", {key: 0.9}).name)
+    with pytest.raises(ConfigError, match=r"^family 'bad-test': meta_defaults must be a mapping"):
+        tasks.TaskFamily("bad-test", meta_defaults=[("tau", 0.9)], **nav)  # the shape: checked when built
     registry.register_family(tasks.TaskFamily("bad-value-test", meta_defaults={"updates_per_step": 0}, **nav))
     with pytest.raises(ConfigError, match="^updates_per_step must be a positive integer"):  # like the user's
         MetaConfig(family="bad-value-test")

@@ -1,4 +1,4 @@
-"""Run folders as a unit (metadqn_jax.app.runs, issue 15): one writer at a time (an flock that
+"""Run folders as a unit (metadqn_jax.runs.folder, issue 15): one writer at a time (an flock that
 the operating system releases when its holder dies), creation that cannot race, one ``error:``
 line for every operating-system problem before any computation, and the divergence guard of
 ``metadqn train``.
@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from metadqn_jax import cli
-from metadqn_jax.app import runs
+from metadqn_jax.runs import folder as runs
+from metadqn_jax.runs import layout
 
 from conftest import subprocess_env  # noqa: E402
 
@@ -50,21 +51,21 @@ def test_lock_refuses_a_second_writer_and_is_released(tmp_path):
     run.mkdir()
     first = runs.RunLock(run).acquire(["train", "--name", "run"])
     assert first.held
-    text = runs.lock_path(run).read_text()
+    text = layout.lock_path(run).read_text()
     assert f"pid: {os.getpid()}\n" in text and "command: metadqn train --name run\n" in text
     with pytest.raises(ValueError, match=rf"run folder '{run}' is in use by process {os.getpid()} \(metadqn "
                                          r"train --name run, started .*\); wait for it to end"):
         runs.RunLock(run).acquire(["evaluate", str(run)])  # flock: a second descriptor conflicts
     first.release()
     with runs.RunLock(run).acquire(["evaluate", str(run)]) as again:
-        assert again.held and "command: metadqn evaluate" in runs.lock_path(run).read_text()
+        assert again.held and "command: metadqn evaluate" in layout.lock_path(run).read_text()
     assert not again.held
 
 
 _HOLDER = r"""
 import os, signal, sys
 from metadqn_jax import cli
-from metadqn_jax.app import runs
+from metadqn_jax.runs import folder as runs
 from metadqn_jax.checkpoint import Checkpointer
 
 acquire, save = runs.RunLock.acquire, Checkpointer.save

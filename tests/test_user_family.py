@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from metadqn_jax import cli, tasks
-from metadqn_jax.app import runs, userfamily
-from metadqn_jax.app.runconfig import TrainConfig
+from metadqn_jax.runs import families as userfamily
+from metadqn_jax.runs.configs import TrainConfig
+from metadqn_jax.runs.record import read_run_config
 from metadqn_jax.tasks import TaskFamily, default_budgets, registry
 
 from conftest import subprocess_env  # noqa: E402
@@ -189,7 +190,7 @@ def test_module_family_is_recorded_and_imported_again_in_a_fresh_registry(capsys
     monkeypatch.setattr(registry, "FAMILIES", {f.name: f for f in tasks.builtin.BUILTIN_FAMILIES})
     monkeypatch.setattr(registry, "FAMILY_MODULES", {})
     del sys.modules["userfam_nav"]
-    cfg = runs.read_run_config(run, TrainConfig)
+    cfg = read_run_config(run, TrainConfig)
     assert cfg.meta.family == "nav-module-test" and registry.FAMILIES["nav-module-test"].sample_fn is not None
     assert registry.family_spec("nav-module-test") == printed["family"]
     # the module gone: one line saying which module to make importable

@@ -1,32 +1,29 @@
-"""Pieces shared by the command bodies: notes on stderr, the compilation cache, and the
-resolution of a command's configuration from its layers.
-
-Imports nothing heavy at module level (``metadqn --help`` imports the command modules).
-"""
+"""Pieces shared by the command bodies: the compilation cache, the family options, and the
+resolution of a command's configuration from its layers."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["info", "configure_jax", "resolve_config", "with_oracle", "check_unchanged"]
+import jax
 
+from metadqn_jax.core.errors import ConfigError
+from metadqn_jax.progress import info
+from metadqn_jax.runs.families import import_family_module, load_family_file
+from metadqn_jax.runs.record import config_layer
+from metadqn_jax.runs.yamlio import load_yaml, parse_overrides
 
-def info(msg: str) -> None:
-    """Prints a note or progress line on stderr (results go to stdout)."""
-    print(msg, file=sys.stderr, flush=True)
+__all__ = ["info", "configure_jax", "apply_family_options", "resolve_config", "with_oracle", "check_unchanged"]
 
 
 def configure_jax(args: argparse.Namespace) -> None:
     """Turns on the persistent XLA compilation cache (``--compile-cache``,
     ``--no-compile-cache``; default ``$METADQN_COMPILE_CACHE``, else ``$JAX_COMPILATION_CACHE_DIR``,
     else ``~/.cache/metadqn_jax/xla``). An unwritable folder means no cache, not an error."""
-    import jax
-
     if getattr(args, "no_compile_cache", False):
         return
     path = getattr(args, "compile_cache", None) or os.environ.get("METADQN_COMPILE_CACHE")
@@ -41,35 +38,63 @@ def configure_jax(args: argparse.Namespace) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
 
 
+def apply_family_options(args: argparse.Namespace, flags: dict[str, Any] | None = None,
+                         key: str = "meta.family") -> str | None:
+    """Installs the families of ``--family-module`` and ``--family-file`` (in that order) and,
+    unless ``flags`` already sets ``key`` (``"section.field"``, e.g. ``meta.family`` or
+    ``run.family``), sets it there to the family they define.
+
+    Returns:
+      The name of that family (``None`` without either option).
+
+    Raises:
+      ConfigError: a bad module or file; a module that registers several families without
+        ``--family`` naming one.
+    """
+    chosen: str | None = None
+    module = getattr(args, "family_module", None)
+    if module:
+        names = import_family_module(module)
+        if len(names) == 1:
+            chosen = names[0]
+        elif len(names) > 1:
+            chosen = ""  # ambiguous: --family must say
+            ambiguous = names
+        else:
+            chosen = None
+    path = getattr(args, "family_file", None)
+    if path:
+        chosen = load_family_file(path).name
+    if flags is None:
+        return chosen or None
+    section, field = key.split(".", 1)
+    if (flags.get(section) or {}).get(field) is not None:
+        return flags[section][field]
+    if chosen == "":
+        raise ConfigError(f"--family-module {module} registers several families ({', '.join(ambiguous)}); "
+                          "choose one with --family")
+    if chosen:
+        flags.setdefault(section, {})[field] = chosen
+    return chosen or None
+
+
 def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], default_layer: Mapping[str, Any],
                    quick_layer: Mapping[str, Any] | None):
     """A command's configuration ``cls`` from its layers, later winning: ``default_layer``,
     ``quick_layer`` (with ``--quick``), the ``--config`` file (its ``defaults_used`` read as
-    by :func:`metadqn_jax.app.runs.config_layer`; its ``family:`` block installed, and for
+    by :func:`metadqn_jax.runs.record.config_layer`; its ``family:`` block installed, and for
     ``train`` / ``dqn`` chosen as ``meta.family`` / ``run.family`` unless the file sets one:
-    :func:`metadqn_jax.app.userfamily.take_family_block`), the command-line ``flags`` (the layer
+    :func:`metadqn_jax.runs.families.take_family_block`), the command-line ``flags`` (the layer
     of the options given), then the ``--set`` overrides.
 
     Raises:
       ConfigError: an unreadable config file, an unknown field, or an invalid value.
     """
-    from metadqn_jax.app.runs import config_layer
-    from metadqn_jax.app.yamlio import load_yaml, parse_overrides
-
-    from metadqn_jax.app.userfamily import take_family_block
-
     layers = [default_layer]
     if getattr(args, "quick", False):
         layers.append(quick_layer)
     if getattr(args, "config", None):  # a run's config.yaml is a valid --config file
-        data = load_yaml(args.config)
-        if getattr(cls, "FAMILY_SECTION", None) is not None:  # installed here: its errors name the file
-            data, family = take_family_block(data, str(args.config))
-            section = cls.FAMILY_SECTION
-            values = data.get(section) if isinstance(data, dict) else None
-            if family is not None and (values is None or isinstance(values, Mapping)) and \
-                    (values or {}).get("family") is None:
-                data = {**data, section: {**(values or {}), "family": family}}
+        data = cls.take_family(load_yaml(args.config), str(args.config))  # here: its errors name the file
         layers.append(config_layer(data, str(args.config)))
     layers.append(flags)
     layers.append(parse_overrides(args.set or [], cls))
@@ -96,8 +121,6 @@ def check_unchanged(old, new, allowed: Sequence[str], what: str, *, old_name: st
       old_name: where ``old`` comes from (default: the run's config.yaml).
       new_name: where ``new`` comes from (default: what was requested on the command line).
     """
-    from metadqn_jax.core.validate import ConfigError
-
     if isinstance(old, Mapping) or isinstance(new, Mapping):
         diff = _dict_diff(old if isinstance(old, Mapping) else old.to_dict(),
                           new if isinstance(new, Mapping) else new.to_dict(), allowed)

@@ -9,8 +9,15 @@ the files in the repository are current.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
+import textwrap
 from typing import Any
+
+from metadqn_jax import deploy
+from metadqn_jax.app import presets
+from metadqn_jax.runs.configs import DQNRunConfig, RegressRunConfig, SweepConfig, TrainConfig
 
 __all__ = ["reference", "dedent_doc", "live_defaults", "command_defaults_source"]
 
@@ -18,10 +25,6 @@ __all__ = ["reference", "dedent_doc", "live_defaults", "command_defaults_source"
 def reference(parser: argparse.ArgumentParser) -> str:
     """``docs/CLI.md``: the help of every command of ``parser``, the default config and the
     deployment example (from :mod:`metadqn_jax.deploy`'s docstring)."""
-    from metadqn_jax import deploy
-    from metadqn_jax.app import presets
-    from metadqn_jax.app.runconfig import TrainConfig
-
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out = [
         "# `metadqn` command-line reference",
@@ -73,9 +76,6 @@ def reference(parser: argparse.ArgumentParser) -> str:
 
 def dedent_doc(doc: str) -> list[str]:
     """A module docstring (reST) as Markdown lines: ``x`` and :func:`x` -> `x`, ``::`` blocks fenced."""
-    import re
-    import textwrap
-
     text = textwrap.dedent("\n".join(doc.strip().splitlines()[1:]))
     text = re.sub(r":(?:func|class|mod|meth|data):`~?([^`]+)`", r"`\1`", text)
     text = re.sub(r"``([^`]+)``", r"`\1`", text)
@@ -102,19 +102,15 @@ def dedent_doc(doc: str) -> list[str]:
 
 
 def live_defaults() -> dict[str, dict[str, Any]]:
-    """``{command: <its config>.resolve(presets.DEFAULT_<COMMAND>).to_dict()}`` (imports jax)."""
-    from metadqn_jax.app import presets
-    from metadqn_jax.app.runconfig import DQNRunConfig, RegressRunConfig, TrainConfig
-
+    """``{command: <its config>.resolve(presets.DEFAULT_<COMMAND>).to_dict()}``."""
     return {"train": TrainConfig.resolve(presets.DEFAULT_TRAIN).to_dict(),
             "dqn": DQNRunConfig.resolve(presets.DEFAULT_DQN).to_dict(),
-            "regress": RegressRunConfig.resolve(presets.DEFAULT_REGRESS).to_dict()}
+            "regress": RegressRunConfig.resolve(presets.DEFAULT_REGRESS).to_dict(),
+            "sweep": SweepConfig.resolve(presets.DEFAULT_SWEEP).to_dict()}
 
 
 def command_defaults_source() -> str:
     """The text of :mod:`metadqn_jax.app.command_defaults` for the current defaults."""
-    import ast
-
     def literal(value: Any, indent: int = 0) -> str:  # dicts one key a line, strings double-quoted
         if isinstance(value, str):
             return json.dumps(value)

@@ -16,8 +16,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from metadqn_jax.app import presets, runs
-from metadqn_jax.app.common import configure_jax, info, resolve_config
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metadqn_jax import dqn, envs, tasks
+from metadqn_jax.report import plot_curves
+from metadqn_jax.app import presets
+from metadqn_jax.app.common import apply_family_options, configure_jax, info, resolve_config
+from metadqn_jax.app.logs import CSVLog, TBLog
+from metadqn_jax.core import stats
+from metadqn_jax.runs import folder, layout
+from metadqn_jax.runs.configs import DQNRunConfig
+from metadqn_jax.runs.record import write_config
 
 __all__ = ["cmd_dqn"]
 
@@ -28,37 +39,23 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     compiled program): then it prints one ``error:`` line naming the env step, seed and quantity
     and writes no results (dqn.md/.json, returns.png, table), only config.yaml, metrics.csv and
     tb/; with ``args.keep_going_on_divergence`` it prints a warning line and writes them all."""
-    from metadqn_jax.app.runconfig import DQNRunConfig
-    from metadqn_jax.app.userfamily import apply_family_options
-
     flags = {k: dict(v) for k, v in flags.items()}
     apply_family_options(args, flags, "run.family")  # --family-file / --family-module: the family, unless --family
     cfg = resolve_config(DQNRunConfig, args, flags, presets.DEFAULT_DQN, presets.QUICK_DQN)
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0
-    run_dir = runs.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
-    with runs.create_run_dir(run_dir, "dqn", getattr(args, "argv", None)):  # the run folder's lock
+    run_dir = folder.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
+    with folder.create_run_dir(run_dir, "dqn", getattr(args, "argv", None)):  # the run folder's lock
         return _dqn(args, cfg, run_dir)
 
 
 def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
     """The body of :func:`cmd_dqn` once the run folder is created and locked."""
     configure_jax(args)
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from metadqn_jax import dqn, envs
-    from metadqn_jax.app.logs import CSVLog, TBLog
-    from metadqn_jax.app.plots import plot_curves
-    from metadqn_jax.core import stats
-
-    runs.write_config(run_dir, cfg)
+    write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
     if cfg.run.family is not None:
-        from metadqn_jax import tasks
-
         fam = tasks.get_family(cfg.run.family)
         env_params = jax.tree.map(lambda x: x[cfg.run.task], fam.tasks(cfg.run.split))
         where = f"{cfg.run.family} {cfg.run.split} task {cfg.run.task}"
@@ -79,9 +76,9 @@ def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
     tb_level = tb_warnings.level
     if diverged is not None:  # the one line below says it; metrics.csv and tb/ keep the values
         tb_warnings.setLevel(logging.ERROR)
-    csv_log = CSVLog(runs.metrics_path(run_dir), ("seed", "env_steps", "eval_return", "train_return", "loss"))
+    csv_log = CSVLog(layout.metrics_path(run_dir), ("seed", "env_steps", "eval_return", "train_return", "loss"))
     for i in range(cfg.run.seeds):
-        tb = TBLog(runs.tb_dir(run_dir, f"seed_{cfg.run.seed + i}"))
+        tb = TBLog(layout.tb_dir(run_dir, f"seed_{cfg.run.seed + i}"))
         for j in range(metrics.env_steps.shape[1]):
             row = {"seed": cfg.run.seed + i, "env_steps": int(metrics.env_steps[i, j]),
                    "eval_return": float(metrics.eval_return[i, j]),
@@ -93,7 +90,7 @@ def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
     tb_warnings.setLevel(tb_level)
     if diverged is not None:
         if not getattr(args, "keep_going_on_divergence", False):
-            print(f"error: {diverged}; the log is in {runs.metrics_path(run_dir)}; no results written "
+            print(f"error: {diverged}; the log is in {layout.metrics_path(run_dir)}; no results written "
                   "(--keep-going-on-divergence writes them anyway)", file=sys.stderr)
             return 3
         info(f"warning: {diverged}; results written anyway (--keep-going-on-divergence)")
@@ -110,12 +107,12 @@ def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
     lines += ["", f"first evaluation >= {cfg.dqn.solve_threshold:g}: {solved_txt} (env steps per seed; "
                   f"None: never); wall time {wall:.0f} s (compile + train)"]
     text = "\n".join(lines) + "\n"
-    runs.output_path(run_dir, "dqn", ".md").write_text(text)
-    runs.output_path(run_dir, "dqn", ".json").write_text(json.dumps({
+    layout.output_path(run_dir, "dqn", ".md").write_text(text)
+    layout.output_path(run_dir, "dqn", ".json").write_text(json.dumps({
         "env_steps": metrics.env_steps[0].tolist(), "eval_return": ev.tolist(),
         "train_return": metrics.train_return.tolist(), "loss": metrics.loss.tolist(),
         "first_solved_step": solved_txt, "wall_s": wall, "config": cfg.to_dict()}, indent=1))
-    plot_curves(runs.output_path(run_dir, "returns", ".png"), metrics.env_steps[0], ev, f"DQN on {where}",
+    plot_curves(layout.output_path(run_dir, "returns", ".png"), metrics.env_steps[0], ev, f"DQN on {where}",
                 "env steps", "greedy return")
     print(text, end="")
     print(f"\nrun folder: {run_dir}")
@@ -125,8 +122,6 @@ def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
 def _divergence(metrics, first_seed: int) -> str | None:
     """One line on the earliest divergence over the seeds (``metrics`` leaves ``[seeds, evals]``,
     from :func:`metadqn_jax.dqn.make_train`), or ``None`` when no seed diverged."""
-    from metadqn_jax import dqn
-
     found = []
     for i in range(metrics.diverged_step.shape[0]):
         d = dqn.first_divergence(type(metrics)(*(x[i] for x in metrics)))

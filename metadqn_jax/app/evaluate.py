@@ -3,7 +3,7 @@
 run), with the run's protocol and keys, so an unchanged protocol reproduces the run's numbers.
 
 It writes into the run folder, so it locks it like ``train`` does
-(:func:`metadqn_jax.app.runs.open_run_dir`: refused while another process writes it, and
+(:func:`metadqn_jax.runs.folder.open_run_dir`: refused while another process writes it, and
 checked for writing before anything is computed), and prints its table before it writes the
 result files.
 """
@@ -16,8 +16,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metadqn_jax.app import runs
-from metadqn_jax.app.common import check_unchanged, configure_jax, info, with_oracle
+import jax.numpy as jnp
+import numpy as np
+
+from metadqn_jax.app.common import apply_family_options, check_unchanged, configure_jax, info, with_oracle
+from metadqn_jax.app.results import write_few_shot
+from metadqn_jax.app.train import announcing_log, protocol_text, restore_meta_checkpoint
+from metadqn_jax.checkpoint import Checkpointer, CheckpointError
+from metadqn_jax.compare import compare, config_for
+from metadqn_jax.core.errors import ConfigError
+from metadqn_jax.core.tree import tree_where
+from metadqn_jax.deploy import load_policy
+from metadqn_jax.driver import EarlyStop, TrainResult
+from metadqn_jax.runs import folder, layout
+from metadqn_jax.runs.configs import TrainConfig
+from metadqn_jax.runs.record import read_run_config
+from metadqn_jax.runs.yamlio import parse_overrides
 
 __all__ = ["EVALUATE_MAY_CHANGE", "cmd_evaluate", "load_init"]
 
@@ -33,15 +47,9 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
       ConfigError, CheckpointError: a bad option, run folder (missing, in use by another
         process, not writable) or checkpoint; raised before any computation.
     """
-    from metadqn_jax.app.runconfig import TrainConfig
-    from metadqn_jax.app.yamlio import parse_overrides
-    from metadqn_jax.core.validate import ConfigError
-
-    from metadqn_jax.app.userfamily import apply_family_options
-
     run_dir = Path(args.run_dir)
     apply_family_options(args, None)  # only registers: the run's config.yaml holds its family's definition
-    stored = runs.read_run_config(run_dir, TrainConfig)
+    stored = read_run_config(run_dir, TrainConfig)
     layers = [stored.as_layer(), flags, parse_overrides(args.set or [], TrainConfig)]
     cfg = with_oracle(TrainConfig.resolve(*layers), args)
     check_unchanged(stored, cfg, EVALUATE_MAY_CHANGE, "evaluate")
@@ -50,27 +58,20 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         raise ConfigError(f"run.baselines: {missing[0]} was not trained in {str(run_dir)!r}")
     if "/" in args.tag or args.tag in ("", ".", ".."):
         raise ConfigError(f"--tag must be a plain file name stem, got {args.tag!r}")
-    with runs.open_run_dir(run_dir, getattr(args, "argv", None)):
+    with folder.open_run_dir(run_dir, getattr(args, "argv", None)):
         return _evaluate(args, cfg, run_dir)
 
 
 def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     """The body of :func:`cmd_evaluate` once the run folder is locked."""
     configure_jax(args)
-    import jax.numpy as jnp
-
-    from metadqn_jax.app.results import write_few_shot
-    from metadqn_jax.app.train import _protocol, announcing_log
-    from metadqn_jax.compare import compare
-    from metadqn_jax.driver import EarlyStop, TrainResult
-
-    inits = {a: load_init(run_dir, cfg, _config_for(cfg, a)) for a in cfg.run.trained}  # check all first
+    inits = {a: load_init(run_dir, cfg, config_for(cfg.meta, a)) for a in cfg.run.trained}  # check all first
 
     def restore(cfg_a, key):
         params, target, note = inits[cfg_a.algorithm]
         if note:
             info(note)
-        info(f"{cfg_a.algorithm}: evaluating on {_protocol(cfg)}")
+        info(f"{cfg_a.algorithm}: evaluating on {protocol_text(cfg)}")
         es = EarlyStop(jnp.float32(jnp.nan), jnp.int32(-1), jnp.int32(0), params, target)
         return TrainResult(None, es, [], False)
 
@@ -79,15 +80,9 @@ def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:
                    progress=False, log=announcing_log(cfg), train=restore, meta_seeds=cfg.run.meta_seeds)
     comp = comp._replace(train_wall_s={})
     write_few_shot(run_dir, args.tag, cfg, comp, trained=(), show=lambda t: print(t, end="", flush=True))
-    print(f"\nwrote {runs.output_path(run_dir, args.tag, '.md')}, .png and .json")
+    print(f"\nwrote {layout.output_path(run_dir, args.tag, '.md')}, .png and .json")
     sys.stdout.flush()
     return 0
-
-
-def _config_for(cfg, algorithm: str):
-    from metadqn_jax.compare import config_for
-
-    return config_for(cfg.meta, algorithm)
 
 
 def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
@@ -103,19 +98,12 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     Raises:
       CheckpointError: neither an export nor a checkpoint, or one that does not match ``cfg_a``.
     """
-    import numpy as np
-
-    from metadqn_jax.app.train import restore_meta_checkpoint
-    from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-    from metadqn_jax.core.tree import tree_where
-    from metadqn_jax.deploy import load_policy
-
     algo = cfg_a.algorithm
     seeds = cfg.run.meta_seeds
-    if seeds == 1 and runs.policy_dir(run_dir, algo).exists():
+    if seeds == 1 and layout.policy_dir(run_dir, algo).exists():
         pol = load_policy(run_dir, algo)
         return pol.meta_params, pol.meta_target, ""
-    ck = Checkpointer(runs.checkpoint_dir(run_dir, algo), keep=cfg.run.keep)
+    ck = Checkpointer(layout.checkpoint_dir(run_dir, algo), keep=cfg.run.keep)
     if ck.latest_step() is None and not ck.broken_steps():
         raise CheckpointError(f"{algo} has neither an exported policy nor a checkpoint in {str(run_dir)!r}")
     broken: list = []
@@ -127,7 +115,7 @@ def load_init(run_dir: Path, cfg, cfg_a) -> tuple[Any, Any, str]:
     skipped = [s for s, _ in broken if s > r.step]
     also = f"; newer step(s) {', '.join(map(str, skipped))} cannot be read" if skipped else ""
     finished = bool((r.info.get("extra") or {}).get("finished")) and not skipped
-    if seeds > 1 and finished and runs.policy_dir(run_dir, algo).exists():
+    if seeds > 1 and finished and layout.policy_dir(run_dir, algo).exists():
         return params, target, ""  # the finished run's seeds (its policy/ holds the validation-best one)
     return params, target, (f"note: no exported policy for {algo} (unfinished run?); evaluating the best "
                             f"parameters of its latest checkpoint (meta-step {r.step}){also}")

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from metadqn_jax.app.family_table import BUILTIN_FAMILY_ROWS
+
 __all__ = ["cmd_families", "family_row", "family_rows", "render_table", "family_table_source",
            "write_family_table", "TABLE_COLUMNS"]
 
@@ -67,8 +69,6 @@ def family_rows() -> list[dict[str, Any]]:
     """
     registry = sys.modules.get(REGISTRY_MODULE)
     if registry is None:
-        from metadqn_jax.app.family_table import BUILTIN_FAMILY_ROWS
-
         return copy.deepcopy(BUILTIN_FAMILY_ROWS)
     return [family_row(registry.get_family(name)) for name in registry.list_families()]
 
@@ -112,7 +112,7 @@ def cmd_families(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
       0, or 1 if stdout was closed before everything was written (e.g. ``| head -3``).
     """
     if getattr(args, "family_file", None) or getattr(args, "family_module", None):
-        from metadqn_jax.app.userfamily import apply_family_options
+        from metadqn_jax.app.common import apply_family_options  # imports JAX: only when asked
 
         apply_family_options(args, None)  # loads the registry: every registered family is listed
     rows = family_rows()
@@ -124,7 +124,7 @@ def cmd_families(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
 # ------------------------------------------------------------------ the generated table
 def family_table_source() -> str:
     """The text of :mod:`metadqn_jax.app.family_table` for the current built-in families."""
-    from metadqn_jax.tasks.builtin import BUILTIN_FAMILIES
+    from metadqn_jax.tasks.builtin import BUILTIN_FAMILIES  # imports JAX: only to regenerate the table
 
     rows = [textwrap.indent(pprint.pformat(family_row(f), width=96, sort_dicts=False), "    ")
             for f in BUILTIN_FAMILIES]

@@ -8,17 +8,17 @@ touches a jitted function, so it never triggers a recompilation.
   last checkpoint.
 * :class:`TBLog` wraps ``tensorboardX.SummaryWriter`` (``purge_step`` on resume, so
   TensorBoard discards the events after the checkpoint) and flushes after every chunk.
-* :func:`read_csv` and :func:`read_tb_scalars` read them back (the latter parses the TFRecord
-  event files directly: no TensorFlow / TensorBoard needed).
+* :func:`read_csv` reads a CSV log back.
 """
 
 from __future__ import annotations
 
 import csv
-import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tensorboardX import SummaryWriter
 
 
 class CSVLog:
@@ -76,8 +76,6 @@ class TBLog:
     @property
     def writer(self):
         if self._writer is None:
-            from tensorboardX import SummaryWriter
-
             self.logdir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(str(self.logdir), purge_step=self.purge_step, flush_secs=30)
         return self._writer
@@ -97,43 +95,6 @@ class TBLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-# ------------------------------------------------------------------------------ reading
-def _tfrecords(path: Path) -> Iterable[bytes]:
-    data = path.read_bytes()
-    pos = 0
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack("<Q", data[pos:pos + 8])
-        start = pos + 12
-        end = start + length
-        if end + 4 > len(data):
-            break  # a record being written
-        yield data[start:end]
-        pos = end + 4
-
-
-def read_tb_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """``{tag: [(step, value), ...]}`` from every event file under ``logdir`` (recursively;
-    tags of sub-directories are prefixed ``subdir/``), honouring purge-step restarts."""
-    from tensorboardX.proto import event_pb2
-
-    logdir = Path(logdir)
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(logdir.rglob("events.out.tfevents.*")):
-        rel = path.parent.relative_to(logdir).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        for record in _tfrecords(path):
-            ev = event_pb2.Event.FromString(record)
-            if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START:
-                for tag in [t for t in out if t.startswith(prefix)]:  # purge: drop steps >= this
-                    out[tag] = [(s, v) for s, v in out[tag] if s < ev.step]
-            if not ev.HasField("summary"):
-                continue
-            for value in ev.summary.value:
-                if value.HasField("simple_value"):
-                    out.setdefault(prefix + value.tag, []).append((int(ev.step), float(value.simple_value)))
-    return out
 
 
 # ------------------------------------------------------------------- meta-training rows

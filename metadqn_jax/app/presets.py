@@ -2,7 +2,7 @@
 arguments) runs.
 
 Each preset is a layer ``{section: {field: value}}`` on top of the dataclass defaults (see
-:mod:`metadqn_jax.app.runconfig` for the sections). ``DEFAULT_*`` is what a command runs with no
+:mod:`metadqn_jax.runs.sections` for the sections). ``DEFAULT_*`` is what a command runs with no
 arguments; ``QUICK_*`` (``--quick``) is a tiny smoke-test configuration that finishes in
 seconds after compilation.
 
@@ -93,4 +93,19 @@ DEFAULT_REGRESS: Layer = {
 QUICK_REGRESS: Layer = {
     "regression": {"num_iterations": 20, "chunk_size": 10, "hidden": [16, 16], "meta_batch": 4},
     "eval": {"num_tasks": 8, "shots": [5], "steps": [0, 1]},
+}
+
+# ------------------------------------------------------------------------ metadqn sweep
+# metadqn train's meta / hparams / validation layers plus the sweep section (SweepSettings)
+DEFAULT_SWEEP: Layer = {
+    "meta": dict(DEFAULT_TRAIN["meta"]),
+    "hparams": dict(DEFAULT_TRAIN["hparams"]),
+    "validation": dict(DEFAULT_TRAIN["validation"]),
+    "sweep": {},
+}
+
+QUICK_SWEEP: Layer = {
+    "meta": dict(QUICK_TRAIN["meta"]),
+    "validation": dict(QUICK_TRAIN["validation"]),
+    "sweep": {"seeds": 2},
 }

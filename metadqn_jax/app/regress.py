@@ -15,8 +15,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from metadqn_jax.app import presets, runs
+import jax
+import numpy as np
+import tqdm.auto
+
+from metadqn_jax import regression
+from metadqn_jax.report import plot_regress
+from metadqn_jax.app import presets
 from metadqn_jax.app.common import configure_jax, info, resolve_config
+from metadqn_jax.app.logs import CSVLog, TBLog
+from metadqn_jax.core.divergence import DivergenceError, first_divergence
+from metadqn_jax.runs import folder, layout
+from metadqn_jax.runs.configs import RegressRunConfig
+from metadqn_jax.runs.record import write_config
 
 __all__ = ["cmd_regress"]
 
@@ -27,35 +38,25 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     chunk edge): then it prints one ``error:`` line naming the algorithm, iteration and quantity
     and writes no results (regress.md/.json/.png, table); metrics.csv and tb/ keep the chunks
     before it. With ``args.keep_going_on_divergence`` it trains on and reports what it gets."""
-    from metadqn_jax.app.runconfig import RegressRunConfig
-
     cfg = resolve_config(RegressRunConfig, args, flags, presets.DEFAULT_REGRESS, presets.QUICK_REGRESS)
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0
-    run_dir = runs.new_run_dir(args.out, args.name, "regress", "sinusoid")
-    with runs.create_run_dir(run_dir, "regress", getattr(args, "argv", None)):  # the run folder's lock
+    run_dir = folder.new_run_dir(args.out, args.name, "regress", "sinusoid")
+    with folder.create_run_dir(run_dir, "regress", getattr(args, "argv", None)):  # the run folder's lock
         return _regress(args, cfg, run_dir)
 
 
 def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
     """The body of :func:`cmd_regress` once the run folder is created and locked."""
     configure_jax(args)
-    import jax
-    import numpy as np
-
-    from metadqn_jax import regression
-    from metadqn_jax.driver import DivergenceError, first_divergence
-    from metadqn_jax.app.logs import CSVLog, TBLog
-    from metadqn_jax.app.plots import plot_regress
-
-    runs.write_config(run_dir, cfg)
+    write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
     family = regression.SinusoidTasks()
     ev = cfg.eval
     tasks = family.eval_tasks(seed=ev.seed, n=ev.num_tasks)
     eval_key = jax.random.fold_in(jax.random.key(ev.seed), 7)
-    csv_log = CSVLog(runs.metrics_path(run_dir), ("algorithm", "iteration", "pre_adapt_loss", "post_adapt_loss",
+    csv_log = CSVLog(layout.metrics_path(run_dir), ("algorithm", "iteration", "pre_adapt_loss", "post_adapt_loss",
                                                   "query_loss", "wall_s"))
     keep_going = bool(getattr(args, "keep_going_on_divergence", False))
     results: dict[str, dict] = {}
@@ -63,12 +64,10 @@ def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
     for algo in cfg.run.algorithms:
         rc = cfg.for_algorithm(algo)
         trainer = regression.make_meta_train(rc)
-        tb = TBLog(runs.tb_dir(run_dir, algo))
+        tb = TBLog(layout.tb_dir(run_dir, algo))
         bar = None
         if not args.no_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=rc.num_iterations, desc=f"regress {algo}", unit="it", dynamic_ncols=True)
+            bar = tqdm.auto.tqdm(total=rc.num_iterations, desc=f"regress {algo}", unit="it", dynamic_ncols=True)
         t0 = time.perf_counter()
 
         def callback(step, m, algo=algo, tb=tb, bar=bar, t0=t0):
@@ -89,7 +88,7 @@ def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
                 bar.close()
             tb.close()
         if diverged is not None:
-            log = runs.metrics_path(run_dir)
+            log = layout.metrics_path(run_dir)
             where = f"; the chunks before it are logged in {log}" if log.exists() else ""
             print(f"error: {diverged.detail}{where}; no results written (--keep-going-on-divergence trains on)",
                   file=sys.stderr)
@@ -112,12 +111,12 @@ def _regress(args: argparse.Namespace, cfg, run_dir) -> int:
             cells = [f"{by_k[k][s]['mean']:.3f} ± {by_k[k][s]['ci95']:.3f}" for s in ev.steps]
             lines.append(f"| {algo} | {k} | " + " | ".join(cells) + f" | {walls[algo]:.0f} s |")
     text = "\n".join(lines) + "\n"
-    runs.output_path(run_dir, "regress", ".md").write_text(text)
-    runs.output_path(run_dir, "regress", ".json").write_text(json.dumps({
+    layout.output_path(run_dir, "regress", ".md").write_text(text)
+    layout.output_path(run_dir, "regress", ".json").write_text(json.dumps({
         "mse": {a: {str(k): {str(s): v for s, v in by_s.items()} for k, by_s in by_k.items()}
                 for a, by_k in results.items()},
         "train_wall_s": walls, "config": cfg.to_dict()}, indent=1))
-    plot_regress(runs.output_path(run_dir, "regress", ".png"), results, ev)
+    plot_regress(layout.output_path(run_dir, "regress", ".png"), results, ev)
     print(text, end="")
     print(f"\nrun folder: {run_dir}")
     return 0

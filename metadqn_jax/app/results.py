@@ -9,7 +9,12 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from metadqn_jax.app import runs
+import numpy as np
+
+from metadqn_jax import report
+from metadqn_jax.app.logs import TBLog
+from metadqn_jax.runs import layout
+from metadqn_jax.tasks import family_spec
 
 __all__ = ["write_few_shot", "verdict_line"]
 
@@ -21,7 +26,7 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     Args:
       run_dir: the run folder.
       tag: the file stem (``few_shot`` after training).
-      cfg: the run's :class:`~metadqn_jax.app.runconfig.TrainConfig`.
+      cfg: the run's :class:`~metadqn_jax.runs.configs.TrainConfig`.
       comp: the :func:`metadqn_jax.compare.compare` result.
       trained: the inits whose training time is shown in the table (``()``: no time column).
       show: called with the text (table and verdict) before any file is written (e.g. to
@@ -30,9 +35,6 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     Returns:
       The printed text: the Markdown table and the verdict line(s).
     """
-    from metadqn_jax import report
-    from metadqn_jax.app.logs import TBLog
-
     results = comp.results
     fs = cfg.few_shot
     n = cfg.run.meta_seeds
@@ -47,9 +49,9 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
     text = table + ("\n\n" + verdict if verdict else "") + ("\n\n" + report.guard_line(guards) if guards else "") + "\n"
     if show is not None:
         show(text)
-    runs.output_path(run_dir, tag, ".md").write_text(text)
-    report.plot(results, runs.output_path(run_dir, tag, ".png"), title=f"{cfg.meta.family}: few-shot adaptation")
-    report.plot_profile(results, runs.output_path(run_dir, tag + "_profile", ".png"),
+    layout.output_path(run_dir, tag, ".md").write_text(text)
+    report.plot(results, layout.output_path(run_dir, tag, ".png"), title=f"{cfg.meta.family}: few-shot adaptation")
+    report.plot_profile(results, layout.output_path(run_dir, tag + "_profile", ".png"),
                         title=f"{cfg.meta.family}: performance profiles on held-out tasks")
     data = {
         "results": report.to_dict(results, meta_seeds=list(range(cfg.run.seed, cfg.run.seed + cfg.run.meta_seeds))),
@@ -58,21 +60,15 @@ def write_few_shot(run_dir: Path, tag: str, cfg, comp, *, trained: Sequence[str]
         "verdict": verdict,
         "guard_adaptation": {k: g.to_dict() for k, g in guards.items()},
         "config": cfg.to_dict(),
-        "family": _family_spec(cfg.meta.family),  # the tasks' full definition (TaskFamily.to_spec)
+        "family": family_spec(cfg.meta.family),  # the tasks' full definition (TaskFamily.to_spec)
     }
-    runs.output_path(run_dir, tag, ".json").write_text(json.dumps(data, indent=1))
-    tb = TBLog(runs.tb_dir(run_dir, tag), purge_step=0)  # a re-evaluation replaces the previous one
+    layout.output_path(run_dir, tag, ".json").write_text(json.dumps(data, indent=1))
+    tb = TBLog(layout.tb_dir(run_dir, tag), purge_step=0)  # a re-evaluation replaces the previous one
     for j, b in enumerate(fs.budgets):
         tb.scalars({f"{tag}/{name}": float(r.mean[j]) for name, r in results.items()}, b)
     tb.text(f"{tag}/table", table)
     tb.close()
     return text
-
-
-def _family_spec(name: str) -> dict:
-    from metadqn_jax.tasks import family_spec
-
-    return family_spec(name)
 
 
 def verdict_line(results, algorithms: Sequence[str]) -> str:
@@ -90,10 +86,6 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
     Returns:
       The lines joined by newlines; ``""`` when there is no baseline.
     """
-    import numpy as np
-
-    from metadqn_jax import report
-
     baselines = [n for n in results if n not in algorithms and n != "oracle"]
     if not baselines:
         return ""

@@ -1,7 +1,7 @@
 """``metadqn train``: meta-train every algorithm with checkpoints, logging and exact resume,
 then compare the few-shot adaptation of every initialisation on held-out tasks.
 
-A run folder (:mod:`metadqn_jax.app.runs`) is created atomically and locked for the whole
+A run folder (:mod:`metadqn_jax.runs.folder`) is created atomically and locked for the whole
 command (``--resume`` locks the existing one): a second writer is refused. It gets
 ``config.yaml`` first, then per chunk a ``metrics.csv`` row and TensorBoard scalars per
 algorithm (against environment steps), checkpoints every ``run.checkpoint_every`` meta-steps
@@ -28,18 +28,35 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from metadqn_jax.app import presets, runs
+import jax
+import numpy as np
+
+from metadqn_jax import driver
+from metadqn_jax.app import presets
 from metadqn_jax.app.common import (
+    apply_family_options,
     check_unchanged,
     configure_jax,
     info,
     resolve_config,
     with_oracle,
 )
+from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog, TBLog, meta_row_scalars
+from metadqn_jax.app.results import write_few_shot
+from metadqn_jax.checkpoint import Checkpointer, CheckpointError
+from metadqn_jax.compare import compare, config_for
+from metadqn_jax.core.errors import ConfigError
+from metadqn_jax.deploy import export_policy
+from metadqn_jax.meta import MetaHParams, make_meta_step
+from metadqn_jax.meta.defaults import ALGORITHM_SETTINGS
 from metadqn_jax.progress import ChunkBar
+from metadqn_jax.runs import folder, layout
+from metadqn_jax.runs.configs import TrainConfig, field_defaults, meta_config_dict
+from metadqn_jax.runs.record import config_text, read_run_config, write_config
+from metadqn_jax.sharding import task_mesh
 
 __all__ = ["RESUME_MAY_CHANGE", "EXIT_DIVERGED", "StopRequested", "MetaTrainer", "restore_meta_checkpoint",
-           "cmd_train"]
+           "announcing_log", "protocol_text", "cmd_train"]
 
 # with --resume only these may differ from the run's config.yaml ("section.*": the whole section)
 RESUME_MAY_CHANGE = ("meta.num_meta_steps", "few_shot.*", "run.baselines", "run.checkpoint_every", "run.keep")
@@ -71,21 +88,15 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
     Returns:
       A :class:`~metadqn_jax.checkpoint.Restored` whose tree is ``{"state": MetaState,
       "early_stop": EarlyStop}``. Settings a checkpoint predates count as their defaults
-      (:func:`metadqn_jax.app.runconfig.field_defaults`).
+      (:func:`metadqn_jax.runs.configs.field_defaults`).
 
     Raises:
       CheckpointError: missing, corrupt (with ``broken``: every step), foreign, or written
         with other settings.
     """
-    import jax
-
-    from metadqn_jax.app.runconfig import field_defaults, meta_config_dict
-    from metadqn_jax.driver import init_early_stop, seeded_init
-    from metadqn_jax.meta import make_meta_step
-
     program = program or make_meta_step(cfg_a)
-    abstract = jax.eval_shape(seeded_init(program, meta_seeds > 1), meta_keys(meta_seeds), cfg_a.hparams())
-    like = {"state": abstract, "early_stop": jax.eval_shape(init_early_stop, abstract)}
+    abstract = jax.eval_shape(driver.seeded_init(program, meta_seeds > 1), meta_keys(meta_seeds), cfg_a.hparams())
+    like = {"state": abstract, "early_stop": jax.eval_shape(driver.init_early_stop, abstract)}
     config = meta_config_dict(cfg_a, validation)
     with ck:
         if broken is None:
@@ -97,8 +108,6 @@ def restore_meta_checkpoint(ck, cfg_a, validation, program=None, *, broken: list
 
 def meta_keys(meta_seeds: int):
     """A key (``meta_seeds == 1``) or ``[N]`` keys: what :func:`metadqn_jax.driver.seeded_init` takes."""
-    import jax
-
     key = jax.random.key(0)
     return key if meta_seeds == 1 else jax.random.split(key, meta_seeds)
 
@@ -106,8 +115,6 @@ def meta_keys(meta_seeds: int):
 def _no_inner_loss(algorithm: str) -> bool:
     """Whether ``algorithm`` has no inner loop (its "pre/post-adaptation losses" would be a copy
     of the query loss): the learners without ``inner_steps`` among their settings (context)."""
-    from metadqn_jax.meta.defaults import ALGORITHM_SETTINGS
-
     return "inner_steps" not in ALGORITHM_SETTINGS.get(algorithm, ("inner_steps",))
 
 
@@ -116,8 +123,6 @@ def _logged_row(algorithm: str, state, row: Mapping[str, Any]) -> dict[str, Any]
     blank (``None``) where the row's number would mislead: ``train_return`` while no training
     episode has ended (the meta-step reports 0.0 then), the pre/post-adaptation losses of a
     learner without an inner loop. Reads ``state.carry.episodes`` on the host (no compilation)."""
-    import numpy as np
-
     out = dict(row)
     if out.get("train_return") == 0.0 and not np.asarray(state.carry.episodes).any():
         out["train_return"] = None
@@ -126,7 +131,8 @@ def _logged_row(algorithm: str, state, row: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def _protocol(cfg) -> str:
+def protocol_text(cfg) -> str:
+    """``"N held-out test tasks x S seeds at budgets [...] env steps"``: the few-shot protocol of ``cfg``."""
     fs = cfg.few_shot
     return f"{fs.num_tasks} held-out test tasks x {fs.seeds} seeds at budgets {list(fs.budgets)} env steps"
 
@@ -138,7 +144,7 @@ def announcing_log(cfg, log: Callable[[str], None] = info) -> Callable[[str], No
     trained = list(cfg.run.trained)
     later = [b for b in ("scratch", "oracle") if b in cfg.run.baselines]
     announce = {
-        "scratch": f"scratch: evaluating a fresh initialisation on {_protocol(cfg)}",
+        "scratch": f"scratch: evaluating a fresh initialisation on {protocol_text(cfg)}",
         "oracle": f"oracle: training a DQN from scratch on each of the {cfg.few_shot.num_tasks} test tasks "
                   f"({cfg.few_shot.num_tasks} runs in one program; no progress until it ends)",
     }
@@ -162,7 +168,7 @@ class MetaTrainer:
     chunk boundaries), then exports its policy.
 
     Args:
-      cfg: the run's :class:`~metadqn_jax.app.runconfig.TrainConfig`.
+      cfg: the run's :class:`~metadqn_jax.runs.configs.TrainConfig`.
       run_dir: the run folder (locked by the caller).
       resume: continue from the folder's checkpoints (otherwise existing checkpoints are an error);
         call :meth:`preflight` first.
@@ -170,37 +176,22 @@ class MetaTrainer:
         after saving a checkpoint.
       progress: show the tqdm bar.
       allow_divergence: ``train_meta(allow_divergence=...)``: keep training after a non-finite
-        loss, gradient norm or parameter (default: :class:`~metadqn_jax.driver.DivergenceError`
+        loss, gradient norm or parameter (default: :class:`~metadqn_jax.core.divergence.DivergenceError`
         propagates; its chunk is never logged or checkpointed, and nothing is exported).
     """
 
     def __init__(self, cfg, run_dir: Path, *, resume: bool, stop_after: int | None, progress: bool,
                  allow_divergence: bool = False):
-        from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog
-
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.stop_after, self.progress = stop_after, progress
         self.allow_divergence = allow_divergence
-        self.csv = CSVLog(runs.metrics_path(run_dir), META_CSV_FIELDS)
+        self.csv = CSVLog(layout.metrics_path(run_dir), META_CSV_FIELDS)
         self.last_checkpoint: dict[str, int] = {}  # algorithm -> meta-step of its latest checkpoint (-1: none)
         self.current: str | None = None  # the algorithm being trained
         self._restored: dict = {}  # algorithm -> Restored, from preflight()
         self._broken: dict[str, list] = {}  # algorithm -> [(step, reason)] found by restore()
 
     def __call__(self, cfg_a, key):
-        import jax
-        import numpy as np
-
-        from metadqn_jax.app.logs import TBLog, meta_row_scalars
-        from metadqn_jax.app.runconfig import meta_config_dict
-        from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-        from metadqn_jax.driver import (  # at call time: tests patch driver.train_meta
-            TrainResult,
-            seeded_init,
-            train_meta,
-        )
-        from metadqn_jax.meta import make_meta_step
-
         algo = cfg_a.algorithm
         self.current = algo
         run = self.cfg.run
@@ -209,7 +200,7 @@ class MetaTrainer:
         hp = cfg_a.hparams()
         expected = meta_config_dict(cfg_a, validation)
         record = self.cfg.to_dict()  # the run's settings, checked against config.yaml on --resume
-        ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo), keep=run.keep)
+        ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo), keep=run.keep)
         state = early_stop = None
         start = 0
         latest = ck.latest_step()
@@ -223,21 +214,21 @@ class MetaTrainer:
             extra = restored.info.get("extra") or {}
             if extra.get("stopped_early"):
                 info(f"{algo}: stopped early at meta-step {start} (validation patience); not continued")
-                res = TrainResult(state, early_stop, [], True)
+                res = driver.TrainResult(state, early_stop, [], True)
                 self._export(cfg_a, res)
                 ck.close()
-                info(f"{algo}: evaluating on {_protocol(self.cfg)}")
+                info(f"{algo}: evaluating on {protocol_text(self.cfg)}")
                 return res
         else:
             if self.resume:
                 info(f"{algo}: no checkpoint yet; training from the start")
             # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
-            state = jax.jit(seeded_init(program, run.meta_seeds > 1))(key, hp)
+            state = jax.jit(driver.seeded_init(program, run.meta_seeds > 1))(key, hp)
         self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
         # TensorBoard steps are environment steps; on resume it discards what an interrupted run
         # logged after the checkpoint
         env_steps = cfg_a.env_steps_per_meta_step
-        tb = TBLog(runs.tb_dir(self.run_dir, algo), purge_step=start * env_steps + 1 if self.resume else None)
+        tb = TBLog(layout.tb_dir(self.run_dir, algo), purge_step=start * env_steps + 1 if self.resume else None)
         if start == 0:
             tb.text("config", _config_markdown(self.cfg, cfg_a))
         last_saved = start
@@ -275,7 +266,7 @@ class MetaTrainer:
         try:
             with warnings.catch_warnings():  # reported as one line by the callback instead
                 warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
-                res = train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
+                res = driver.train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
                                  callback=callback, progress=False, program=program,
                                  num_devices=self.cfg.run.num_devices, allow_divergence=self.allow_divergence)
         finally:
@@ -284,19 +275,17 @@ class MetaTrainer:
             tb.close()
             ck.close()
         self._export(cfg_a, res)
-        info(f"{algo}: evaluating on {_protocol(self.cfg)}")
+        info(f"{algo}: evaluating on {protocol_text(self.cfg)}")
         return res
 
     def restore(self, cfg_a, program=None):
         """The latest checkpoint of ``cfg_a.algorithm`` (None if there is none), validated against
         the config (format, settings, shapes); with ``resume``, the newest intact one (broken
         steps are recorded for :meth:`preflight`)."""
-        from metadqn_jax.checkpoint import Checkpointer
-
         algo = cfg_a.algorithm
         if algo in self._restored:
             return self._restored.pop(algo)
-        ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo), keep=self.cfg.run.keep)
+        ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo), keep=self.cfg.run.keep)
         if not ck.directory.exists():
             return None
         if ck.latest_step() is None and not ck.broken_steps() and \
@@ -320,10 +309,6 @@ class MetaTrainer:
         Raises:
           ConfigError, CheckpointError: the first problem found.
         """
-        from metadqn_jax.checkpoint import Checkpointer
-        from metadqn_jax.compare import config_for
-        from metadqn_jax.core.validate import ConfigError
-
         for algo in self.cfg.run.trained:
             restored = self.restore(config_for(self.cfg.meta, algo))
             if restored is None:
@@ -338,7 +323,7 @@ class MetaTrainer:
                 raise ConfigError(f"--resume: meta.num_meta_steps is {self.cfg.meta.num_meta_steps} but {where} "
                                   f"is past it; it can only grow (--meta-steps {restored.step} or more)")
         for algo, broken in self._broken.items():
-            ck = Checkpointer(runs.checkpoint_dir(self.run_dir, algo))
+            ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo))
             for step, why in broken:
                 moved = ck.set_aside(step)
                 info(f"{algo}: checkpoint step {step} is broken ({why}); moved aside to {moved.name}")
@@ -348,11 +333,6 @@ class MetaTrainer:
         """Exports the best validated parameters; with several meta-training seeds, those of the
         seed with the best validation return (chosen on validation tasks only; the few-shot
         table reports every seed)."""
-        import jax
-        import numpy as np
-
-        from metadqn_jax.deploy import export_policy
-
         es, state = res.early_stop, res.state
         extra = {"algorithm": cfg_a.algorithm}
         if self.cfg.run.meta_seeds > 1:
@@ -370,16 +350,13 @@ class MetaTrainer:
 def _config_markdown(cfg, cfg_a) -> str:
     """The TensorBoard text of an algorithm's run: its resolved hyper-parameters and settings
     (a table) and the run's config.yaml."""
-    from metadqn_jax.app.runconfig import meta_config_dict
-    from metadqn_jax.meta import MetaHParams
-
     rows = [f"| hparams.{name} | {cfg_a.setting(name)} |" for name in MetaHParams._fields]
     settings = meta_config_dict(cfg_a, cfg.validation)
     rows += [f"| {section}.{name} | {value} |" for section in ("meta", "validation")
              for name, value in settings[section].items()]
     rows.append(f"| meta.num_meta_steps | {cfg_a.num_meta_steps} |")
     table = "\n".join([f"**{cfg_a.algorithm}: resolved settings**", "", "| setting | value |", "|---|---|", *rows])
-    yaml_text = "\n".join("    " + line for line in runs.config_text(cfg).splitlines())
+    yaml_text = "\n".join("    " + line for line in config_text(cfg).splitlines())
     return f"{table}\n\n**config.yaml**\n\n{yaml_text}\n"
 
 
@@ -394,10 +371,6 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         any computation where it can be known then (the run folder is locked and checked for
         writing, and on ``--resume`` every checkpoint restored and checked, first).
     """
-    from metadqn_jax.app.runconfig import TrainConfig
-    from metadqn_jax.app.userfamily import apply_family_options
-    from metadqn_jax.core.validate import ConfigError
-
     if args.resume:
         for flag, given in (("--quick", args.quick), ("--config", args.config), ("--name", args.name)):
             if given:
@@ -406,7 +379,7 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         # definition, which wins)
         apply_family_options(args, None)
         run_dir = Path(args.resume)
-        stored = runs.read_run_config(run_dir, TrainConfig)
+        stored = read_run_config(run_dir, TrainConfig)
         cfg = resolve_config(TrainConfig, args, flags, stored.as_layer(), None)
         cfg = with_oracle(cfg, args)
         check_unchanged(stored, cfg, RESUME_MAY_CHANGE, "--resume")
@@ -416,17 +389,15 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         cfg = with_oracle(resolve_config(TrainConfig, args, flags, presets.DEFAULT_TRAIN, presets.QUICK_TRAIN), args)
         run_dir = None
     if args.print_config:
-        sys.stdout.write(runs.config_text(cfg))  # what config.yaml will hold, the family's definition too
+        sys.stdout.write(config_text(cfg))  # what config.yaml will hold, the family's definition too
         return 0
     if run_dir is None:
-        run_dir = runs.new_run_dir(args.out, args.name, "train", cfg.meta.family)
+        run_dir = folder.new_run_dir(args.out, args.name, "train", cfg.meta.family)
     configure_jax(args)
-    from metadqn_jax.sharding import task_mesh
-
     # device count, divisibility, micro-batching: fail before any compute or folder
     task_mesh(cfg.meta.num_tasks, cfg.run.num_devices, cfg.meta.task_micro_batch)
     argv = getattr(args, "argv", None)
-    lock = runs.open_run_dir(run_dir, argv) if args.resume else runs.create_run_dir(run_dir, "train", argv)
+    lock = folder.open_run_dir(run_dir, argv) if args.resume else folder.create_run_dir(run_dir, "train", argv)
     try:
         return _train(args, cfg, run_dir)
     finally:
@@ -435,16 +406,12 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
 
 def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     """The body of :func:`cmd_train` once the run folder is locked."""
-    from metadqn_jax.app.results import write_few_shot
-    from metadqn_jax.compare import compare
-    from metadqn_jax.driver import DivergenceError
-
     trainer = MetaTrainer(cfg, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
                           progress=not args.no_progress,
                           allow_divergence=bool(getattr(args, "keep_going_on_divergence", False)))
     if args.resume:
         trainer.preflight()  # nothing in the folder is rewritten before this passes
-    runs.write_config(run_dir, cfg)
+    write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
     t0 = time.perf_counter()
     try:
@@ -460,7 +427,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
         saved = ", ".join(f"{a} at meta-step {s}" for a, s in trainer.last_checkpoint.items() if s >= 0)
         info(f"interrupted; last checkpoints: {saved or 'none'}. Continue with: metadqn train --resume {run_dir}")
         return 130
-    except DivergenceError as e:
+    except driver.DivergenceError as e:
         algo = trainer.current
         last = trainer.last_checkpoint.get(algo, -1)
         kept = f"its last good checkpoint (meta-step {last}) is the latest" if last >= 0 else "no checkpoint of it"

@@ -1,21 +1,23 @@
-"""Configuration: static settings (frozen dataclasses, hashed into ``jit``) apart from
-traced hyper-parameters (``NamedTuple`` pytrees of arrays: a sweep over them is one ``vmap``
-and changing them never recompiles).
+"""The checks every configuration runs on construction, and the error they raise.
 
-Every dataclass validates itself on construction and raises one ``ValueError`` that names
-the field and the allowed range — before anything is traced or compiled.
+Static settings are frozen dataclasses (hashed into ``jit``) that validate themselves when
+built and raise one :class:`ConfigError` (a ``ValueError``) naming the field and the allowed
+range — before anything is traced or compiled. The traced hyper-parameters are checked by
+:func:`metadqn_jax.core.hparams.check_hparams` with the same :func:`in_range`.
+
+This module imports no JAX (only numpy); :class:`ConfigError` itself lives in
+:mod:`metadqn_jax.core.errors`, which imports nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax.core.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value is out of range or inconsistent."""
+__all__ = ["ConfigError", "require", "positive_int", "nonneg_int", "in_range"]
 
 
 def require(ok: bool, field: str, allowed: str, value: Any) -> None:
@@ -25,11 +27,13 @@ def require(ok: bool, field: str, allowed: str, value: Any) -> None:
 
 
 def positive_int(name: str, value: Any) -> None:
+    """Raises :class:`ConfigError` unless ``value`` is an int (not a bool) ``> 0``."""
     require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0,
             name, "a positive integer", value)
 
 
 def nonneg_int(name: str, value: Any) -> None:
+    """Raises :class:`ConfigError` unless ``value`` is an int (not a bool) ``>= 0``."""
     require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0,
             name, "an integer >= 0", value)
 
@@ -44,17 +48,3 @@ def in_range(name: str, value: Any, low: float, high: float, *, low_open=False, 
     hi = ")" if high_open else "]"
     shown = (value.item() if hasattr(value, "item") else value) if arr.ndim == 0 else arr.tolist()
     require(ok, name, f"in {lo}{low}, {high}{hi}", shown)
-
-
-def check_hparams(hp: NamedTuple, rules: dict[str, tuple]) -> None:
-    """Validates concrete hyper-parameters (scalars or arrays, e.g. a vmapped sweep)."""
-    for name, (low, high, low_open, high_open) in rules.items():
-        value = getattr(hp, name)
-        if hasattr(value, "aval") and not hasattr(value, "__array__"):
-            continue  # a tracer: checked where it was made
-        in_range(f"{type(hp).__name__}.{name}", value, low, high, low_open=low_open, high_open=high_open)
-
-
-def as_hparams(cls, **values) -> Any:
-    """Builds a traced-hyper-parameter NamedTuple with float32 leaves."""
-    return cls(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})

@@ -13,16 +13,17 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import typing
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from metadqn_jax import tasks
+from metadqn_jax.core.hparams import as_hparams, check_hparams
 from metadqn_jax.core.validate import (
     ConfigError,
-    as_hparams,
-    check_hparams,
     in_range,
     nonneg_int,
     positive_int,
@@ -51,7 +52,7 @@ class MetaHParams(NamedTuple):
     tau: Any  # shape=() float32: Polyak factor of the meta-target, in [0, 1)
 
 
-# name -> (low, high, low_open, high_open), checked by core.validate.check_hparams
+# name -> (low, high, low_open, high_open), checked by core.hparams.check_hparams
 META_HPARAM_RULES = {
     "inner_lr": (0.0, math.inf, True, True),
     "meta_lr": (0.0, math.inf, True, True),
@@ -191,6 +192,7 @@ class MetaConfig:
     def __post_init__(self):
         validate_algorithm(self.algorithm)
         family = family_of(self.family)
+        check_recommendations(family)
         # the family's recommendations and the None-default fields, resolved now (the
         # algorithm-dependent fields and gamma: on use)
         recommended = family.meta_defaults_for(self.algorithm)
@@ -340,6 +342,53 @@ def family_of(name: str) -> tasks.TaskFamily:
         return tasks.get_family(name)
     except ValueError as e:
         raise ConfigError(f"family: {e}") from None
+
+
+# What a task family may recommend (TaskFamily.meta_defaults): every field but the structural
+# ones, and, under an algorithm's name, how that learner learns: its own settings
+# (ALGORITHM_SETTINGS), its learning rates and support prefixes (ALGORITHM_RESOLVED), its weight
+# decay and target speed — never what every learner of a comparison must share (the environment
+# steps and updates, the Q-network, the acting epsilon, the support size).
+FAMILY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MetaConfig) if f.name not in STRUCTURAL_FIELDS)
+LEARNER_FIELDS: tuple[str, ...] = tuple(f for f in FAMILY_FIELDS if f in {
+    *(s for settings in ALGORITHM_SETTINGS.values() for s in settings), *ALGORITHM_RESOLVED, "weight_decay", "tau"})
+
+
+def check_recommendations(family: tasks.TaskFamily) -> None:
+    """``family.meta_defaults`` names only :data:`FAMILY_FIELDS` and, under an algorithm's name
+    (one of :data:`~metadqn_jax.meta.defaults.ALGORITHMS`), a mapping over :data:`LEARNER_FIELDS`
+    (``{"tau": 0.99, "cavia": {"model_loss": 1.0}}``). The values are checked by the
+    ``MetaConfig`` that takes them, like values the user gave.
+
+    Raises:
+      ConfigError: ``family '<name>': meta_defaults ...`` naming the key (with the closest field
+        name) and what it may be.
+    """
+    name = family.name
+    for key, value in family.meta_defaults.items():
+        if key in ALGORITHMS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"family {name!r}: meta_defaults.{key} (the {key} learner's own "
+                                  f"recommendations) must be a mapping field -> value, got {value!r}")
+            for field in value:
+                if field not in LEARNER_FIELDS:
+                    why = ("every learner of a comparison shares it" if field in FAMILY_FIELDS
+                           else "not a MetaConfig field a family can set")
+                    raise ConfigError(f"family {name!r}: meta_defaults.{key}.{field} cannot be recommended "
+                                      f"for one algorithm ({why}; allowed: {', '.join(LEARNER_FIELDS)})")
+        elif key in STRUCTURAL_FIELDS:
+            why = ("the family's discount is TaskFamily.gamma" if key == "gamma"
+                   else "it is what a comparison varies, not a setting a family recommends")
+            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} cannot be set by a family ({why})")
+        elif key in FAMILY_FIELDS and isinstance(value, Mapping):
+            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} must be a value, got a mapping (only "
+                              f"an algorithm's name holds a mapping: {', '.join(ALGORITHMS)})")
+        elif key not in FAMILY_FIELDS:
+            close = difflib.get_close_matches(str(key), FAMILY_FIELDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} is not a MetaConfig field a family "
+                              f"can set{hint} (allowed: {', '.join(FAMILY_FIELDS)}, or an algorithm's "
+                              f"own recommendations under its name: {', '.join(ALGORITHMS)})")
 
 
 def validate_sizes(cfg: MetaConfig) -> None:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadqn_jax.core.divergence import DivergenceError, first_divergence
 from metadqn_jax.core.networks import MLP
 from metadqn_jax.core.optim import INNER_OPTIMIZERS, inner_optimizer
 from metadqn_jax.meta import gradient as meta
@@ -126,7 +127,7 @@ class MetaTrainer(NamedTuple):
         [num_iterations])``: the Python loop over chunks; ``callback(step, chunk_metrics)`` runs
         after each chunk. At each chunk edge it checks the chunk's query losses and
         ``params_finite`` flags (computed in the compiled chunk) and raises
-        :class:`metadqn_jax.driver.DivergenceError` (``unit="iteration"``, quantity
+        :class:`metadqn_jax.core.divergence.DivergenceError` (``unit="iteration"``, quantity
         ``"query_loss"`` or ``"meta_params"``) for the first non-finite one, before the callback
         sees that chunk; ``allow_divergence=True`` keeps going.
     """
@@ -218,8 +219,6 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
             length = min(cfg.chunk_size, cfg.num_iterations - done)
             state, m = train_chunk(state, length)
             if not allow_divergence:  # at the chunk edge: waits for the chunk, fetches 2 x length scalars
-                from metadqn_jax.driver import DivergenceError, first_divergence
-
                 bad = first_divergence({"query_loss": m.query_loss, "meta_params_finite": m.params_finite}, done)
                 if bad is not None:
                     raise DivergenceError(*bad, what=f"{cfg.algorithm} meta-training", unit="iteration")

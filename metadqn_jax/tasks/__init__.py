@@ -7,9 +7,6 @@ building), :mod:`.builtin` (the built-in families), :mod:`.registry` (``get_fami
 from metadqn_jax.core.rollout import broadcast_params
 from metadqn_jax.tasks.builtin import goal_circle_sampler
 from metadqn_jax.tasks.family import (
-    ALGORITHM_META_FIELDS,
-    FAMILY_ALGORITHMS,
-    FAMILY_META_FIELDS,
     SPEC_KEYS,
     TaskFamily,
     default_budgets,
@@ -19,7 +16,6 @@ from metadqn_jax.tasks.family import (
 from metadqn_jax.tasks.pools import SPLITS
 from metadqn_jax.tasks.registry import FAMILIES, family_spec, get_family, list_families, register_family
 
-__all__ = ["ALGORITHM_META_FIELDS", "FAMILIES", "FAMILY_ALGORITHMS", "FAMILY_META_FIELDS", "SPEC_KEYS", "SPLITS",
-           "TaskFamily", "broadcast_params",
+__all__ = ["FAMILIES", "SPEC_KEYS", "SPLITS", "TaskFamily", "broadcast_params",
            "default_budgets", "family_spec", "get_family", "goal_circle_sampler", "index_params", "list_families",
            "register_family", "stack_params"]

@@ -41,13 +41,14 @@ Definitions. :meth:`TaskFamily.to_spec` gives a family's full definition as plai
 ``family:`` block of a YAML file and of a run folder's ``config.yaml``) and
 :meth:`TaskFamily.from_spec` rebuilds it; Python code (``sample_fn`` / ``derive``) cannot be
 written down, so its definition names the module that registers it
-(:mod:`metadqn_jax.app.userfamily` imports it). Budgets: ``TaskFamily.budgets`` (env steps;
+(:mod:`metadqn_jax.runs.families` imports it). Budgets: ``TaskFamily.budgets`` (env steps;
 default :func:`default_budgets`, in units of the episode length).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import types
@@ -59,40 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import envs
+from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.tasks import pools
 from metadqn_jax.tasks.pools import SPLITS, EnvParams, SampleFn, canonical_split
-
-# The names of the MetaConfig fields (metadqn_jax.meta) a family may recommend values for in
-# TaskFamily.meta_defaults: every field but the structural ones (family, algorithm: what a
-# comparison varies; gamma: TaskFamily.gamma). This lower layer names an upper layer's fields on
-# purpose, in this one place only (validate_meta_defaults); tasks never imports meta. The meta
-# package checks that these are exactly its non-structural fields (tests/test_meta_updates.py).
-FAMILY_META_FIELDS = (
-    "num_tasks", "envs_per_task", "rollout_steps", "updates_per_step", "support_size", "buffer_size",
-    "query_batch", "query_source", "query_epsilon", "task_lifetime", "stagger_tasks", "inner_steps",
-    "inner_optimizer",
-    "adapt", "unadapted_weight", "model_loss", "context_dim", "encoder_hidden", "encoder_post", "random_support",
-    "online_context",
-    "context_decoder", "context_refine", "context_refine_damping", "decoder_hidden", "cavia_first_order",
-    "cavia_damping",
-    "hidden", "activation", "dueling", "double", "huber", "max_grad_norm", "task_micro_batch", "num_meta_steps",
-    "chunk_size", "inner_lr", "meta_lr", "weight_decay", "epsilon", "tau",
-)
-# The meta-learning algorithms (metadqn_jax.meta.defaults.ALGORITHMS, checked equal by the same
-# test): a key of TaskFamily.meta_defaults may also be one of them, mapping to that algorithm's own
-# recommendations, which take precedence over the family-wide ones for that algorithm only.
-FAMILY_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
-# What an algorithm's own recommendation may set: how it learns (learning rates, target speed,
-# support prefixes) and its own settings — not what every learner of a comparison must share:
-# the environment steps and updates (sizes, counts, task lifetime, query), the Q-network's
-# architecture, the acting epsilon (the few-shot protocol's support epsilon) and the support size.
-ALGORITHM_META_FIELDS = (
-    "inner_steps", "inner_optimizer", "adapt", "unadapted_weight", "model_loss", "context_dim", "encoder_hidden",
-    "encoder_post", "random_support", "online_context", "context_decoder", "context_refine",
-    "context_refine_damping", "decoder_hidden", "cavia_first_order", "cavia_damping",
-    "inner_lr", "meta_lr", "weight_decay", "tau",
-)
-
 
 # --------------------------------------------------------------------------- helpers
 def stack_params(params: Sequence[EnvParams]) -> EnvParams:
@@ -193,52 +163,30 @@ class EnvFields(NamedTuple):
 
 
 def validate_meta_defaults(name: str, meta_defaults: Any) -> dict[str, Any]:
-    """``meta_defaults`` is a mapping over :data:`FAMILY_META_FIELDS` and, per algorithm of
-    :data:`FAMILY_ALGORITHMS`, a mapping over :data:`ALGORITHM_META_FIELDS` (that algorithm's own
-    recommendations, e.g. ``{"tau": 0.99, "cavia": {"model_loss": 1.0}}``); returns it as a dict
-    (an algorithm's entry as a dict too).
+    """``meta_defaults`` is a mapping of setting names to values, where a value that is itself a
+    mapping (of setting names to values) holds one learner's own recommendations under that
+    learner's name (``{"tau": 0.99, "cavia": {"model_loss": 1.0}}``); returns it as a dict (a
+    learner's entry as a dict too).
 
-    The one check that knows about an upper layer (the MetaConfig field names); the values
-    are checked by MetaConfig like values the user gave (a ``MetaConfig`` of the family that
-    is not given such a field takes the family's value; one given explicitly wins).
+    Only the shape is checked here: which names and values are valid is the meta-learning
+    layer's to say (:func:`metadqn_jax.meta.config.check_recommendations`, run by every
+    ``MetaConfig`` of the family and when a family is read from a file).
 
     Raises:
-      ConfigError: not a mapping, or a key that is not a non-structural MetaConfig field (named,
-        with the closest field name), or an algorithm's entry that is not a mapping over
-        :data:`ALGORITHM_META_FIELDS`.
+      ConfigError: not a mapping, a name that is not a string, or a learner's entry whose
+        names are not strings.
     """
-    import difflib
-
-    from metadqn_jax.core.validate import ConfigError
-
     if not isinstance(meta_defaults, Mapping):
         raise ConfigError(f"family {name!r}: meta_defaults must be a mapping field -> value")
     out = dict(meta_defaults)
-    for key in meta_defaults:
-        if key in FAMILY_META_FIELDS:
-            continue
-        if key in FAMILY_ALGORITHMS:
-            own = meta_defaults[key]
-            if not isinstance(own, Mapping):
-                raise ConfigError(f"family {name!r}: meta_defaults.{key} (the {key} learner's own "
-                                  f"recommendations) must be a mapping field -> value, got {own!r}")
-            for field in own:
-                if field not in ALGORITHM_META_FIELDS:
-                    why = ("every learner of a comparison shares it" if field in FAMILY_META_FIELDS
-                           else "not a MetaConfig field a family can set")
-                    raise ConfigError(f"family {name!r}: meta_defaults.{key}.{field} cannot be recommended "
-                                      f"for one algorithm ({why}; allowed: {', '.join(ALGORITHM_META_FIELDS)})")
-            out[key] = dict(own)
-            continue
-        if key in ("family", "algorithm", "gamma"):
-            why = ("the family's discount is TaskFamily.gamma" if key == "gamma"
-                   else "it is what a comparison varies, not a setting a family recommends")
-            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} cannot be set by a family ({why})")
-        close = difflib.get_close_matches(str(key), FAMILY_META_FIELDS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"family {name!r}: meta_defaults field {key!r} is not a MetaConfig field a family "
-                          f"can set{hint} (allowed: {', '.join(FAMILY_META_FIELDS)}, or an algorithm's "
-                          f"own recommendations under its name: {', '.join(FAMILY_ALGORITHMS)})")
+    for key, value in meta_defaults.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"family {name!r}: meta_defaults field {key!r} is not a name (a string)")
+        if isinstance(value, Mapping):
+            bad = [k for k in value if not isinstance(k, str)]
+            if bad:
+                raise ConfigError(f"family {name!r}: meta_defaults.{key} field {bad[0]!r} is not a name (a string)")
+            out[key] = dict(value)
     return out
 
 
@@ -484,13 +432,13 @@ class TaskFamily:
         applied after sampling (after the environment's own derived fields, e.g. CartPole's).
       description: free text shown by :meth:`describe`.
       gamma: recommended DQN discount for this family, in ``(0, 1]``.
-      meta_defaults: recommended meta-training settings, ``{field: value}`` for any of the
-        ``MetaConfig`` fields in :data:`FAMILY_META_FIELDS` (all but ``family``, ``algorithm``
-        and ``gamma``), plus, under an algorithm's name, that algorithm's own recommendations
-        over :data:`ALGORITHM_META_FIELDS` (``{"cavia": {"model_loss": 1.0}}``; they win over the
-        family-wide ones for that algorithm: :meth:`meta_defaults_for`); a ``MetaConfig`` that
-        is not given such a field takes the family's value (one given explicitly wins:
-        :func:`metadqn_jax.meta.config.resolve`).
+      meta_defaults: recommended meta-training settings, ``{field: value}`` for ``MetaConfig``
+        fields (all but ``family``, ``algorithm`` and ``gamma``), plus, under an algorithm's
+        name, a mapping of that algorithm's own recommendations (``{"cavia": {"model_loss":
+        1.0}}``; they win over the family-wide ones for that algorithm: :meth:`meta_defaults_for`);
+        a ``MetaConfig`` that is not given such a field takes the family's value (one given
+        explicitly wins: :func:`metadqn_jax.meta.config.resolve`), and checks the names and
+        values (:func:`metadqn_jax.meta.config.check_recommendations`).
       split_seed: seed of the deterministic task pools.
       num_train, num_val, num_test: pool sizes (distinct tasks per split, all > 0).
       sample_desc: how ``sample_fn`` varies tasks, for :meth:`describe`.
@@ -556,11 +504,12 @@ class TaskFamily:
     def meta_defaults_for(self, algorithm: str) -> dict[str, Any]:
         """The family's recommendations for ``algorithm``: the family-wide fields of
         ``meta_defaults``, updated with that algorithm's own entry (``meta_defaults[algorithm]``)."""
-        return {**self._family_wide_defaults(), **self.meta_defaults.get(algorithm, {})}
+        own = self.meta_defaults.get(algorithm)
+        return {**self._family_wide_defaults(), **(own if isinstance(own, Mapping) else {})}
 
     def _family_wide_defaults(self) -> dict[str, Any]:
         """``meta_defaults`` without the algorithms' own entries."""
-        return {k: v for k, v in self.meta_defaults.items() if k not in FAMILY_ALGORITHMS}
+        return {k: v for k, v in self.meta_defaults.items() if not isinstance(v, Mapping)}
 
     @property
     def varying_fields(self) -> tuple[str, ...]:
@@ -616,9 +565,8 @@ class TaskFamily:
         wide = self._family_wide_defaults()
         if wide:
             line += "; meta " + ", ".join(f"{k}={v}" for k, v in wide.items())
-        for algorithm in FAMILY_ALGORITHMS:
-            if self.meta_defaults.get(algorithm):
-                own = self.meta_defaults[algorithm]
+        for algorithm, own in self.meta_defaults.items():
+            if isinstance(own, Mapping) and own:
                 line += f"; {algorithm} " + ", ".join(f"{k}={v}" for k, v in own.items())
         if self.description:
             line += f" - {self.description}"
@@ -650,7 +598,7 @@ class TaskFamily:
             "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ranges.items()},
             "choices": {k: [_plain_value(v) for v in vals] for k, vals in self.choices.items()},
             "base_params": base, "gamma": float(self.gamma),
-            "meta_defaults": {k: ({f: _plain_value(x) for f, x in v.items()} if k in FAMILY_ALGORITHMS
+            "meta_defaults": {k: ({f: _plain_value(x) for f, x in v.items()} if isinstance(v, Mapping)
                                   else _plain_value(v)) for k, v in self.meta_defaults.items()},
             "budgets": list(self.few_shot_budgets), "split_seed": int(self.split_seed),
             "num_train": int(self.num_train), "num_val": int(self.num_val), "num_test": int(self.num_test),
@@ -689,8 +637,6 @@ class TaskFamily:
         label = f"family {name!r}" if isinstance(name, str) else "family"
         unknown = [k for k in spec if k not in SPEC_KEYS]
         if unknown:
-            import difflib
-
             close = difflib.get_close_matches(str(unknown[0]), SPEC_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{label}: unknown field {unknown[0]!r}{hint} (known: {', '.join(SPEC_KEYS)})")

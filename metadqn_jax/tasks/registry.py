@@ -6,7 +6,7 @@ attributes ``FAMILIES`` and ``FAMILY_MODULES`` when called, so a test can swap i
 ``monkeypatch.setattr(metadqn_jax.tasks.registry, "FAMILIES", dict(...))``.
 
 :data:`FAMILY_MODULES` records, for a family registered by importing a user's module
-(``metadqn train --family-module``, :func:`metadqn_jax.app.userfamily.import_family_module`),
+(``metadqn train --family-module``, :func:`metadqn_jax.runs.families.import_family_module`),
 that module: a family with Python code (``sample_fn`` / ``derive``) writes it into its
 definition (:meth:`~metadqn_jax.tasks.family.TaskFamily.to_spec`) so that another process can
 import it again (:func:`family_spec`).

@@ -1,8 +1,8 @@
 """Configuration layers as YAML and text: reading and writing files, ``--set`` overrides, and
 the coercion of YAML / command-line values to the annotated field types.
 
-A *layer* is a mapping ``{section: {field: value}}`` (see :mod:`metadqn_jax.app.runconfig`).
-Every error is one :class:`~metadqn_jax.core.validate.ConfigError` (a ``ValueError``) naming
+A *layer* is a mapping ``{section: {field: value}}`` (see :mod:`metadqn_jax.runs.sections`).
+Every error is one :class:`~metadqn_jax.core.errors.ConfigError` (a ``ValueError``) naming
 the file or the qualified field. Nothing is accepted silently: a value that is not valid YAML,
 a key given twice in one mapping, or a file that is not UTF-8 text is refused (:func:`safe_load`,
 :func:`load_yaml`, :func:`parse_overrides`).
@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from metadqn_jax.core.validate import ConfigError
+from metadqn_jax.core.errors import ConfigError
 
-__all__ = ["plain", "coerce", "safe_load", "load_yaml", "dump_yaml", "parse_overrides", "merge"]
+__all__ = ["plain", "coerce", "safe_load", "load_yaml", "parse_overrides"]
 
 
 # ------------------------------------------------------------------------- YAML text
@@ -229,22 +229,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def dump_yaml(cfg: Any, path: str | Path) -> Path:
-    """Writes ``cfg.to_yaml()`` to ``path`` atomically (temp file + rename); returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(cfg.to_yaml())
-    tmp.replace(path)
-    return path
-
-
 # ------------------------------------------------------------------------- layers
 def parse_overrides(items: Sequence[str], schema: Any = None) -> dict[str, dict[str, Any]]:
     """``["section.field=value", ...]`` -> ``{section: {field: value}}``.
 
     Values are parsed as YAML (``[32, 32]``, ``0.1``, ``true``, ``null``). With ``schema`` (a
-    command configuration class, :class:`metadqn_jax.app.runconfig.TrainConfig` and the like) a
+    command configuration class, :class:`metadqn_jax.runs.configs.TrainConfig` and the like) a
     bare ``field=value`` is accepted when exactly one section has that field.
 
     Raises:
@@ -274,16 +264,4 @@ def parse_overrides(items: Sequence[str], schema: Any = None) -> dict[str, dict[
         else:
             raise ConfigError(f"--set expects section.field=value, got {item!r}")
         out.setdefault(sec, {})[name] = value
-    return out
-
-
-def merge(*layers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Merges layers of ``{section: {field: value}}`` (later wins)."""
-    out: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        for sec, values in (layer or {}).items():
-            if sec == "command":
-                out["command"] = values
-                continue
-            out.setdefault(sec, {}).update(values or {})
     return out

@@ -1,9 +1,9 @@
-"""Run-level settings of the commands (the ``run`` and ``eval`` sections of a config file).
+"""Run-level settings of the commands (the ``run``, ``eval`` and ``sweep`` sections of a config file).
 
 Each is a frozen dataclass that checks its own fields on construction and raises one
-:class:`~metadqn_jax.core.validate.ConfigError` naming the qualified field. They are plain
-data: settings that need a registry (``DQNSettings.family`` and its task index) are checked
-by the command configuration that holds them (:class:`metadqn_jax.app.runconfig.DQNRunConfig`).
+:class:`~metadqn_jax.core.errors.ConfigError` naming the qualified field. Settings that need a
+registry (``DQNSettings.family`` and its task index) are checked by the command configuration
+that holds them (:class:`metadqn_jax.runs.configs.DQNRunConfig`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 
 from metadqn_jax.core.validate import in_range, nonneg_int, positive_int, require
 from metadqn_jax.meta.defaults import ALGORITHMS
+from metadqn_jax.regression import REGRESSION_ALGORITHMS
+from metadqn_jax.sweep import Grid, parse_grid
 
-__all__ = ["BASELINES", "TrainSettings", "DQNSettings", "RegressSettings", "RegressEvalSettings"]
+__all__ = ["BASELINES", "TrainSettings", "DQNSettings", "RegressSettings", "RegressEvalSettings", "SweepSettings"]
 
 BASELINES: tuple[str, ...] = ("pretrained", "scratch", "oracle")
 
@@ -79,8 +81,6 @@ class RegressSettings:
     algorithms: tuple[str, ...] = ("maml", "pretrained")
 
     def __post_init__(self):
-        from metadqn_jax.regression import REGRESSION_ALGORITHMS
-
         algos = _unique(self.algorithms)
         require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
                 f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
@@ -110,6 +110,32 @@ class RegressEvalSettings:
         object.__setattr__(self, "steps", steps)
         in_range("eval.inner_lr", self.inner_lr, 0.0, math.inf, low_open=True)
         nonneg_int("eval.seed", self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """The ``sweep`` section of ``metadqn sweep``: what is swept and how many meta-training seeds
+    per combination."""
+
+    algorithm: str = "context"  # the meta-learning algorithm swept (one: it is static)
+    grid: tuple[str, ...] = ()  # "hparams.FIELD=V1,V2,..." items (metadqn_jax.sweep.parse_grid)
+    seeds: int = 3  # meta-training seeds per combination
+    seed: int = 0  # the first run seed (seed i trains from the key of 'metadqn train --seed seed+i')
+    num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
+
+    def __post_init__(self):
+        require(self.algorithm in ALGORITHMS, "sweep.algorithm", f"one of {ALGORITHMS}", self.algorithm)
+        if self.grid:  # checked (one message) and written canonically: hparams.FIELD=V1,V2
+            object.__setattr__(self, "grid", parse_grid(self.grid).items)
+        positive_int("sweep.seeds", self.seeds)
+        nonneg_int("sweep.seed", self.seed)
+        if self.num_devices is not None:
+            positive_int("sweep.num_devices", self.num_devices)
+
+    @property
+    def parsed_grid(self) -> Grid:
+        """The :class:`metadqn_jax.sweep.Grid` of ``grid``."""
+        return parse_grid(self.grid)
 
 
 def _unique(values: Any) -> tuple:

@@ -1,8 +1,8 @@
-"""A user's task family on the command line: from a YAML file, from a Python module, and back
-from a run folder.
+"""A user's task family from a definition: a YAML ``family:`` block, a Python module, a run folder.
 
 Three ways to bring a family the package does not ship (every command that takes a family uses
-them: ``metadqn train``, ``evaluate``, ``dqn``, ``sweep``, ``families``; ``benchmarks/few_shot.py``):
+them through ``--family-file`` / ``--family-module``: ``metadqn train``, ``evaluate``, ``dqn``,
+``sweep``, ``families``; ``benchmarks/few_shot.py``):
 
 * **a ``family:`` block in YAML** — in a file given with ``--family-file F.yaml`` (only its
   ``family:`` block is read, so a run's ``config.yaml`` works too) or in the ``--config`` file.
@@ -23,7 +23,7 @@ them: ``metadqn train``, ``evaluate``, ``dqn``, ``sweep``, ``families``; ``bench
 
 * **a run folder** — ``metadqn train`` writes the family's full definition
   (:meth:`~metadqn_jax.tasks.family.TaskFamily.to_spec`) as the ``family:`` block of the run's
-  ``config.yaml``; :func:`metadqn_jax.app.runs.read_run_config` installs it again, so
+  ``config.yaml``; :func:`metadqn_jax.runs.record.read_run_config` installs it again, so
   ``metadqn evaluate RUN`` and ``metadqn train --resume RUN`` work in a fresh process with no
   flags (a family with code: its recorded module is imported).
 
@@ -34,17 +34,13 @@ process and one ``note:`` line on stderr names the fields that differ: a run is 
 and resumed on the tasks it was trained on. An identical definition changes nothing (the
 registered object is kept).
 
-Every bad definition is one :class:`~metadqn_jax.core.validate.ConfigError` naming the file (or
+Every bad definition is one :class:`~metadqn_jax.core.errors.ConfigError` naming the file (or
 module) and the field, e.g. ``acrobot.yaml: family 'acrobot-links': ranges field 'lenght' is not
 a field of Acrobot-v1's EnvParams; valid fields: ...``.
-
-:func:`apply_family_options` is what a command calls with its parsed arguments. Nothing here
-imports jax at module level.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import os
@@ -54,39 +50,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from metadqn_jax.app.common import info
+import yaml
 
+from metadqn_jax.core.errors import ConfigError
+from metadqn_jax.meta.config import check_recommendations
+from metadqn_jax.progress import info
+from metadqn_jax.runs.yamlio import load_yaml
+from metadqn_jax.tasks import TaskFamily, family_spec, registry
 
-class _LazyConfigError:
-    """``ConfigError`` without importing it (and jax) when this module is imported: the parser
-    of ``metadqn`` imports this module and must stay light."""
-
-    def __call__(self, msg: str) -> Exception:
-        from metadqn_jax.core.validate import ConfigError as cls
-
-        return cls(msg)
-
-    def __instancecheck__(self, obj: Any) -> bool:
-        from metadqn_jax.core.validate import ConfigError as cls
-
-        return isinstance(obj, cls)
-
-
-ConfigError = _LazyConfigError()
-
-__all__ = ["FAMILY_BLOCK", "add_family_arguments", "apply_family_options", "load_family_file", "import_family_module",
-           "install_definition", "take_family_block", "family_block", "family_block_text"]
+__all__ = ["FAMILY_BLOCK", "load_family_file", "import_family_module", "install_definition", "take_family_block",
+           "family_block", "family_block_text"]
 
 FAMILY_BLOCK = "family"
 _NUMERIC_KEYS = ("ranges", "choices", "base_params", "gamma", "budgets", "split_seed", "num_train", "num_val",
                  "num_test")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _registry():
-    from metadqn_jax.tasks import registry
-
-    return registry
 
 
 def _numbers(x: Any) -> Any:
@@ -119,7 +97,6 @@ def import_family_module(target: str, source: str = "--family-module") -> list[s
       ConfigError: ``source: ...``: the module cannot be found, or importing it raised (its
         message, e.g. a ``TaskFamily`` check).
     """
-    registry = _registry()
     is_file = target.endswith(".py") or os.sep in target
     key = str(Path(target).resolve()) if is_file else target
     before = set(registry.FAMILIES)
@@ -174,9 +151,6 @@ def install_definition(spec: Any, source: str, *, note: Callable[[str], None] = 
     Raises:
       ConfigError: ``source: <the problem>``, naming the field.
     """
-    from metadqn_jax.tasks import TaskFamily
-
-    registry = _registry()
     spec = _normalise(spec)
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{source}: {FAMILY_BLOCK} must be a mapping (name, env_id, ranges, ...), got {spec!r}")
@@ -198,6 +172,7 @@ def install_definition(spec: Any, source: str, *, note: Callable[[str], None] = 
         callables = {"sample_fn": registered.sample_fn, "derive": registered.derive}
     try:
         family = TaskFamily.from_spec(spec, **callables)
+        check_recommendations(family)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{source}: {' '.join(str(e).split())}") from None
     module = spec.get("module") if code else None
@@ -239,8 +214,6 @@ def load_family_file(path: str | Path):
       ConfigError: an unreadable file, no ``family:`` block, or a bad definition (naming the
         file and the field).
     """
-    from metadqn_jax.app.yamlio import load_yaml
-
     data = load_yaml(path)
     if not isinstance(data, Mapping) or FAMILY_BLOCK not in data:
         raise ConfigError(f"{path}: a family file needs a '{FAMILY_BLOCK}:' block (name, env_id, ranges, ...)")
@@ -251,83 +224,11 @@ def load_family_file(path: str | Path):
 def family_block(name: str) -> dict[str, Any]:
     """``{"family": spec}``: the full definition of the registered family ``name``
     (:func:`metadqn_jax.tasks.family_spec`), as written into a run's ``config.yaml``."""
-    from metadqn_jax.tasks import family_spec
-
     return {FAMILY_BLOCK: family_spec(name)}
 
 
 def family_block_text(name: str) -> str:
     """The YAML text of :func:`family_block`, with a comment saying what it is for."""
-    import yaml
-
     text = yaml.safe_dump(family_block(name), sort_keys=False, default_flow_style=None, width=100)
     return ("# family: the task family's full definition (metadqn evaluate / --resume read it: no flags needed\n"
             "# in a fresh process; it wins over a registered family of the same name, with a note)\n" + text)
-
-
-# ----------------------------------------------------------------- the options
-def add_family_arguments(parser: argparse.ArgumentParser, *, run: bool = False, listing: bool = False) -> None:
-    """Adds ``--family-file`` and ``--family-module`` to a command's parser.
-
-    Args:
-      parser: the command's parser.
-      run: the command reads a run folder (``evaluate``): the options only register a family
-        (the run's ``config.yaml`` names it and holds its definition).
-      listing: the command lists families (``families``).
-    """
-    if run:
-        effect = ("registers it; needed only for a run folder whose config.yaml has no family: block, or whose "
-                  "family's code module is not importable here (the stored definition wins)")
-    elif listing:
-        effect = "it is listed with the registered families"
-    else:
-        effect = "it becomes the family unless --family names another"
-    parser.add_argument("--family-file", metavar="F.yaml", default=None,
-                        help="a task family defined in YAML: the file's 'family:' block (name, env_id, ranges, "
-                             "choices, base_params, gamma, meta_defaults, budgets, split sizes; README 'Your own "
-                             f"task family'); {effect} [default: none]")
-    parser.add_argument("--family-module", metavar="MODULE", default=None,
-                        help="import a Python module (a dotted name, or a .py file's path) that registers task "
-                             "families with metadqn_jax.tasks.register_family (the way for sample_fn / derive); "
-                             f"{effect.replace('it is', 'they are').replace('it becomes', 'the one it registers becomes')} "
-                             "[default: none]")
-
-
-def apply_family_options(args: argparse.Namespace, flags: dict[str, Any] | None = None,
-                         key: str = "meta.family") -> str | None:
-    """Installs the families of ``--family-module`` and ``--family-file`` (in that order) and,
-    unless ``flags`` already sets ``key`` (``"section.field"``, e.g. ``meta.family`` or
-    ``run.family``), sets it there to the family they define.
-
-    Returns:
-      The name of that family (``None`` without either option).
-
-    Raises:
-      ConfigError: a bad module or file; a module that registers several families without
-        ``--family`` naming one.
-    """
-    chosen: str | None = None
-    module = getattr(args, "family_module", None)
-    if module:
-        names = import_family_module(module)
-        if len(names) == 1:
-            chosen = names[0]
-        elif len(names) > 1:
-            chosen = ""  # ambiguous: --family must say
-            ambiguous = names
-        else:
-            chosen = None
-    path = getattr(args, "family_file", None)
-    if path:
-        chosen = load_family_file(path).name
-    if flags is None:
-        return chosen or None
-    section, field = key.split(".", 1)
-    if (flags.get(section) or {}).get(field) is not None:
-        return flags[section][field]
-    if chosen == "":
-        raise ConfigError(f"--family-module {module} registers several families ({', '.join(ambiguous)}); "
-                          "choose one with --family")
-    if chosen:
-        flags.setdefault(section, {})[field] = chosen
-    return chosen or None
