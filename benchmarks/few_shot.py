@@ -44,7 +44,6 @@ from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curv
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
 from metadqn_jax.driver import ValidationConfig
 
-DEFAULT_ALGORITHMS = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
 DEFAULT_FAMILY = "pointnav-goal"
 
 
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
                         f"--family-file / --family-module (default: theirs, else {DEFAULT_FAMILY})")
     add_family_arguments(p)
     p.add_argument("--out", type=Path, default=Path("few_shot.json"), help="JSON output file (default: %(default)s)")
-    p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+    p.add_argument("--algorithms", default=",".join(ALGORITHMS),
                    help=f"comma list from {ALGORITHMS} (default: %(default)s)")
     p.add_argument("--meta-steps", type=int, default=None,
                    help="meta-steps per algorithm (default: the family's meta_defaults, else 2000)")

@@ -29,8 +29,6 @@ This module adds:
   restores the newest step that reads back and reports the broken ones (incomplete step
   folders, e.g. a deleted ``state/``, and corrupt ones); :meth:`Checkpointer.set_aside` renames
   a broken step to ``<step>.broken-<n>`` so that its step number can be saved again;
-* format version 1 (``state/`` a flat ``{leaf name: array}``, PRNG keys as key data; written
-  until 2026-11-29) is still read; new checkpoints are version 2.
 
 >>> import jax, jax.numpy as jnp, tempfile
 >>> from metadqn_jax.checkpoint import Checkpointer
@@ -63,8 +61,7 @@ from metadqn_jax.core.optim import is_prng_key
 
 FORMAT_STATE = "metadqn_jax/meta-training-state"
 FORMAT_POLICY = "metadqn_jax/policy"
-VERSION = 2  # 2: the pytree as orbax saves it; 1: a flat {leaf name: array} dict (still read)
-_READS = (1, 2)
+VERSION = 2  # the format version written and read: the pytree as orbax saves it
 _ITEMS = ("state", "meta")
 
 
@@ -329,10 +326,9 @@ class Checkpointer:
             found = info.get("format") if isinstance(info, dict) else None
             raise CheckpointError(f"{self.directory / str(step)} is not a {self.kind} checkpoint "
                                   f"(foreign format tag {found!r})")
-        if info.get("version") not in _READS:
+        if info.get("version") != VERSION:
             raise CheckpointError(f"checkpoint {self.directory / str(step)} has format version "
-                                  f"{info.get('version')!r}; this metadqn_jax reads versions "
-                                  f"{', '.join(map(str, _READS))}")
+                                  f"{info.get('version')!r}; this metadqn_jax reads version {VERSION}")
         return info
 
     # ---------------------------------------------------------------------------- save
@@ -430,25 +426,7 @@ class Checkpointer:
             self._check_config(info.get("config"), config, set(ignore), where, absent or {})
         stored = info.get("leaves") or {}
         self._check_leaves(stored, leaf_specs(like), where)
-        if info["version"] == 1:
-            return Restored(self._restore_v1(step, like, stored), step, info)
         return Restored(_as_restored(self._read_state(step, like), like), step, info)
-
-    def _restore_v1(self, step: int, like: Any, stored: Mapping[str, Any]) -> Any:
-        """A version-1 checkpoint (``state/`` a flat ``{leaf name: array}``, PRNG keys as key
-        data, zero-size arrays left out) in the structure of ``like``."""
-        named = _named(jax.eval_shape(lambda t: t, like))
-        got = self._read_state(step, {n: jax.eval_shape(jax.random.key_data, x) if is_prng_key(x) else x
-                                      for n, x in named.items() if not _empty(x)})
-        leaves = []
-        for n, x in named.items():
-            if _empty(x):
-                leaves.append(jnp.zeros(x.shape, x.dtype))
-            elif is_prng_key(x):
-                leaves.append(jax.random.wrap_key_data(_uncommitted(got[n]), impl=stored[n]["key_impl"]))
-            else:
-                leaves.append(_uncommitted(got[n]))
-        return jax.tree_util.tree_structure(like).unflatten(leaves)
 
     @staticmethod
     def _check_config(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], ignore: set[str],

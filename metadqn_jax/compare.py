@@ -9,12 +9,14 @@ protocol (:mod:`metadqn_jax.fewshot`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from metadqn_jax.core.validate import positive_int
 from metadqn_jax.fewshot import (
@@ -99,13 +101,8 @@ def compare(
       A :class:`Comparison`.
     """
     positive_int("meta_seeds", meta_seeds)
-    key = jax.random.key(seed)
-    k_train, k_eval, k_scratch, k_oracle = jax.random.split(key, 4)
+    k_train, k_eval, k_scratch, k_oracle = comparison_keys(seed, meta_seeds)
     batched = None if meta_seeds == 1 else meta_seeds
-    if batched:  # seed i: the training and scratch keys of a comparison with seed + i
-        per_seed = [jax.random.split(jax.random.key(seed + i), 4) for i in range(meta_seeds)]
-        k_train = jax.numpy.stack([k[0] for k in per_seed])
-        k_scratch = jax.numpy.stack([k[2] for k in per_seed])
     results: dict[str, FewShotResult] = {}
     wall: dict[str, float] = {}
     trained: dict[str, TrainResult] = {}
@@ -118,23 +115,18 @@ def compare(
         """``fs``, with the guard of a baseline ``name`` chosen on validation tasks."""
         if fs.guard_adaptation is not None:
             return fs
-        guards[name] = choose_guard(cfg, params, target, fs, k_guard, num_tasks=val_tasks, learner=learner,
-                                    meta_seeds=batched)
-        g = guards[name]
+        guards[name] = g = choose_guard(cfg, params, target, fs, k_guard, num_tasks=val_tasks, learner=learner,
+                                        meta_seeds=batched)
         log(f"{name}: adaptation {'guarded' if g.guard else 'not guarded'} (validation return "
             f"{g.unadapted:.2f} unadapted, {g.adapted:.2f} adapted)")
         return dataclasses.replace(fs, guard_adaptation=g.guard)
 
+    train = train or functools.partial(train_meta, validation=validation, progress=progress)
     for algo in algorithms:
-        cfg = config_for(base, algo)
-        configs[algo] = cfg
+        configs[algo] = cfg = config_for(base, algo)
         t = time.perf_counter()
-        if train is None:
-            res = train_meta(cfg, k_train, validation=validation, progress=progress)
-        else:
-            res = train(cfg, k_train)
+        trained[algo] = res = train(cfg, k_train)
         wall[algo] = time.perf_counter() - t
-        trained[algo] = res
         t = time.perf_counter()
         params, target = res.early_stop.best_params, res.early_stop.best_target
         fs_algo = protocol(algo, cfg, params, target) if algo == "pretrained" else fs
@@ -155,3 +147,15 @@ def compare(
         wall["oracle"] = time.perf_counter() - t
         log(f"oracle: trained {wall['oracle']:.0f}s; return {float(results['oracle'].mean[0]):.2f}")
     return Comparison(results, wall, trained, configs, guards)
+
+
+def comparison_keys(seed: int, meta_seeds: int = 1) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(train, evaluation, scratch, oracle)`` keys of a comparison: ``split(key(seed), 4)``; with
+    several meta-training seeds, the training and scratch keys are ``[meta_seeds]``, seed ``i``'s
+    those of a one-seed comparison with ``seed + i`` (every seed is evaluated with the same key)."""
+    k_train, k_eval, k_scratch, k_oracle = jax.random.split(jax.random.key(seed), 4)
+    if meta_seeds > 1:
+        per_seed = [jax.random.split(jax.random.key(seed + i), 4) for i in range(meta_seeds)]
+        k_train = jnp.stack([k[0] for k in per_seed])
+        k_scratch = jnp.stack([k[2] for k in per_seed])
+    return k_train, k_eval, k_scratch, k_oracle

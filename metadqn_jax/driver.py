@@ -250,85 +250,100 @@ def train_meta(
     else:
         sharding.check_micro_batch(cfg.task_micro_batch, mesh)
     program = program or make_meta_step(cfg)
+    seeds, hp_axis = run_axes(key, state, hp)
+    if state is None:
+        key = jax.random.key(0) if key is None else key
+        state = seeded_init(program, seeds is not None, hp_axis)(key, hp)
+    state, run = compiled_chunks(state, seeds is not None, hp_axis is not None, mesh)
+    early_stop = early_stop or init_early_stop(state)
+    val_interval = validation.interval(cfg.num_meta_steps)
+    validate = make_validator(cfg, validation) if val_interval else None
+    if validate is not None and seeds is not None:
+        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
+    val_every_chunks = max(1, -(-val_interval // cfg.chunk_size)) if val_interval else 0
+    val_key = jax.random.key(12345)
+    history: list[dict] = []
+    stopped = warned = False
+    bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, _steps_taken(state)) if progress else None
+    t0 = time.perf_counter()  # the bar's rate starts from the end of the first (compiling) chunk
+    try:
+        while not stopped and _steps_taken(state) < cfg.num_meta_steps:
+            before = _steps_taken(state)
+            state, metrics = run(program.meta_step, state, hp, min(cfg.chunk_size, cfg.num_meta_steps - before))
+            step = _steps_taken(state)
+            host = {k: np.asarray(v) for k, v in metrics._asdict().items()}
+            bad = chunk_divergence(host, before, seeds)
+            if bad is not None and not allow_divergence:
+                raise DivergenceError(*bad)
+            row = {k: float(np.mean(v)) for k, v in host.items() if k != "params_finite"}
+            if bad is not None:
+                row["diverged_step"] = bad[0]
+                if not warned:
+                    warnings.warn(f"{DivergenceError(*bad, hint='').detail}; continuing (allow_divergence=True)",
+                                  RuntimeWarning, stacklevel=2)
+                    warned = True
+            row["meta_step"] = step
+            row["env_steps"] = step * cfg.env_steps_per_meta_step
+            if validate is not None and (-(-step // cfg.chunk_size) % val_every_chunks == 0 or
+                                         step >= cfg.num_meta_steps):
+                val = validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp)
+                early_stop = update_early_stop(early_stop, state, val, step)
+                row["val_return"] = float(np.mean(np.asarray(val)))  # the mean over seeds
+                stopped = bool(validation.patience) and \
+                    int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience
+            row["wall_s"] = time.perf_counter() - t0
+            history.append(row)
+            if bar is not None:
+                bar.chunk(row)
+            if callback is not None:
+                callback(state, early_stop, row)
+    finally:
+        if bar is not None:
+            bar.close()
+    if validate is None or int(np.min(np.asarray(early_stop.best_step))) < 0:  # no validation: the final parameters
+        early_stop = EarlyStop(jnp.full(jnp.shape(state.step), jnp.nan, jnp.float32), state.step,
+                               jnp.zeros(jnp.shape(state.step), jnp.int32), state.params, state.target_params)
+    return TrainResult(state, early_stop, history, stopped)
+
+
+def run_axes(key: jax.Array | None, state: MetaState | None, hp: MetaHParams) -> tuple[int | None, int | None]:
+    """``(seeds, hp_axis)`` of a :func:`train_meta` call: the number of meta-training seeds
+    (:func:`num_seeds`; ``None``: one run) and ``0`` when ``hp`` has one row per seed (a sweep), else ``None``.
+
+    Raises:
+      ValueError: ``hp`` has rows, but not one per seed.
+    """
     seeds = num_seeds(key, state)
     rows = hparam_rows(hp)
     if rows is not None and rows != seeds:
         raise ValueError(f"hp has a row axis of {rows} hyper-parameter rows but the runs have "
                          f"{'no seed axis' if seeds is None else f'{seeds} seeds'}; give {rows} keys (or a state "
                          f"batched over {rows} runs)")
-    hp_axis = None if rows is None else 0
-    if state is None:
-        key = jax.random.key(0) if key is None else key
-        state = seeded_init(program, seeds is not None, hp_axis)(key, hp)
-    chunk, batch_axes = (meta_train, 0) if seeds is None else (meta_train_seeds, 1)
-    if rows is not None:
+    return seeds, None if rows is None else 0
+
+
+def compiled_chunks(state: MetaState, seeds: bool, hp_rows: bool, mesh: Any) -> tuple[MetaState, Callable]:
+    """``(state, run)``: ``run(meta_step, state, hp, n)`` is the jitted chunk of ``n`` meta-steps
+    (:func:`~metadqn_jax.meta.step.meta_train`, vmapped over the ``seeds`` axis, and over ``hp``'s
+    rows with ``hp_rows``; the state donated), sharded over ``mesh``'s task axis when there is one
+    (``state`` then placed on it)."""
+    chunk, batch_axes = (meta_train_seeds, 1) if seeds else (meta_train, 0)
+    if hp_rows:
         chunk = meta_train_hparam_rows
-    if mesh is not None:
-        spec = sharding.task_axis_spec(state, PER_TASK_FIELDS, axis=batch_axes)
-        state = sharding.shard_meta_state(state, mesh, spec)
-        run = sharding.jit_meta_train(chunk, mesh, spec, batch_axes=batch_axes)
-    else:
-        run = jax.jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
-    early_stop = early_stop or init_early_stop(state)
-    val_interval = validation.interval(cfg.num_meta_steps)
-    validate = make_validator(cfg, validation) if val_interval else None
-    if validate is not None and seeds is not None:
-        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
-    val_key = jax.random.key(12345)
-    history: list[dict] = []
-    start = _steps_taken(state)
-    bar = None
-    if progress:
-        bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, start)  # rate from the end of compiling
-    t0 = time.perf_counter()
-    stopped = False
-    val_every_chunks = max(1, -(-val_interval // cfg.chunk_size)) if val_interval else 0
-    warned = False
-    while _steps_taken(state) < cfg.num_meta_steps:
-        before = _steps_taken(state)
-        n = min(cfg.chunk_size, cfg.num_meta_steps - before)
-        state, metrics = run(program.meta_step, state, hp, n)
-        step = _steps_taken(state)
-        host = {k: np.asarray(v) for k, v in metrics._asdict().items()}
-        checks = {"query_loss": host["query_loss"], "grad_norm": host["grad_norm"],
-                  "meta_params_finite": host["params_finite"]}
-        if seeds is None:
-            bad = first_divergence(checks, before)
-        else:  # the earliest bad meta-step of any seed
-            per_seed = [first_divergence({k: v[i] for k, v in checks.items()}, before) for i in range(seeds)]
-            bad = min((b for b in per_seed if b is not None), key=lambda b: b[0], default=None)
-        if bad is not None and not allow_divergence:
-            if bar is not None:
-                bar.close()
-            raise DivergenceError(*bad)
-        row = {k: float(np.mean(v)) for k, v in host.items() if k != "params_finite"}
-        if bad is not None:
-            row["diverged_step"] = bad[0]
-            if not warned:
-                warnings.warn(f"{DivergenceError(*bad, hint='').detail}; continuing (allow_divergence=True)",
-                              RuntimeWarning, stacklevel=2)
-                warned = True
-        row["meta_step"] = step
-        row["env_steps"] = step * cfg.env_steps_per_meta_step
-        chunk_index = -(-step // cfg.chunk_size)
-        is_last = step >= cfg.num_meta_steps
-        if validate is not None and (chunk_index % val_every_chunks == 0 or is_last):
-            val = validate(state.params, state.target_params, jax.random.fold_in(val_key, step), hp)
-            early_stop = update_early_stop(early_stop, state, val, step)
-            row["val_return"] = float(np.mean(np.asarray(val)))  # the mean over seeds
-            if validation.patience and int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience:
-                stopped = True
-        row["wall_s"] = time.perf_counter() - t0
-        history.append(row)
-        if bar is not None:
-            bar.chunk(row)
-        if callback is not None:
-            callback(state, early_stop, row)
-        if stopped:
-            break
-    if bar is not None:
-        bar.close()
-    if validate is None or int(np.min(np.asarray(early_stop.best_step))) < 0:  # no validation: the final parameters
-        early_stop = EarlyStop(jnp.full(jnp.shape(state.step), jnp.nan, jnp.float32), state.step,
-                               jnp.zeros(jnp.shape(state.step), jnp.int32), state.params, state.target_params)
-    return TrainResult(state, early_stop, history, stopped)
+    if mesh is None:
+        return state, jax.jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
+    spec = sharding.task_axis_spec(state, PER_TASK_FIELDS, axis=batch_axes)
+    state = sharding.shard_meta_state(state, mesh, spec)
+    return state, sharding.jit_meta_train(chunk, mesh, spec, batch_axes=batch_axes)
+
+
+def chunk_divergence(host: dict[str, np.ndarray], before: int, seeds: int | None) -> tuple[int, str, float] | None:
+    """The first diverged meta-step of a chunk (:func:`~metadqn_jax.core.divergence.first_divergence`
+    of its query loss, gradient norm and finite-parameter flags; ``before``: meta-steps taken
+    before it), over every seed when there are ``seeds``; ``None`` when every step is fine."""
+    checks = {"query_loss": host["query_loss"], "grad_norm": host["grad_norm"],
+              "meta_params_finite": host["params_finite"]}
+    if seeds is None:
+        return first_divergence(checks, before)
+    per_seed = [first_divergence({k: v[i] for k, v in checks.items()}, before) for i in range(seeds)]
+    return min((b for b in per_seed if b is not None), key=lambda b: b[0], default=None)

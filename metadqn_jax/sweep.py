@@ -267,25 +267,10 @@ def run_sweep(
     combos = grid.combinations
     C, N = len(combos), seeds
     hp = sweep_hparams(cfg, grid, N)
-    keys = sweep_keys(seed, N, C)
+    train_kw = dict(validation=validation, progress=progress, callback=callback, program=program,
+                    num_devices=num_devices)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # reported below, per run
-        warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
-        if not sequential:
-            res = driver.train_meta(cfg, keys, hp, validation=validation, progress=progress, callback=callback,
-                                    program=program, num_devices=num_devices, allow_divergence=True)
-        else:  # one combination after another (its seeds vmapped, the hyper-parameters shared)
-            program = program or make_meta_step(cfg)
-            parts = []
-            for c in range(C):
-                hp_c = jax.tree.map(lambda x, c=c: x[c * N], hp)
-                parts.append(driver.train_meta(cfg, keys[:N], hp_c, validation=validation, progress=progress,
-                                               callback=callback, program=program, num_devices=num_devices,
-                                               allow_divergence=True))
-            cat = lambda *xs: jax.numpy.concatenate(xs)
-            res = driver.TrainResult(jax.tree.map(cat, *[r.state for r in parts]),
-                                     jax.tree.map(cat, *[r.early_stop for r in parts]),
-                                     [row for r in parts for row in r.history], all(r.stopped_early for r in parts))
+    res = train_rows(cfg, sweep_keys(seed, N, C), hp, N, sequential=sequential, **train_kw)
     train_wall = time.perf_counter() - t0
     es = res.early_stop
     diverged = ~np.asarray(jax.vmap(all_finite)(res.state.params))
@@ -293,18 +278,12 @@ def run_sweep(
         bad = sorted({int(m) // N for m in np.flatnonzero(diverged)})
         log(f"warning: {int(diverged.sum())} of {C * N} runs diverged (non-finite parameters) in combination(s) "
             f"{', '.join(grid.label(combos[c]) for c in bad)}; each keeps its last validated parameters")
-    # final validation of the kept parameters: same protocol, a key no training validation used
     t1 = time.perf_counter()
     fs = driver.validation_protocol(cfg, validation)
-    run, _ = make_few_shot(cfg, fs)
-    n = min(fs.num_tasks, cfg.task_family.num_tasks("val"))
-    task_params, val_keys = few_shot_tasks(cfg.task_family, dataclasses.replace(fs, num_tasks=n),
-                                           jax.random.key(FINAL_VALIDATION_SEED))
-    evaluate = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, 0)))
-    returns = np.asarray(evaluate(es.best_params, es.best_target, task_params, val_keys, hp), np.float64)
+    returns = final_validation(cfg, fs, es.best_params, es.best_target, hp)
     eval_wall = time.perf_counter() - t1
     B = len(fs.budgets)
-    val_runs = returns.reshape(C, N, n, B)
+    val_runs = returns.reshape(C, N, -1, B)
     never = np.asarray(es.best_step).reshape(C, N) < 0
     val_runs[never] = np.nan  # never validated with finite parameters: not a candidate
     base = [float(v) for v in cfg.hparams()]
@@ -318,6 +297,39 @@ def run_sweep(
         meta_steps=np.asarray(res.state.step).reshape(C, N), best=select_best(val_runs), train=res,
         train_wall_s=train_wall, eval_wall_s=eval_wall, sequential=sequential,
     )
+
+
+def train_rows(cfg, keys: jax.Array, hp, seeds: int, *, sequential: bool, program=None, **train_kw):
+    """Meta-trains the ``M = C·N`` rows of a sweep (:func:`sweep_keys`, :func:`sweep_hparams`;
+    ``seeds = N``) with :func:`~metadqn_jax.driver.train_meta` and ``allow_divergence`` (a
+    diverged run keeps its last validated parameters): as ONE program over every row, or with
+    ``sequential`` one combination after another (its ``N`` seeds vmapped, the hyper-parameters
+    shared, the same compiled meta-step for all), concatenated back into the ``[M]`` layout."""
+    with warnings.catch_warnings():  # reported by run_sweep, per run
+        warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
+        if not sequential:
+            return driver.train_meta(cfg, keys, hp, program=program, allow_divergence=True, **train_kw)
+        program = program or make_meta_step(cfg)
+        parts = [driver.train_meta(cfg, keys[:seeds], jax.tree.map(lambda x, c=c: x[c * seeds], hp), program=program,
+                                   allow_divergence=True, **train_kw)
+                 for c in range(keys.shape[0] // seeds)]
+    cat = lambda *xs: jnp.concatenate(xs)
+    return driver.TrainResult(jax.tree.map(cat, *[r.state for r in parts]),
+                              jax.tree.map(cat, *[r.early_stop for r in parts]),
+                              [row for r in parts for row in r.history], all(r.stopped_early for r in parts))
+
+
+def final_validation(cfg, fs, params, target, hp) -> np.ndarray:
+    """The greedy returns ``[M, tasks, B]`` float64 of every row's kept parameters (leaves
+    ``[M, ...]``, with its hyper-parameter row of ``hp``) on the validation tasks of protocol ``fs``
+    (:func:`~metadqn_jax.driver.validation_protocol`), with a key no training-time validation
+    used, in one program."""
+    run, _ = make_few_shot(cfg, fs)
+    n = min(fs.num_tasks, cfg.task_family.num_tasks("val"))
+    task_params, val_keys = few_shot_tasks(cfg.task_family, dataclasses.replace(fs, num_tasks=n),
+                                           jax.random.key(FINAL_VALIDATION_SEED))
+    evaluate = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, 0)))
+    return np.asarray(evaluate(params, target, task_params, val_keys, hp), np.float64)
 
 
 # ----------------------------------------------------------------------------- output

@@ -167,7 +167,7 @@ def test_adapt_with_mask_changes_only_masked_in_leaves():
     assert np.max(np.abs(np.asarray(g["body"]["w"]))) > 0
 
 
-@pytest.mark.parametrize("algorithm", meta.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", meta.RULES)
 def test_batched_meta_gradient_is_mean_of_loop(algorithm):
     params = tiny_params()
     T = 3
@@ -739,7 +739,7 @@ def test_adapted_exploration_acts_on_the_adapted_context_of_the_transitions_so_f
     transitions collected *before* that step (with refinement: the refined context, which the
     O(1) online sums cannot give), and that differs from acting on the encoder's online z."""
     from metadqn_jax.core import rollout
-    from metadqn_jax import fewshot as evaluate
+    from metadqn_jax.fewshot.protocol import explore_step
 
     cfg = tiny(algorithm="context", context_decoder=1.0, context_refine=2, context_refine_damping=0.1)
     prog = meta_dqn.make_meta_step(cfg)
@@ -756,8 +756,8 @@ def test_adapted_exploration_acts_on_the_adapted_context_of_the_transitions_so_f
 
         def step(c, k):
             carry, stats, buf = c
-            (carry, stats), tr = evaluate._explore_step(env, learner, mode, params, params, hp, (carry, stats), buf,
-                                                        n, k, env_params, 0.0)
+            (carry, stats), tr = explore_step(env, learner, mode, params, params, hp, (carry, stats), buf,
+                                              n, k, env_params, 0.0)
             return (carry, stats, replay.add(buf, tr)), tr
 
         _, tr = jax.lax.scan(step, (carry, stats, buf), jax.random.split(jax.random.key(1), n))

@@ -20,6 +20,8 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 
+from metadqn_jax.meta.defaults import ALGORITHMS
+
 
 class CSVLog:
     """Appends rows (mappings) to ``path`` with the columns ``fields``."""
@@ -107,7 +109,7 @@ META_CSV_FIELDS = ("algorithm", "meta_step", "env_steps", "query_loss", "pre_ada
 # loss columns and train_return are means over the chunk's meta-steps, and over the meta-training
 # seeds when several train as one program). README "Command line" repeats it.
 META_CSV_DOC: dict[str, str] = {
-    "algorithm": "the learner (maml, fomaml, reptile, cavia, context, pretrained)",
+    "algorithm": f"the learner ({', '.join(ALGORITHMS)})",
     "meta_step": "meta-steps taken at the end of the chunk",
     "env_steps": "environment steps simulated so far (meta_step x num_tasks x envs_per_task x rollout_steps, "
                  "x2 with query_source 'adapted')",

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from metadqn_jax.meta.defaults import ALGORITHM_DEFAULTS, LIBRARY_DEFAULTS
+from metadqn_jax.meta.defaults import ALGORITHM_DEFAULTS, ALGORITHMS, LIBRARY_DEFAULTS
 
 __all__ = ["Opt", "TRAIN_OPTS", "EVALUATE_OPTS", "DQN_OPTS", "REGRESS_OPTS", "SWEEP_OPTS", "add_opts", "flag_layer",
            "add_common", "add_family_arguments", "positive_int_arg", "default_text"]
@@ -59,9 +59,12 @@ def _by_algorithm(field: str) -> str:
     return ", ".join([*parts, f"else {default_text(LIBRARY_DEFAULTS[field])}"])
 
 
-def _and(names: Sequence[str]) -> str:
-    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+def _and(names: Sequence[str], word: str = "and") -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"`` (or ``word``)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {word} {names[-1]}"
+
+
+_META_LEARNERS = [a for a in ALGORITHMS if a != "pretrained"]  # pretrained is a baseline (--baselines)
 
 
 def _int_list(text: str) -> list[int]:
@@ -87,8 +90,8 @@ def positive_int_arg(text: str) -> int:
 
 TRAIN_OPTS: tuple[Opt, ...] = (
     Opt(("--family",), "meta.family", "task family (see 'metadqn families')", None, str, "NAME"),
-    Opt(("--algorithm",), "run.algorithms", "meta-learning algorithm to train and compare: maml, fomaml, "
-        "reptile, cavia or context; repeat the option or give a comma list for several", None, _str_list,
+    Opt(("--algorithm",), "run.algorithms", "meta-learning algorithm to train and compare: "
+        f"{_and(_META_LEARNERS, 'or')}; repeat the option or give a comma list for several", None, _str_list,
         "ALGO", "append"),
     Opt(("--baselines",), "run.baselines", "comma list of baselines from pretrained, scratch, oracle "
         "('none': no baseline)", None, _str_list, "LIST"),
@@ -179,8 +182,8 @@ SWEEP_OPTS: tuple[Opt, ...] = (
         "N", None, "3 (--quick: 2)"),
     Opt(("--seed",), "sweep.seed", "first meta-training seed", None, int, "S", None, "0"),
     Opt(("--family",), "meta.family", "task family (see 'metadqn families')", None, str, "NAME"),
-    Opt(("--algorithm",), "sweep.algorithm", "the meta-learning algorithm swept (one: maml, fomaml, reptile, "
-        "cavia, context or pretrained)", None, str, "ALGO", None, "context"),
+    Opt(("--algorithm",), "sweep.algorithm", f"the meta-learning algorithm swept (one: {_and(ALGORITHMS, 'or')})",
+        None, str, "ALGO", None, "context"),
     Opt(("--meta-steps",), "meta.num_meta_steps", "meta-training steps of every run", "meta-steps", int, "N"),
     Opt(("--num-tasks",), "meta.num_tasks", "tasks per meta-step (the meta-batch)", "tasks", int, "N"),
     Opt(("--chunk-size",), "meta.chunk_size", "meta-steps per compiled call", "meta-steps", int, "N"),

@@ -136,7 +136,8 @@ def write_sweep(run_dir: Path, cfg, result, *, show=None) -> dict:
     if show is not None:
         show(text)
     layout.output_path(run_dir, "sweep", ".md").write_text(text)
-    report.plot_sweep(data, layout.output_path(run_dir, "sweep", ".png"), title=f"{meta.family}, {meta.algorithm}: sweep")
+    report.plot_sweep(data, layout.output_path(run_dir, "sweep", ".png"),
+                      title=f"{meta.family}, {meta.algorithm}: sweep")
     layout.output_path(run_dir, "sweep", ".json").write_text(json.dumps(data, indent=1))
     return data
 

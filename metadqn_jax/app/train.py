@@ -194,89 +194,66 @@ class MetaTrainer:
     def __call__(self, cfg_a, key):
         algo = cfg_a.algorithm
         self.current = algo
-        run = self.cfg.run
-        validation = self.cfg.validation
         program = make_meta_step(cfg_a)
         hp = cfg_a.hparams()
-        expected = meta_config_dict(cfg_a, validation)
-        record = self.cfg.to_dict()  # the run's settings, checked against config.yaml on --resume
-        ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo), keep=run.keep)
-        state = early_stop = None
-        start = 0
-        latest = ck.latest_step()
-        if latest is not None:
-            if not self.resume:
-                raise CheckpointError(f"{ck.directory} already holds checkpoints; continue with --resume")
-            restored = self.restore(cfg_a, program)
-            state, early_stop = restored.tree["state"], restored.tree["early_stop"]
-            start = latest = restored.step
-            info(f"{algo}: resuming from the checkpoint at meta-step {start} ({ck.directory})")
-            extra = restored.info.get("extra") or {}
-            if extra.get("stopped_early"):
+        ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo), keep=self.cfg.run.keep)
+        try:
+            restored = self._restore_to_continue(cfg_a, program, ck)
+            if restored is None:  # jitted: bit-identical to train_meta's eager init, compiled (and cached) at once
+                state = jax.jit(driver.seeded_init(program, self.cfg.run.meta_seeds > 1))(key, hp)
+                early_stop, start = None, 0
+            else:
+                state, early_stop, start = restored.tree["state"], restored.tree["early_stop"], restored.step
+            if restored is not None and (restored.info.get("extra") or {}).get("stopped_early"):
                 info(f"{algo}: stopped early at meta-step {start} (validation patience); not continued")
                 res = driver.TrainResult(state, early_stop, [], True)
-                self._export(cfg_a, res)
-                ck.close()
-                info(f"{algo}: evaluating on {protocol_text(self.cfg)}")
-                return res
-        else:
-            if self.resume:
-                info(f"{algo}: no checkpoint yet; training from the start")
-            # jitted: bit-identical to train_meta's eager init, and compiled (and cached) at once
-            state = jax.jit(driver.seeded_init(program, run.meta_seeds > 1))(key, hp)
-        self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
-        # TensorBoard steps are environment steps; on resume it discards what an interrupted run
-        # logged after the checkpoint
-        env_steps = cfg_a.env_steps_per_meta_step
-        tb = TBLog(layout.tb_dir(self.run_dir, algo), purge_step=start * env_steps + 1 if self.resume else None)
-        if start == 0:
-            tb.text("config", _config_markdown(self.cfg, cfg_a))
-        last_saved = start
-        self.last_checkpoint[algo] = latest if latest is not None else -1
-        bar = ChunkBar(f"meta-train {algo}", cfg_a.num_meta_steps, start) if self.progress else None
-        warned = False
-
-        def callback(state, early_stop, row):
-            nonlocal last_saved, warned
-            step = int(row["meta_step"])
-            if "diverged_step" in row and not warned:  # only with allow_divergence
-                warned = True
-                info(f"warning: {algo}: meta-training diverged at meta-step {row['diverged_step']} (a non-finite "
-                     "loss, gradient norm or parameter); training on (--keep-going-on-divergence)")
-            logged = _logged_row(algo, state, row)
-            self.csv.write({"algorithm": algo, **logged})
-            tb.scalars(meta_row_scalars(logged), int(row["env_steps"]))
-            if bar is not None:
-                bar.chunk(row)
-            stopped_early = bool(validation.patience) and "val_return" in row and \
-                int(np.min(np.asarray(early_stop.bad_validations))) >= validation.patience  # every seed
-            finished = step >= cfg_a.num_meta_steps or stopped_early
-            every = run.checkpoint_every
-            due = bool(every) and step // every > last_saved // every
-            stop_now = self.stop_after is not None and step >= self.stop_after and not finished
-            if due or finished or stop_now:
-                ck.save(step, {"state": state, "early_stop": early_stop}, config=expected,
-                        extra={"finished": finished, "stopped_early": stopped_early,
-                               "num_meta_steps": cfg_a.num_meta_steps, "algorithm": algo, "run_config": record})
-                last_saved = step
-                self.last_checkpoint[algo] = step
-            if stop_now:
-                raise StopRequested(algo, step)
-
-        try:
-            with warnings.catch_warnings():  # reported as one line by the callback instead
-                warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
-                res = driver.train_meta(cfg_a, key, hp, validation=validation, state=state, early_stop=early_stop,
-                                 callback=callback, progress=False, program=program,
-                                 num_devices=self.cfg.run.num_devices, allow_divergence=self.allow_divergence)
+            else:
+                res = self._train(cfg_a, program, ck, key, hp, state, early_stop, start)
         finally:
-            if bar is not None:
-                bar.close()
-            tb.close()
             ck.close()
         self._export(cfg_a, res)
         info(f"{algo}: evaluating on {protocol_text(self.cfg)}")
         return res
+
+    def _restore_to_continue(self, cfg_a, program, ck):
+        """The checkpoint to continue from (``None``: train from the start); records its step as
+        the algorithm's latest checkpoint."""
+        algo = cfg_a.algorithm
+        if ck.latest_step() is None:
+            if self.resume:
+                info(f"{algo}: no checkpoint yet; training from the start")
+            self.last_checkpoint[algo] = -1
+            return None
+        if not self.resume:
+            raise CheckpointError(f"{ck.directory} already holds checkpoints; continue with --resume")
+        restored = self.restore(cfg_a, program)
+        info(f"{algo}: resuming from the checkpoint at meta-step {restored.step} ({ck.directory})")
+        self.last_checkpoint[algo] = restored.step
+        return restored
+
+    def _train(self, cfg_a, program, ck, key, hp, state, early_stop, start: int):
+        """:func:`~metadqn_jax.driver.train_meta` from ``state`` (meta-step ``start``), every chunk
+        logged (metrics.csv, TensorBoard against environment steps, the bar) and checkpointed as
+        the run's settings say (:class:`_ChunkLog`)."""
+        algo = cfg_a.algorithm
+        self.csv.truncate(lambda r: r.get("algorithm") != algo or int(r.get("meta_step") or 0) <= start)
+        # on resume TensorBoard discards what an interrupted run logged after the checkpoint
+        tb = TBLog(layout.tb_dir(self.run_dir, algo),
+                   purge_step=start * cfg_a.env_steps_per_meta_step + 1 if self.resume else None)
+        if start == 0:
+            tb.text("config", _config_markdown(self.cfg, cfg_a))
+        bar = ChunkBar(f"meta-train {algo}", cfg_a.num_meta_steps, start) if self.progress else None
+        log = _ChunkLog(self, cfg_a, ck, tb, bar, start)
+        try:
+            with warnings.catch_warnings():  # reported as one line by the callback instead
+                warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
+                return driver.train_meta(cfg_a, key, hp, validation=self.cfg.validation, state=state,
+                                         early_stop=early_stop, callback=log, progress=False, program=program,
+                                         num_devices=self.cfg.run.num_devices, allow_divergence=self.allow_divergence)
+        finally:
+            if bar is not None:
+                bar.close()
+            tb.close()
 
     def restore(self, cfg_a, program=None):
         """The latest checkpoint of ``cfg_a.algorithm`` (None if there is none), validated against
@@ -345,6 +322,48 @@ class MetaTrainer:
         export_policy(self.run_dir, cfg_a, es.best_params, es.best_target, step=int(state.step),
                       extra={**extra, "meta_steps": int(state.step), "best_step": int(es.best_step),
                              "val_return": best if best == best else None, "stopped_early": bool(res.stopped_early)})
+
+
+class _ChunkLog:
+    """The ``train_meta`` callback of :class:`MetaTrainer`: after every chunk, one ``metrics.csv``
+    row and TensorBoard scalars (:func:`_logged_row`), the bar, one warning line on the first
+    diverged chunk (only with ``allow_divergence``), and a checkpoint every
+    ``run.checkpoint_every`` meta-steps, at the end (or when validation patience stops the run)
+    and at ``--stop-after`` (then :class:`StopRequested`)."""
+
+    def __init__(self, trainer: MetaTrainer, cfg_a, ck: Checkpointer, tb: TBLog, bar: ChunkBar | None, start: int):
+        self.trainer, self.cfg_a, self.ck, self.tb, self.bar = trainer, cfg_a, ck, tb, bar
+        self.last_saved, self.warned = start, False
+        self.expected = meta_config_dict(cfg_a, trainer.cfg.validation)
+        self.record = trainer.cfg.to_dict()  # the run's settings, checked against config.yaml on --resume
+
+    def __call__(self, state, early_stop, row) -> None:
+        trainer, cfg_a, algo = self.trainer, self.cfg_a, self.cfg_a.algorithm
+        step = int(row["meta_step"])
+        if "diverged_step" in row and not self.warned:  # only with allow_divergence
+            self.warned = True
+            info(f"warning: {algo}: meta-training diverged at meta-step {row['diverged_step']} (a non-finite "
+                 "loss, gradient norm or parameter); training on (--keep-going-on-divergence)")
+        logged = _logged_row(algo, state, row)
+        trainer.csv.write({"algorithm": algo, **logged})
+        self.tb.scalars(meta_row_scalars(logged), int(row["env_steps"]))
+        if self.bar is not None:
+            self.bar.chunk(row)
+        patience = trainer.cfg.validation.patience
+        stopped_early = bool(patience) and "val_return" in row and \
+            int(np.min(np.asarray(early_stop.bad_validations))) >= patience  # every seed
+        finished = step >= cfg_a.num_meta_steps or stopped_early
+        every = trainer.cfg.run.checkpoint_every
+        due = bool(every) and step // every > self.last_saved // every
+        stop_now = trainer.stop_after is not None and step >= trainer.stop_after and not finished
+        if due or finished or stop_now:
+            self.ck.save(step, {"state": state, "early_stop": early_stop}, config=self.expected,
+                         extra={"finished": finished, "stopped_early": stopped_early,
+                                "num_meta_steps": cfg_a.num_meta_steps, "algorithm": algo, "run_config": self.record})
+            self.last_saved = step
+            trainer.last_checkpoint[algo] = step
+        if stop_now:
+            raise StopRequested(algo, step)
 
 
 def _config_markdown(cfg, cfg_a) -> str:

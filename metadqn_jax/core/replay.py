@@ -6,7 +6,7 @@ Everything is a pure function of the state, so a *task axis* is just ``jax.vmap`
 uniformly from the filled slots: O(batch), never O(capacity).
 
 >>> import jax, jax.numpy as jnp
->>> from metadqn_jax import replay
+>>> from metadqn_jax.core import replay
 >>> state = replay.init({"x": jnp.zeros(3)}, capacity=8)
 >>> state = replay.add(state, {"x": jnp.ones((5, 3))})
 >>> int(state.size), int(state.insert_pos)

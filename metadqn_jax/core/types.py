@@ -11,9 +11,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-Params = Any  # a flax parameter pytree
-PRNGKey = jax.Array
-
 
 class Transition(NamedTuple):
     """One environment transition (leaves may carry leading batch / time / task axes).

@@ -164,12 +164,12 @@ class MetaConfig:
     #                          against the decoder's residuals on the support (needs context_decoder > 0)
     context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
     decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
-    cavia_first_order: bool = False
+    cavia_first_order: bool = False  # CAVIA only: the first-order meta-gradient (no derivative through the
+    #                                  context's inner steps)
     cavia_damping: float = 0.0  # CAVIA only: 0 = the context adapts by SGD steps at inner_lr (the
     #                             paper's); > 0 = by damped Gauss-Newton (Levenberg-Marquardt) steps
     #                             with this damping (inner_lr and inner_optimizer unused), stable at
-    #                             any curvature of the support loss in the context (BENCHMARKS.md
-    #                             section 1, "CAVIA on cartpole-flipped")
+    #                             any curvature of the support loss in the context
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"  # the Q-network's hidden activation: "relu" or "swish"
     dueling: bool = False
@@ -177,7 +177,7 @@ class MetaConfig:
     huber: bool = True
     max_grad_norm: float = 10.0  # meta-gradient global-norm clip
     task_micro_batch: int = 0  # 0: one vmap over all tasks; n: per-task meta-gradients n tasks
-    #                            at a time (lax.map), a smaller working set (see BENCHMARKS.md)
+    #                            at a time (lax.map), a smaller working set (same numbers)
     num_meta_steps: int = 2_000
     chunk_size: int = 100  # meta-steps per compiled call (logging granularity)
     # defaults of the traced hyper-parameters (gamma: None = the family's recommendation)
@@ -256,11 +256,6 @@ class MetaConfig:
         hp = as_hparams(MetaHParams, **values)
         check_hparams(hp, META_HPARAM_RULES)
         return hp
-
-    @property
-    def uses_context(self) -> bool:
-        """Whether the Q-network takes a task context (``context_dim`` is one of the algorithm's settings)."""
-        return "context_dim" in ALGORITHM_SETTINGS[self.algorithm]
 
     @property
     def env_steps_per_meta_step(self) -> int:
@@ -349,7 +344,8 @@ def family_of(name: str) -> tasks.TaskFamily:
 # (ALGORITHM_SETTINGS), its learning rates and support prefixes (ALGORITHM_RESOLVED), its weight
 # decay and target speed — never what every learner of a comparison must share (the environment
 # steps and updates, the Q-network, the acting epsilon, the support size).
-FAMILY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MetaConfig) if f.name not in STRUCTURAL_FIELDS)
+FAMILY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(MetaConfig)
+                                       if f.name not in STRUCTURAL_FIELDS)
 LEARNER_FIELDS: tuple[str, ...] = tuple(f for f in FAMILY_FIELDS if f in {
     *(s for settings in ALGORITHM_SETTINGS.values() for s in settings), *ALGORITHM_RESOLVED, "weight_decay", "tau"})
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# the meta-learning algorithms, in the order of metadqn_jax.meta.learners.LEARNERS
-ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "cavia", "context", "pretrained")
 DEFAULT_ALGORITHM = "maml"  # MetaConfig.algorithm's default
 
 # What MetaConfig's family-dependent fields (None = "the family's") become when the family
@@ -54,15 +52,15 @@ CAVIA_SETTINGS: tuple[str, ...] = ("inner_steps", "inner_optimizer", "model_loss
 CAVIA_DEFAULTS: dict[str, Any] = {"inner_lr": 1.0, "meta_lr": 3e-3}
 
 # the context learner (metadqn_jax.meta.learners.context): trained on random-length support
-# prefixes, so that it infers the task from however few transitions a small budget gives
-# (25 steps = one PointNav episode); it has no inner loop and tolerates a larger meta learning
-# rate (3e-3 measured better than 1e-3).
+# prefixes, so that it infers the task from however few transitions a small budget gives; it has
+# no inner loop and tolerates a larger meta learning rate.
 CONTEXT_SETTINGS: tuple[str, ...] = ("context_dim", "encoder_hidden", "encoder_post", "online_context",
                                      "context_decoder", "context_refine", "context_refine_damping",
                                      "decoder_hidden")
 CONTEXT_DEFAULTS: dict[str, Any] = {"random_support": True, "meta_lr": 3e-3}
 
-# algorithm -> the fields only it reads
+# algorithm -> the fields only it reads: the one list of the algorithms' names (the learners'
+# factories, metadqn_jax.meta.learners.LEARNERS, are keyed the same, in the same order)
 ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
     "maml": MAML_SETTINGS,
     "fomaml": MAML_SETTINGS,
@@ -71,6 +69,8 @@ ALGORITHM_SETTINGS: dict[str, tuple[str, ...]] = {
     "context": CONTEXT_SETTINGS,
     "pretrained": GRADIENT_SETTINGS,
 }
+ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_SETTINGS)  # maml, fomaml, reptile, cavia, context, pretrained
+
 # algorithm -> its defaults of the algorithm-dependent fields (absent: LIBRARY_DEFAULTS)
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "context": CONTEXT_DEFAULTS,

@@ -15,11 +15,19 @@ Everything is a pure function of its inputs; batch over tasks with :func:`batche
 (one ``vmap``), which also averages over the task axis (under ``jit`` with a sharded task
 axis the compiler inserts the cross-device mean).
 
-Example (few-shot regression, one task)::
+Example: one task whose loss is ``(θ − c)² / 2`` for a batch ``c``; one SGD step at rate 0.5
+from ``θ = 0`` on the support ``c = 1`` gives ``θ' = 0.5``; the query ``c = 2`` then gives the
+first-order gradient ``θ' − 2 = −1.5`` and MAML's ``(θ' − 2)(1 − 0.5) = −0.75``:
 
-    loss = lambda p, b: (jnp.mean((model.apply(p, b[0]) - b[1]) ** 2), ())
-    grads, metrics = meta_gradient("maml", params, loss, support, query,
-                                   inner_opt=optax.sgd(0.01), num_steps=1)
+>>> import jax.numpy as jnp, optax
+>>> from metadqn_jax.meta.gradient import meta_gradient
+>>> loss = lambda p, c: (jnp.mean((p - c) ** 2) / 2, ())
+>>> support, query = jnp.array([1.0]), jnp.array([2.0])
+>>> for rule in ("fomaml", "maml"):
+...     g, m = meta_gradient(rule, jnp.float32(0.0), loss, support, query, inner_opt=optax.sgd(0.5), num_steps=1)
+...     print(rule, float(g), float(m.query_loss))
+fomaml -1.5 1.125
+maml -0.75 1.125
 
 Second-order MAML through an adaptive inner optimiser: ``optax.adam`` takes ``sqrt(v)``, whose
 derivative is infinite at ``v = 0``; use ``optax.adam(lr, eps_root=1e-8)`` there.
@@ -27,6 +35,7 @@ derivative is infinite at ``v = 0``; use ``optax.adam(lr, eps_root=1e-8)`` there
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -34,8 +43,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Algorithm = Literal["maml", "fomaml", "reptile"]
-ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile")
+# the outer rules (not the learners of metadqn_jax.meta.defaults.ALGORITHMS, which combine a rule
+# with what adapts: maml / fomaml / reptile / pretrained on the network, cavia on a context)
+Rule = Literal["maml", "fomaml", "reptile"]
+RULES: tuple[str, ...] = typing.get_args(Rule)
 LossFn = Callable[[Any, Any], tuple[jax.Array, Any]]
 
 
@@ -114,7 +125,7 @@ def adapt(
 
 
 def meta_gradient(
-    algorithm: Algorithm,
+    algorithm: Rule,
     params,
     loss_fn: LossFn,
     support,
@@ -146,8 +157,8 @@ def meta_gradient(
     Returns:
       ``(grads, MetaMetrics)``; ``grads`` has the structure of ``params``.
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown meta algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+    if algorithm not in RULES:
+        raise ValueError(f"unknown meta algorithm {algorithm!r}; choose one of {RULES}")
     query_loss_fn = query_loss_fn or loss_fn
     kw = dict(inner_opt=inner_opt, num_steps=num_steps, mask=mask, precondition=precondition)
     get_query = query if callable(query) else (lambda _: query)
@@ -177,7 +188,7 @@ def meta_gradient(
 
 
 def batched_meta_gradient(
-    algorithm: Algorithm,
+    algorithm: Rule,
     params,
     loss_fn: LossFn,
     supports,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ from metadqn_jax.regression.checks import check_positive_float, check_positive_i
 from metadqn_jax.regression.model import make_regressor, mse_loss
 from metadqn_jax.regression.tasks import TRAIN_TAG, SinusoidTasks
 
-REGRESSION_ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "reptile", "pretrained")
+REGRESSION_ALGORITHMS: tuple[str, ...] = (*meta.RULES, "pretrained")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,18 @@ class TrainMetrics(NamedTuple):
     params_finite: jax.Array  # bool: every meta-parameter finite after the update (divergence guard)
 
 
+class TrainChunkFn(Protocol):
+    def __call__(self, state: MetaTrainState, length: int) -> tuple[MetaTrainState, TrainMetrics]:
+        """``length`` meta-iterations (static) in one jitted ``lax.scan``; metrics ``[length]``."""
+
+
+class RunFn(Protocol):
+    def __call__(self, key: jax.Array | None = None,
+                 callback: Callable[[int, TrainMetrics], None] | None = None, *,
+                 allow_divergence: bool = False) -> tuple[MetaTrainState, TrainMetrics]:
+        """Every meta-iteration, chunk by chunk; metrics ``[num_iterations]``."""
+
+
 class MetaTrainer(NamedTuple):
     """What :func:`make_meta_train` returns.
 
@@ -135,8 +147,8 @@ class MetaTrainer(NamedTuple):
     config: RegressionConfig
     model: MLP
     init: Callable[[jax.Array], MetaTrainState]
-    train_chunk: Callable[..., tuple[MetaTrainState, TrainMetrics]]
-    run: Callable[..., tuple[MetaTrainState, TrainMetrics]]
+    train_chunk: TrainChunkFn
+    run: RunFn
 
 
 def make_meta_train(config: RegressionConfig) -> MetaTrainer:

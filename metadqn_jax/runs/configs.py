@@ -47,6 +47,18 @@ _META_STATIC = fields_of(MetaConfig, exclude=MetaHParams._fields)
 _META_HPARAMS = fields_of(MetaConfig, only=MetaHParams._fields)
 
 
+_NULLS = "gamma null = the family's, inner_lr / meta_lr null = the algorithm's"
+
+
+def _meta_sections(algorithms: str, hparams: str) -> tuple[Section, Section]:
+    """The ``meta`` (static, without the algorithm: ``algorithms`` says where the command sets it)
+    and ``hparams`` (traced; ``hparams``: the section's comment) sections of a ``MetaConfig``."""
+    return (Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
+                    "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
+                    f"{algorithms}"),
+            Section("hparams", "meta", MetaConfig, _META_HPARAMS, f"hparams: {hparams}"))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(CommandConfig):
     """Everything ``metadqn train`` needs: meta-training, validation, the few-shot evaluation
@@ -68,12 +80,8 @@ class TrainConfig(CommandConfig):
     COMMAND: ClassVar[str] = "train"
     FAMILY_SECTION: ClassVar[str | None] = "meta"
     SECTIONS: ClassVar[tuple[Section, ...]] = (
-        Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
-                "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
-                "the algorithms are run.algorithms"),
-        Section("hparams", "meta", MetaConfig, _META_HPARAMS,
-                "hparams: traced meta-training hyper-parameters (changing one never recompiles; "
-                "gamma null = the family's, inner_lr / meta_lr null = the algorithm's)"),
+        *_meta_sections("the algorithms are run.algorithms",
+                        f"traced meta-training hyper-parameters (changing one never recompiles; {_NULLS})"),
         Section("few_shot", "few_shot", FewShotConfig, fields_of(FewShotConfig),
                 "few_shot: the few-shot evaluation on held-out tasks (budgets in env steps)"),
         Section("validation", "validation", ValidationConfig, fields_of(ValidationConfig),
@@ -190,12 +198,8 @@ class SweepConfig(CommandConfig):
     COMMAND: ClassVar[str] = "sweep"
     FAMILY_SECTION: ClassVar[str | None] = "meta"  # a --config file's family: block is installed as meta.family
     SECTIONS: ClassVar[tuple[Section, ...]] = (
-        Section("meta", "meta", MetaConfig, tuple(f for f in _META_STATIC if f != "algorithm"),
-                "meta: static meta-training settings (shapes, loop lengths; changing one recompiles); "
-                "the algorithm is sweep.algorithm"),
-        Section("hparams", "meta", MetaConfig, _META_HPARAMS,
-                "hparams: traced hyper-parameters: the values of the fields sweep.grid does not vary "
-                "(gamma null = the family's, inner_lr / meta_lr null = the algorithm's)"),
+        *_meta_sections("the algorithm is sweep.algorithm",
+                        f"traced hyper-parameters: the values of the fields sweep.grid does not vary ({_NULLS})"),
         Section("validation", "validation", ValidationConfig, fields_of(ValidationConfig),
                 "validation: validation / early stopping during meta-training (meta-steps); every != 0"),
         Section("sweep", "sweep", SweepSettings, fields_of(SweepSettings),

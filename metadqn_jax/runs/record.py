@@ -16,7 +16,6 @@ as before. The file ends with the task family's full definition (a ``family:`` b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any

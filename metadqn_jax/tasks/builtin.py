@@ -5,7 +5,7 @@
 * ``pointnav-goal`` (``PointNav-v0``): the unobserved goal, on a circle of radius 0.7.
 * ``cartpole-flipped`` (``CartPoleSigned-v0``): pole length; action meaning flipped on half the tasks.
 
-Why the CartPole families recommend ``CARTPOLE_META_DEFAULTS``: ``docs/design.md``, "Task families".
+Why the families recommend what they do (``*_META_DEFAULTS``): ``docs/design.md``, "Task families".
 """
 
 from __future__ import annotations
@@ -22,33 +22,26 @@ from metadqn_jax.tasks.pools import SampleFn
 POINTNAV_GOAL_RADIUS = 0.7
 # PointNav (25-step episodes): budgets up to 20 episodes, beyond the 100-step support set
 POINTNAV_BUDGETS = (0, 25, 50, 100, 250, 500)
-# CartPole (episodes of up to 500 steps): task slots live 20 meta-steps and the query comes from
-# each task's 2,000-transition buffer; 8 updates per meta-step with a slower target (tau 0.99), a
-# swish Q-network (ReLU's oscillated near 100), epsilon 0.2, meta_lr 1e-3 for every learner
-# (context's 3e-3 and MAML's inner 0.1 diverged or peaked early here) and 1,500 meta-steps, with
-# validation every 150 picking the checkpoint (BENCHMARKS.md section 1, "A pretrained baseline
-# that trains"). CAVIA meta-learns first-order: its second-order meta-gradient explodes here once
-# inner_lr x the support loss's curvature in the context passes 2 (BENCHMARKS.md section 1,
-# "CAVIA on cartpole-flipped: why it diverged").
+# CartPole (episodes of up to 500 steps): task slots that live for whole episodes, queries from each
+# task's buffer, more updates per environment step with a slower target, a swish Q-network, learning
+# rates for returns in the hundreds; CAVIA's meta-gradient first order (its second-order one
+# explodes once inner_lr x the support loss's curvature in the context passes 2). Why each value,
+# and what it measured: docs/design.md, "Task families".
 CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000,
                           "activation": "swish", "updates_per_step": 8, "tau": 0.99, "epsilon": 0.2,
                           "meta_lr": 1e-3, "inner_lr": 0.01, "num_meta_steps": 1500,
                           "cavia": {"cavia_first_order": True}}
-# cartpole-flipped: the task is the sign of the force, which a constant reward shows only through
-# the dynamics. CAVIA adapts its context on TD + a model head's error (model_loss 1: the head
-# predicts each transition's reward and state change), at ten times the family's inner rate, on
-# random support prefixes (as short as a small budget's): 100.9 unadapted -> 265.7 after 25 steps
-# over 3 meta-seeds, where it adapted 198.8 -> 210.1 before (BENCHMARKS.md section 1, "A model
-# loss in the inner steps").
+# cartpole-flipped: the task (the sign of the force) shows only through the dynamics, so CAVIA also
+# adapts its context on a model head's error (model_loss), at ten times the inner rate, on random
+# support prefixes (docs/design.md, "Task families").
 CARTPOLE_FLIPPED_META_DEFAULTS = {**CARTPOLE_META_DEFAULTS,
                                   "cavia": {"cavia_first_order": True, "model_loss": 1.0, "inner_lr": 0.1,
                                             "random_support": True}}
 # pointnav-goal (an unobserved goal: the context must locate a point, not pick one of a few
-# behaviours): a wider encoder with a post-pooling layer, a decoder loss that makes z predict
-# rewards and transitions, 5 Gauss-Newton refinement steps of z on the support (the
-# "semi-amortised" context learner) and 10,000 meta-steps: -3.68 after 25 steps against the
-# oracle's -3.59, where the library defaults scored -8.10 (BENCHMARKS.md section 1, "pointnav-goal
-# with semi-amortised inference", one meta-seed). The context fields act on the context learner only.
+# behaviours): the semi-amortised context learner — a wider encoder with a post-pooling layer, a
+# decoder loss that makes z predict rewards and transitions, 5 Gauss-Newton refinement steps of z
+# on the support — and 10,000 meta-steps (docs/design.md, "Task families"). The context fields act
+# on the context learner only.
 POINTNAV_GOAL_META_DEFAULTS = {"encoder_hidden": (128, 128), "encoder_post": (64,), "context_decoder": 10.0,
                                "context_refine": 5, "num_meta_steps": 10_000}
 

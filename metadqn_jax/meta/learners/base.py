@@ -1,16 +1,20 @@
-"""What every meta-learner is: a :class:`Learner`, a tuple of pure functions over task parameters.
+"""What every meta-learner is: a :class:`Learner`, a tuple of pure functions over task parameters
+(each typed by a ``Protocol``, as optax types its ``GradientTransformation``).
 
-``TaskParams = {"net": Q-network params, "ctx": float32 [context_dim]}`` — the parameters of the
-Q-network a learner acts with on one task; ``ctx`` has size 0 for learners without a context.
-Test-time fine-tuning (:mod:`metadqn_jax.fewshot`) treats them as an ordinary DQN's parameters.
-``Support = (Transition [S], mask [S] bool)``: a task's support set; ``mask`` marks the valid
-transitions (a buffer holding fewer than ``S`` is padded at the front).
+* ``MetaParams = {"net": Q-network params, [learner-specific entries: "enc", "dec", ...]}`` — what
+  meta-training learns;
+* ``TaskParams = {"net": Q-network params, "ctx": float32 [context_dim]}`` — the parameters of the
+  Q-network a learner acts with on one task; ``ctx`` has size 0 for learners without a context.
+  Test-time fine-tuning (:mod:`metadqn_jax.fewshot`) treats them as an ordinary DQN's parameters;
+* ``Support = (Transition [S], mask [S] bool)`` — a task's support set; ``mask`` marks the valid
+  transitions (a buffer holding fewer than ``S`` is padded at the front). A query batch has the
+  same form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, Union
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +22,68 @@ import numpy as np
 
 from metadqn_jax.core import losses
 from metadqn_jax.core.networks import QNetwork, make_q_network
+from metadqn_jax.core.types import Transition
+from metadqn_jax.meta.gradient import MetaMetrics
+
+MetaParams = dict[str, Any]
+TaskParams = dict[str, Any]
+Support = tuple[Transition, jax.Array]  # (Transition [S], mask [S] bool)
+# a query batch, or a function of the adapted TaskParams returning one (a rollout of the adapted policy)
+Query = Union[Support, Callable[[TaskParams], Support]]
+
+
+class InitFn(Protocol):
+    def __call__(self, key: jax.Array) -> MetaParams:
+        """Fresh meta-parameters."""
+
+
+class UnadaptedFn(Protocol):
+    def __call__(self, meta_params: MetaParams) -> TaskParams:
+        """The task parameters before any data (``ctx = 0``)."""
+
+
+class AdaptFn(Protocol):
+    def __call__(self, meta_params: MetaParams, target_params: MetaParams, support: Support, hp: Any) -> TaskParams:
+        """The learner's adaptation to one task's support (``hp``: :class:`~metadqn_jax.meta.MetaHParams`)."""
+
+
+class QValuesFn(Protocol):
+    def __call__(self, task_params: TaskParams, obs: jax.Array) -> jax.Array:
+        """``obs [..., *obs_shape]`` -> float32 ``[..., num_actions]``."""
+
+
+class MetaGradFn(Protocol):
+    def __call__(self, meta_params: MetaParams, target_params: MetaParams, support: Support, query: Query,
+                 hp: Any) -> tuple[MetaParams, MetaMetrics]:
+        """The meta-gradient of one task (like ``meta_params``) and its losses. A callable
+        ``query`` is called on the ``stop_gradient`` of the adapted parameters, so the adaptation
+        is shared with the meta-gradient."""
+
+
+class TDLossFn(Protocol):
+    def __call__(self, task_params: TaskParams, target_net: Any, batch: Support, hp: Any) -> tuple[jax.Array, Any]:
+        """The masked DQN TD loss (shape ``()``) of ``batch`` and its aux
+        (:class:`~metadqn_jax.core.losses.TDAux`); the target network bootstraps with the task's context."""
+
+
+class MaskFn(Protocol):
+    def __call__(self, task_params: TaskParams) -> Any:
+        """A pytree of Python bools like ``task_params``: True where the inner steps change it."""
+
+
+class OnlineStartFn(Protocol):
+    def __call__(self, meta_params: MetaParams, support: Support) -> Any:
+        """The statistics (leaves ``[...]``) of the task's transitions so far."""
+
+
+class OnlineUpdateFn(Protocol):
+    def __call__(self, meta_params: MetaParams, stats: Any, transition: Transition) -> Any:
+        """``stats [*batch]`` after one more transition each (``transition`` leaves ``[*batch, ...]``)."""
+
+
+class OnlineTaskParamsFn(Protocol):
+    def __call__(self, meta_params: MetaParams, stats: Any) -> TaskParams:
+        """Task parameters with ``ctx [*batch, context_dim]`` read out of ``stats [*batch]``."""
 
 
 class OnlineContext(NamedTuple):
@@ -29,40 +95,40 @@ class OnlineContext(NamedTuple):
     transitions (:func:`~metadqn_jax.meta.learners.context.encoder_sums`).
     """
 
-    start: Callable  # (meta_params, Support) -> stats [] of the task's transitions so far
-    update: Callable  # (meta_params, stats [*batch], Transition [*batch]) -> stats, one more transition each
-    task_params: Callable  # (meta_params, stats [*batch]) -> TaskParams with ctx [*batch, context_dim]
+    start: OnlineStartFn
+    update: OnlineUpdateFn
+    task_params: OnlineTaskParamsFn
 
 
 class Learner(NamedTuple):
     """The pure functions that define one meta-learning algorithm (build one with
     :func:`metadqn_jax.meta.learners.make_learner`)."""
 
-    init: Callable  # (key) -> meta_params {"net": ..., [learner-specific entries]}
-    unadapted: Callable  # (meta_params) -> TaskParams, the policy before any data (ctx = 0)
-    adapt: Callable  # (meta_params, target_params, Support, hp: MetaHParams) -> TaskParams
-    q_values: Callable  # (TaskParams, obs [..., *obs_shape]) -> float32 [..., num_actions]
-    meta_grad: Callable  # (meta_params, target_params, Support, query, hp) -> (grads, gradient.MetaMetrics)
-    #   grads: like meta_params; query: (Transition [Q], mask [Q]) or a function of the adapted
-    #   TaskParams returning one (called on their stop_gradient; the adaptation is then shared
-    #   with the meta-gradient)
-    td_loss: Callable  # (TaskParams, target_net, (Transition [B], mask [B]), hp) -> (shape=() loss, aux)
+    init: InitFn
+    unadapted: UnadaptedFn
+    adapt: AdaptFn
+    q_values: QValuesFn
+    meta_grad: MetaGradFn
+    td_loss: TDLossFn  # test-time fine-tuning's loss (the TD loss alone, whatever the learner adapts on)
     online: OnlineContext | None = None  # the O(1) acting-while-inferring form, where the learner has one
-    adapt_mask: Callable | None = None  # (TaskParams) -> pytree of Python bools like TaskParams: True
-    #   where ``adapt``'s inner gradient steps change the parameters (the whole network, its head
-    #   for ANIL, CAVIA's context); None: the learner adapts by inference, not gradient steps
+    adapt_mask: MaskFn | None = None  # what ``adapt``'s inner gradient steps change (the whole network,
+    #   its head for ANIL, CAVIA's context); None: the learner adapts by inference, not gradient steps
+
+
+class ModelLossFn(Protocol):
+    def __call__(self, task_params: TaskParams, batch: Support) -> jax.Array:
+        """The model head's masked mean squared error (shape ``()``) on ``batch``."""
 
 
 class TaskQ(NamedTuple):
     """The Q-network side that every learner shares: task parameters, Q-values, TD loss."""
 
     net: QNetwork
-    init: Callable  # (key) -> Q-network params (the "net" entry of meta_params)
-    unadapted: Callable  # (meta_params) -> TaskParams with ctx = 0 of the network's dtype
-    q_values: Callable  # (TaskParams, obs [..., *obs_shape]) -> [..., num_actions]
-    td_loss: Callable  # (TaskParams, target_net, (Transition, mask), hp) -> (loss, aux)
-    model_loss: Callable | None = None  # (TaskParams, (Transition, mask)) -> shape=() loss; None:
-    #   the network has no model head (cfg.model_loss = 0)
+    init: Callable[[jax.Array], Any]  # (key) -> Q-network params (the "net" entry of meta_params)
+    unadapted: UnadaptedFn  # ctx = 0 of the network's dtype
+    q_values: QValuesFn
+    td_loss: TDLossFn
+    model_loss: ModelLossFn | None = None  # None: the network has no model head (cfg.model_loss = 0)
 
 
 def task_q(cfg, num_actions: int, obs_shape: tuple[int, ...], context_dim: int, *, model: bool = False) -> TaskQ:

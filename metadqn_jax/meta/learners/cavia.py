@@ -5,14 +5,12 @@ first-order).
 
 The context adapts by ``inner_steps`` SGD steps at ``inner_lr`` (the paper's), or with
 ``cavia_damping = μ > 0`` by damped Gauss-Newton (Levenberg-Marquardt) steps
-``φ ← φ − (G + μI)⁻¹ g`` (:func:`gauss_newton`). Why the second: with SGD steps the
-second-order meta-gradient is free to sharpen the support loss in ``φ`` until an inner step is
-unstable — on cartpole-flipped the support loss's largest curvature in ``φ`` grew from 14.5 to
-308 in 135 meta-steps at ``inner_lr`` 0.01 (``inner_lr × λ`` 0.15 → 3.1 > 2), the Jacobian
-``dφ/dθ`` then grows ×2.1 per inner step and the meta-gradient's norm reached 10⁵
-(BENCHMARKS.md §1, "CAVIA on cartpole-flipped"). A Gauss-Newton step contracts every direction
-whatever its curvature (its factor along an eigen-direction of ``G`` with eigenvalue ``λ`` is
-``μ / (λ + μ)``), and ``φ`` has only ``context_dim`` entries, so ``G`` is a small matrix.
+``φ ← φ − (G + μI)⁻¹ g`` (:func:`gauss_newton`): with SGD steps the second-order meta-gradient
+is free to sharpen the support loss in ``φ`` until ``inner_lr ×`` its curvature passes 2 and an
+inner step is unstable; a Gauss-Newton step contracts every direction whatever its curvature (by
+``μ / (λ + μ)`` along an eigen-direction of ``G`` with eigenvalue ``λ``), and ``φ`` has only
+``context_dim`` entries, so ``G`` is a small matrix. What diverged and how fast:
+``docs/design.md``, "Meta-training".
 
 The gradient-learner core of :mod:`.gradient` with a mask over what adapts: the context, not the
 network. Settings read (beyond the shared ones): :data:`metadqn_jax.meta.defaults.CAVIA_SETTINGS`;

@@ -51,7 +51,7 @@ def gradient_learner(
     num_actions: int,
     obs_shape: tuple[int, ...],
     *,
-    rule: meta.Algorithm,
+    rule: meta.Rule,
     mask: Mask,
     context_dim: int = 0,
     meta_steps: int | None = None,
@@ -82,13 +82,9 @@ def gradient_learner(
         steps (:func:`metadqn_jax.meta.learners.cavia.gauss_newton`).
       unadapted_weight: ``w > 0`` adds ``w × ∇θ L_support(θ)``, the support's task loss (TD, plus
         the model term when ``cfg.model_loss > 0``) at the *unadapted* meta-parameters, to the
-        meta-gradient. The meta-objective alone constrains
-        only the adapted network, so the unadapted one — and its Polyak average, the target
-        network every TD target bootstraps from — may drift to values the inner steps correct:
-        on cartpole-flipped second-order MAML's support loss before its inner steps grew from
-        0.06 to 8.9 in 600 meta-steps while the adapted loss stayed near 2 (BENCHMARKS.md §1,
-        "Second-order MAML on cartpole-flipped"). The term trains the unadapted network too (there
-        it slowed the query loss's growth, 5.37 → 1.27 at 1,500 meta-steps, one seed).
+        meta-gradient: it trains the unadapted network too, whose Polyak average is the target
+        network every TD target bootstraps from (the meta-objective alone constrains only the
+        adapted network; why and what it measured: ``docs/design.md``, "Meta-training").
 
     The task loss of the inner steps and of the meta-objective is the TD loss, plus
     ``cfg.model_loss × `` the model head's squared error when ``cfg.model_loss > 0``
