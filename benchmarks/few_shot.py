@@ -40,7 +40,13 @@ from metadqn_jax.app.common import apply_family_options
 from metadqn_jax.app.options import add_family_arguments
 from metadqn_jax.runs.yamlio import coerce, plain
 from metadqn_jax.compare import compare
-from metadqn_jax.fewshot import FewShotConfig, FewShotResult, first_episode_curve, first_episode_explore
+from metadqn_jax.fewshot import (
+    FewShotConfig,
+    FewShotResult,
+    default_oracle_cache,
+    first_episode_curve,
+    first_episode_explore,
+)
 from metadqn_jax.meta import ALGORITHMS, MetaConfig
 from metadqn_jax.driver import ValidationConfig
 
@@ -143,6 +149,11 @@ def main(argv=None) -> int:
                    help="a MetaConfig field for every algorithm (a Python literal or a bare word), e.g. task_lifetime=20, adapt=head; "
                         "applied after --quick")
     p.add_argument("--no-oracle", action="store_true", help="skip the per-task DQN oracle")
+    p.add_argument("--no-oracle-cache", action="store_true",
+                   help="train the oracle even when its returns for this family, protocol and seed are in the "
+                        "cache (metadqn_jax.fewshot.default_oracle_cache())")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parts of the comparison run at once (default: compare.default_workers)")
     p.add_argument("--val-budgets", default="", metavar="B1,B2",
                    help="env-step budgets whose returns on the validation tasks select the checkpoint "
                         "(default: the support size)")
@@ -184,7 +195,8 @@ def main(argv=None) -> int:
         p.error(f"--meta-seeds must be >= 1, got {args.meta_seeds}")
     cmp = compare(base, algorithms, fs, seed=args.seed, validation=validation, oracle=not args.no_oracle,
                   progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
-                  meta_seeds=args.meta_seeds)
+                  meta_seeds=args.meta_seeds, workers=args.workers,
+                  oracle_cache=None if args.no_oracle_cache else default_oracle_cache())
     wall = time.perf_counter() - t0
     results = cmp.results
     out = report.to_dict(results, meta_seeds=list(range(args.seed, args.seed + args.meta_seeds)))

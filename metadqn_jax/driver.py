@@ -195,7 +195,7 @@ def train_meta(
     state: MetaState | None = None,
     early_stop: EarlyStop | None = None,
     callback: Callable[[MetaState, EarlyStop, dict], None] | None = None,
-    progress: bool = True,
+    progress: bool | int = True,
     program: MetaProgram | None = None,
     mesh: Any = None,
     num_devices: int | None = None,
@@ -224,7 +224,8 @@ def train_meta(
       state, early_stop: a state to resume from (e.g. a restored checkpoint).
       callback: ``callback(state, early_stop, row)`` after every chunk (logging, checkpoints).
       progress: show a tqdm progress bar (meta-step, loss, validation return; "compiling" until
-        the first chunk ends, then a rate and ETA measured from there: :class:`metadqn_jax.progress.ChunkBar`).
+        the first chunk ends, then a rate and ETA measured from there: :class:`metadqn_jax.progress.ChunkBar`);
+        an int: show it on that terminal line (0, 1, ...: runs that train at once).
       mesh, num_devices: shard the task axis over devices (:mod:`metadqn_jax.sharding`):
         a 1-D ``jax.sharding.Mesh`` with axis ``"tasks"``, or the number of devices to build
         one over. Default (both ``None``): all devices (``jax.devices()``); with a single
@@ -264,7 +265,10 @@ def train_meta(
     val_key = jax.random.key(12345)
     history: list[dict] = []
     stopped = warned = False
-    bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, _steps_taken(state)) if progress else None
+    bar = None
+    if progress is not False and progress is not None:  # an int (not a bool): the bar's terminal line
+        line = None if isinstance(progress, bool) else int(progress)
+        bar = ChunkBar(f"meta-train {cfg.algorithm}", cfg.num_meta_steps, _steps_taken(state), line)
     t0 = time.perf_counter()  # the bar's rate starts from the end of the first (compiling) chunk
     try:
         while not stopped and _steps_taken(state) < cfg.num_meta_steps:

@@ -22,14 +22,17 @@ def info(msg: str) -> None:
 
 
 class ChunkBar:
-    """A tqdm bar on stderr for ``total`` meta-steps, starting at ``start`` (a resumed run).
+    """A tqdm bar on stderr for ``total`` meta-steps, starting at ``start`` (a resumed run), on
+    terminal line ``position`` below the cursor (``None``: the current one; bars of runs that
+    train at once each take their own).
 
     "compiling" until the first :meth:`chunk` call, then the query loss (and validation return)
     of the last chunk, and a rate and ETA measured from the end of the first chunk.
     """
 
-    def __init__(self, desc: str, total: int, start: int = 0):
-        self.bar = tqdm.auto.tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, smoothing=0)
+    def __init__(self, desc: str, total: int, start: int = 0, position: int | None = None):
+        self.bar = tqdm.auto.tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, smoothing=0,
+                                  position=position, leave=position is None or position == 0)
         self.bar.set_postfix_str("compiling", refresh=True)
         self.compiled = False
 

@@ -8,8 +8,9 @@ then compare two captures.
 ``metadqn train/dqn/regress --quick`` (compilation cache off), each into ``OUT_DIR``.
 ``compare`` checks that every JSON and CSV value and every array of every orbax checkpoint
 (meta-state, exported policy) is *identical* (``==``, not ``allclose``), ignoring only what
-measures the clock (keys and columns named ``*wall*``, ``*_s``, ``time``) and the run folder
-paths printed into the logs. Exit status 0: identical; 1: the first differences are listed.
+measures the clock (keys and columns named ``*wall*``, ``*_s``, ``time``), the run folder
+paths printed into the logs and the order of CSV rows (the algorithms of a comparison train at
+once and append to one ``metrics.csv``). Exit status 0: identical; 1: the first differences are listed.
 Used for refactors that must not change a single number (issue 14).
 """
 
@@ -81,7 +82,10 @@ def _diff_json(a, b, path: str, diffs: list[str]) -> None:
 
 def _diff_csv(a: Path, b: Path, diffs: list[str]) -> None:
     import csv
-    ra, rb = list(csv.DictReader(a.open())), list(csv.DictReader(b.open()))
+    # rows in a canonical order: the algorithms of a comparison train at once and append their
+    # rows to one metrics.csv as their chunks end, so the file's row order is not a result
+    ra, rb = (sorted(csv.DictReader(f.open()), key=lambda r: [v for k, v in r.items() if not _clock(k)])
+              for f in (a, b))
     if len(ra) != len(rb):
         diffs.append(f"{a.name}: {len(ra)} rows != {len(rb)}")
     for i, (x, y) in enumerate(zip(ra, rb)):

@@ -22,6 +22,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 TEST_COMPILE_CACHE = Path(
     os.environ.get("METADQN_TEST_COMPILE_CACHE", Path(tempfile.gettempdir()) / "metadqn_jax_test_xla")
 )
+# The commands' other caches (the oracle's returns) outside the user's home, for every test and
+# subprocess
+os.environ["METADQN_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "metadqn_jax_test_cache")
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,20 +63,21 @@ class Proc:
 
 
 
-def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
+def _instrumented_main(argv: list[str]) -> tuple[int, dict[int, list[int]]]:
     """``cli.main(argv)`` in-process, counting the tracing / compilation events that happen inside
-    each per-chunk callback of train_meta (logging, checkpoints)."""
+    each per-chunk callback of train_meta (logging, checkpoints), in the callback's own thread
+    (the algorithms train at once, each in its thread): ``{thread: [count per callback]}``."""
     import jax
 
     import metadqn_jax.compare  # noqa: F401  (imported now, it keeps the real train_meta after the patch)
     import metadqn_jax.driver as train_mod
 
-    events: list[str] = []
+    events: list[tuple[str, int]] = []
 
     def listener(name, *args, **kwargs):
-        events.append(name)
+        events.append((name, threading.get_ident()))
 
-    per_callback: list[int] = []
+    per_callback: dict[int, list[int]] = {}
     original = train_mod.train_meta
 
     def wrapped(*args, callback=None, **kwargs):
@@ -83,11 +85,12 @@ def _instrumented_main(argv: list[str]) -> tuple[int, list[int]]:
             return original(*args, **kwargs)
 
         def cb(*a):
-            n = len(events)
+            n, me = len(events), threading.get_ident()
             try:
                 callback(*a)
             finally:
-                per_callback.append(len([e for e in events[n:] if "compile" in e or "trace" in e]))
+                mine = [e for e, t in events[n:] if t == me and ("compile" in e or "trace" in e)]
+                per_callback.setdefault(me, []).append(len(mine))
 
         return original(*args, callback=cb, **kwargs)
 
@@ -215,14 +218,17 @@ def test_resume_is_bit_identical(runs):
     resume = runs["procs"]["resume"]
     rc, _, out, err = runs["stop"]
     assert rc == 0 and out == "" and "| init |" not in out  # no evaluation after a stop
-    assert "stopped after meta-step 15 of context (--stop-after); checkpoint saved. Continue with: " \
-           f"metadqn train --resume {split}" in err
+    assert ("stopped at meta-step 15 (--stop-after); checkpoints saved: context at meta-step 15, pretrained at "
+            "meta-step ") in err
+    assert f"Continue with: metadqn train --resume {split}" in err
     assert "meta-train context" in err and "/20 " in err  # the tqdm bar (stderr)
-    # checkpoints: every 10 meta-steps, and where --stop-after stopped (15); pretrained not started
-    assert runs["after_stop"] == {"context": [10, 15], "pretrained": []}
+    # checkpoints: every 10 meta-steps, and where --stop-after stopped (15); pretrained trained at the
+    # same time and saved a checkpoint at the chunk edge where it learnt that the run stops
+    after = runs["after_stop"]
+    assert after["context"] == [10, 15] and after["pretrained"] and set(after["pretrained"]) <= {5, 10, 15, 20}
     resume.check()
     assert "context: resuming from the checkpoint at meta-step 15" in resume.err
-    assert "pretrained: no checkpoint yet; training from the start" in resume.err
+    assert f"pretrained: resuming from the checkpoint at meta-step {after['pretrained'][-1]}" in resume.err
     for algo in ("context", "pretrained"):
         a = Checkpointer(full / "checkpoints" / algo).read_arrays(20)
         b = Checkpointer(split / "checkpoints" / algo).read_arrays(20)
@@ -234,7 +240,9 @@ def test_resume_is_bit_identical(runs):
         assert all(np.array_equal(pa[k], pb[k]) for k in pa)
     ja, jb = (json.loads((r / "few_shot.json").read_text()) for r in (full, split))
     assert ja["results"] == jb["results"] and ja["returns"] == jb["returns"]
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+    # the same rows (the algorithms append theirs as their chunks end, in whatever order)
+    drop = lambda rows: sorted(({k: v for k, v in r.items() if k != "wall_s"} for r in rows),  # noqa: E731
+                               key=lambda r: (r["algorithm"], int(r["meta_step"])))
     assert drop(_csv_rows(full)) == drop(_csv_rows(split))
     ta, tb = read_tb_scalars(full / "tb"), read_tb_scalars(split / "tb")
     assert ta["context/train/query_loss"] == tb["context/train/query_loss"]
@@ -534,8 +542,9 @@ def test_resume_refuses_edited_config_and_fewer_steps(runs, capsys, tmp_path):
 def test_logging_never_recompiles(runs, capsys):
     """Nothing the per-chunk callback does (CSV, TensorBoard, checkpoints) traces or compiles
     anything after the first chunk (in-process run of the fixture: chunks at 5, 10, 15)."""
-    per_callback = runs["stop"][1]
-    assert len(per_callback) == 3 and per_callback[1:] == [0, 0], per_callback
+    per_thread = runs["stop"][1]
+    assert sum(len(c) for c in per_thread.values()) >= 3, per_thread
+    assert all(c[1:] == [0] * (len(c) - 1) for c in per_thread.values()), per_thread
 
 
 def test_help_is_complete(capsys):

@@ -21,13 +21,14 @@ import numpy as np
 
 from metadqn_jax.app.common import apply_family_options, check_unchanged, configure_jax, info, with_oracle
 from metadqn_jax.app.results import write_few_shot
-from metadqn_jax.app.train import announcing_log, protocol_text, restore_meta_checkpoint
+from metadqn_jax.app.train import restore_meta_checkpoint
 from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-from metadqn_jax.compare import compare, config_for
+from metadqn_jax.compare import compare, config_for, protocol_text
 from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.core.tree import tree_where
 from metadqn_jax.deploy import load_policy
 from metadqn_jax.driver import EarlyStop, TrainResult
+from metadqn_jax.fewshot import default_oracle_cache
 from metadqn_jax.runs import folder, layout
 from metadqn_jax.runs.configs import TrainConfig
 from metadqn_jax.runs.record import read_run_config
@@ -67,17 +68,18 @@ def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     configure_jax(args)
     inits = {a: load_init(run_dir, cfg, config_for(cfg.meta, a)) for a in cfg.run.trained}  # check all first
 
-    def restore(cfg_a, key):
+    def restore(cfg_a, key, *, callback=None, position=None):  # compare's TrainHook: nothing to train
         params, target, note = inits[cfg_a.algorithm]
         if note:
             info(note)
-        info(f"{cfg_a.algorithm}: evaluating on {protocol_text(cfg)}")
+        info(f"{cfg_a.algorithm}: evaluating on {protocol_text(cfg.few_shot)}")
         es = EarlyStop(jnp.float32(jnp.nan), jnp.int32(-1), jnp.int32(0), params, target)
         return TrainResult(None, es, [], False)
 
     comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                    scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                   progress=False, log=announcing_log(cfg), train=restore, meta_seeds=cfg.run.meta_seeds)
+                   progress=False, log=info, train=restore, meta_seeds=cfg.run.meta_seeds,
+                   oracle_cache=default_oracle_cache())
     comp = comp._replace(train_wall_s={})
     write_few_shot(run_dir, args.tag, cfg, comp, trained=(), show=lambda t: print(t, end="", flush=True))
     print(f"\nwrote {layout.output_path(run_dir, args.tag, '.md')}, .png and .json")

@@ -14,6 +14,7 @@ touches a jitted function, so it never triggers a recompilation.
 from __future__ import annotations
 
 import csv
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,19 @@ from metadqn_jax.meta.defaults import ALGORITHMS
 
 
 class CSVLog:
-    """Appends rows (mappings) to ``path`` with the columns ``fields``."""
+    """Appends rows (mappings) to ``path`` with the columns ``fields``; safe to share between the
+    threads of algorithms that train at once (one lock serialises the writes and truncations)."""
 
     def __init__(self, path: str | Path, fields: Sequence[str]):
         self.path = Path(path)
         self.fields = list(fields)
+        self._lock = threading.Lock()
 
     def write(self, row: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._write(row)
+
+    def _write(self, row: Mapping[str, Any]) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", newline="") as f:
@@ -41,6 +48,10 @@ class CSVLog:
 
     def truncate(self, keep: Callable[[dict[str, str]], bool]) -> int:
         """Rewrites the file keeping only rows with ``keep(row)``; returns the rows dropped."""
+        with self._lock:
+            return self._truncate(keep)
+
+    def _truncate(self, keep: Callable[[dict[str, str]], bool]) -> int:
         if not self.path.exists():
             return 0
         rows = read_csv(self.path)

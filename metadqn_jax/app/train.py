@@ -24,7 +24,7 @@ import argparse
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,10 @@ from metadqn_jax.app.common import (
 from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog, TBLog, meta_row_scalars
 from metadqn_jax.app.results import write_few_shot
 from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-from metadqn_jax.compare import compare, config_for
+from metadqn_jax.compare import Cancelled, compare, config_for, protocol_text
 from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.deploy import export_policy
+from metadqn_jax.fewshot import default_oracle_cache
 from metadqn_jax.meta import MetaHParams, make_meta_step
 from metadqn_jax.meta.defaults import ALGORITHM_SETTINGS
 from metadqn_jax.progress import ChunkBar
@@ -56,7 +57,7 @@ from metadqn_jax.runs.record import config_text, read_run_config, write_config
 from metadqn_jax.sharding import task_mesh
 
 __all__ = ["RESUME_MAY_CHANGE", "EXIT_DIVERGED", "StopRequested", "MetaTrainer", "restore_meta_checkpoint",
-           "announcing_log", "protocol_text", "cmd_train"]
+           "cmd_train"]
 
 # with --resume only these may differ from the run's config.yaml ("section.*": the whole section)
 RESUME_MAY_CHANGE = ("meta.num_meta_steps", "few_shot.*", "run.baselines", "run.checkpoint_every", "run.keep")
@@ -131,41 +132,14 @@ def _logged_row(algorithm: str, state, row: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def protocol_text(cfg) -> str:
-    """``"N held-out test tasks x S seeds at budgets [...] env steps"``: the few-shot protocol of ``cfg``."""
-    fs = cfg.few_shot
-    return f"{fs.num_tasks} held-out test tasks x {fs.seeds} seeds at budgets {list(fs.budgets)} env steps"
-
-
-def announcing_log(cfg, log: Callable[[str], None] = info) -> Callable[[str], None]:
-    """The ``log`` of :func:`metadqn_jax.compare.compare`: passes its lines on, and after the
-    line of the last trained algorithm (and of ``scratch``) announces the scratch evaluation
-    and the oracle's training, which otherwise run silently."""
-    trained = list(cfg.run.trained)
-    later = [b for b in ("scratch", "oracle") if b in cfg.run.baselines]
-    announce = {
-        "scratch": f"scratch: evaluating a fresh initialisation on {protocol_text(cfg)}",
-        "oracle": f"oracle: training a DQN from scratch on each of the {cfg.few_shot.num_tasks} test tasks "
-                  f"({cfg.few_shot.num_tasks} runs in one program; no progress until it ends)",
-    }
-    chain = [trained[-1] if trained else None, *later]
-
-    def log_line(line: str) -> None:
-        log(line)
-        for i, name in enumerate(chain[:-1]):
-            if name is not None and line.startswith(f"{name}:"):
-                log(announce[chain[i + 1]])
-                break
-
-    if chain[0] is None and later:  # nothing trained (evaluate of a run without inits): announce now
-        log(announce[later[0]])
-    return log_line
-
-
 class MetaTrainer:
-    """The ``compare(..., train=...)`` hook of ``metadqn train``: meta-trains one algorithm with
-    checkpoints, logging and exact resume (restores MetaState + EarlyStop, continues at the same
-    chunk boundaries), then exports its policy.
+    """The ``compare(..., train=...)`` hook of ``metadqn train``
+    (:class:`~metadqn_jax.compare.TrainHook`): meta-trains one algorithm with checkpoints,
+    logging and exact resume (restores MetaState + EarlyStop, continues at the same chunk
+    boundaries), then exports its policy. Several algorithms may train at once, each in its own
+    thread (the shared ``metrics.csv`` is written under a lock); when the comparison stops (an
+    interruption, another algorithm's error or ``--stop-after``) each saves a checkpoint at its
+    next chunk edge first.
 
     Args:
       cfg: the run's :class:`~metadqn_jax.runs.configs.TrainConfig`.
@@ -187,13 +161,11 @@ class MetaTrainer:
         self.allow_divergence = allow_divergence
         self.csv = CSVLog(layout.metrics_path(run_dir), META_CSV_FIELDS)
         self.last_checkpoint: dict[str, int] = {}  # algorithm -> meta-step of its latest checkpoint (-1: none)
-        self.current: str | None = None  # the algorithm being trained
         self._restored: dict = {}  # algorithm -> Restored, from preflight()
         self._broken: dict[str, list] = {}  # algorithm -> [(step, reason)] found by restore()
 
-    def __call__(self, cfg_a, key):
+    def __call__(self, cfg_a, key, *, callback=None, position: int | None = None):
         algo = cfg_a.algorithm
-        self.current = algo
         program = make_meta_step(cfg_a)
         hp = cfg_a.hparams()
         ck = Checkpointer(layout.checkpoint_dir(self.run_dir, algo), keep=self.cfg.run.keep)
@@ -208,12 +180,21 @@ class MetaTrainer:
                 info(f"{algo}: stopped early at meta-step {start} (validation patience); not continued")
                 res = driver.TrainResult(state, early_stop, [], True)
             else:
-                res = self._train(cfg_a, program, ck, key, hp, state, early_stop, start)
+                res = self._train(cfg_a, program, ck, key, hp, state, early_stop, start, callback, position)
+        except driver.DivergenceError as e:
+            e.algorithm = algo  # which one, for the command's error line (several may train at once)
+            raise
         finally:
             ck.close()
         self._export(cfg_a, res)
-        info(f"{algo}: evaluating on {protocol_text(self.cfg)}")
+        info(f"{algo}: evaluating on {protocol_text(self.cfg.few_shot)}")
         return res
+
+    def saved_text(self) -> str:
+        """``"context at meta-step 15, pretrained at meta-step 10"``: each trained algorithm's
+        latest checkpoint (in the run's order)."""
+        steps = self.last_checkpoint
+        return ", ".join(f"{a} at meta-step {steps[a]}" for a in self.cfg.run.trained if steps.get(a, -1) >= 0)
 
     def _restore_to_continue(self, cfg_a, program, ck):
         """The checkpoint to continue from (``None``: train from the start); records its step as
@@ -231,7 +212,7 @@ class MetaTrainer:
         self.last_checkpoint[algo] = restored.step
         return restored
 
-    def _train(self, cfg_a, program, ck, key, hp, state, early_stop, start: int):
+    def _train(self, cfg_a, program, ck, key, hp, state, early_stop, start: int, callback, position):
         """:func:`~metadqn_jax.driver.train_meta` from ``state`` (meta-step ``start``), every chunk
         logged (metrics.csv, TensorBoard against environment steps, the bar) and checkpointed as
         the run's settings say (:class:`_ChunkLog`)."""
@@ -242,8 +223,8 @@ class MetaTrainer:
                    purge_step=start * cfg_a.env_steps_per_meta_step + 1 if self.resume else None)
         if start == 0:
             tb.text("config", _config_markdown(self.cfg, cfg_a))
-        bar = ChunkBar(f"meta-train {algo}", cfg_a.num_meta_steps, start) if self.progress else None
-        log = _ChunkLog(self, cfg_a, ck, tb, bar, start)
+        bar = ChunkBar(f"meta-train {algo}", cfg_a.num_meta_steps, start, position) if self.progress else None
+        log = _ChunkLog(self, cfg_a, ck, tb, bar, start, callback)
         try:
             with warnings.catch_warnings():  # reported as one line by the callback instead
                 warnings.filterwarnings("ignore", message="meta-training diverged", category=RuntimeWarning)
@@ -328,11 +309,14 @@ class _ChunkLog:
     """The ``train_meta`` callback of :class:`MetaTrainer`: after every chunk, one ``metrics.csv``
     row and TensorBoard scalars (:func:`_logged_row`), the bar, one warning line on the first
     diverged chunk (only with ``allow_divergence``), and a checkpoint every
-    ``run.checkpoint_every`` meta-steps, at the end (or when validation patience stops the run)
-    and at ``--stop-after`` (then :class:`StopRequested`)."""
+    ``run.checkpoint_every`` meta-steps, at the end (or when validation patience stops the run),
+    at ``--stop-after`` (then :class:`StopRequested`) and when the comparison stops (``callback``,
+    compare's, raises :class:`~metadqn_jax.compare.Cancelled`; raised again after the save)."""
 
-    def __init__(self, trainer: MetaTrainer, cfg_a, ck: Checkpointer, tb: TBLog, bar: ChunkBar | None, start: int):
+    def __init__(self, trainer: MetaTrainer, cfg_a, ck: Checkpointer, tb: TBLog, bar: ChunkBar | None, start: int,
+                 callback=None):
         self.trainer, self.cfg_a, self.ck, self.tb, self.bar = trainer, cfg_a, ck, tb, bar
+        self.callback = callback
         self.last_saved, self.warned = start, False
         self.expected = meta_config_dict(cfg_a, trainer.cfg.validation)
         self.record = trainer.cfg.to_dict()  # the run's settings, checked against config.yaml on --resume
@@ -356,7 +340,13 @@ class _ChunkLog:
         every = trainer.cfg.run.checkpoint_every
         due = bool(every) and step // every > self.last_saved // every
         stop_now = trainer.stop_after is not None and step >= trainer.stop_after and not finished
-        if due or finished or stop_now:
+        cancelled = None
+        try:
+            if self.callback is not None:
+                self.callback(state, early_stop, row)
+        except Cancelled as e:
+            cancelled = e
+        if due or finished or stop_now or cancelled is not None:
             self.ck.save(step, {"state": state, "early_stop": early_stop}, config=self.expected,
                          extra={"finished": finished, "stopped_early": stopped_early,
                                 "num_meta_steps": cfg_a.num_meta_steps, "algorithm": algo, "run_config": self.record})
@@ -364,6 +354,8 @@ class _ChunkLog:
             trainer.last_checkpoint[algo] = step
         if stop_now:
             raise StopRequested(algo, step)
+        if cancelled is not None:
+            raise cancelled
 
 
 def _config_markdown(cfg, cfg_a) -> str:
@@ -436,18 +428,18 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
     try:
         comp = compare(cfg.meta, cfg.run.trained, cfg.few_shot, seed=cfg.run.seed, validation=cfg.validation,
                        scratch="scratch" in cfg.run.baselines, oracle="oracle" in cfg.run.baselines,
-                       progress=not args.no_progress, log=announcing_log(cfg), train=trainer,
-                       meta_seeds=cfg.run.meta_seeds)
+                       progress=not args.no_progress, log=info, train=trainer, meta_seeds=cfg.run.meta_seeds,
+                       oracle_cache=default_oracle_cache())
     except StopRequested as stop:
-        info(f"stopped after meta-step {stop.step} of {stop.algorithm} (--stop-after); checkpoint saved. "
+        info(f"stopped at meta-step {stop.step} (--stop-after); checkpoints saved: {trainer.saved_text()}. "
              f"Continue with: metadqn train --resume {run_dir}")
         return 0
     except KeyboardInterrupt:
-        saved = ", ".join(f"{a} at meta-step {s}" for a, s in trainer.last_checkpoint.items() if s >= 0)
-        info(f"interrupted; last checkpoints: {saved or 'none'}. Continue with: metadqn train --resume {run_dir}")
+        info(f"interrupted; last checkpoints: {trainer.saved_text() or 'none'}. "
+             f"Continue with: metadqn train --resume {run_dir}")
         return 130
     except driver.DivergenceError as e:
-        algo = trainer.current
+        algo = getattr(e, "algorithm", "?")
         last = trainer.last_checkpoint.get(algo, -1)
         kept = f"its last good checkpoint (meta-step {last}) is the latest" if last >= 0 else "no checkpoint of it"
         print(f"error: {algo}: {getattr(e, 'detail', e)}; {kept}; no policy or results were written for it "

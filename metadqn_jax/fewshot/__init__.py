@@ -54,7 +54,13 @@ validation tasks), :mod:`.results` (:class:`FewShotResult`), :mod:`.baselines` (
 per-task oracle).
 """
 
-from metadqn_jax.fewshot.baselines import default_oracle_config, oracle_returns, scratch_params
+from metadqn_jax.fewshot.baselines import (
+    default_oracle_cache,
+    default_oracle_config,
+    oracle_cache_path,
+    oracle_returns,
+    scratch_params,
+)
 from metadqn_jax.fewshot.config import (
     EXPLORE_MODES,
     FewShotConfig,
@@ -74,6 +80,6 @@ from metadqn_jax.fewshot.results import FewShotResult, summarize
 from metadqn_jax.fewshot.selection import Selection, init_selection, selection_step
 
 __all__ = ["EXPLORE_MODES", "FewShotConfig", "FewShotResult", "GuardChoice", "Selection", "choose_guard",
-           "default_oracle_config", "evaluate_few_shot", "explore_mode", "few_shot_tasks", "first_episode_curve",
+           "default_oracle_cache", "default_oracle_config", "oracle_cache_path", "evaluate_few_shot", "explore_mode", "few_shot_tasks", "first_episode_curve",
            "first_episode_explore", "guards_adaptation", "init_selection", "make_few_shot", "oracle_returns",
            "scratch_params", "selection_step", "summarize"]

@@ -5,12 +5,16 @@ initialisation with the pretrained learner's network and adaptation rule) and th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax import dqn, envs
+from metadqn_jax import __version__, dqn, envs
 from metadqn_jax.dqn import DQNConfig
 from metadqn_jax.fewshot.evaluate import few_shot_tasks
 from metadqn_jax.fewshot.config import FewShotConfig
@@ -18,7 +22,7 @@ from metadqn_jax.fewshot.results import FewShotResult, by_task, summarize
 from metadqn_jax.meta import MetaConfig, make_learner
 from metadqn_jax.tasks import TaskFamily
 
-__all__ = ["scratch_params", "oracle_returns", "default_oracle_config"]
+__all__ = ["scratch_params", "oracle_returns", "default_oracle_config", "default_oracle_cache", "oracle_cache_path"]
 
 
 def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
@@ -34,7 +38,8 @@ def scratch_params(meta_cfg: MetaConfig, key: jax.Array):
 
 
 def oracle_returns(
-    family: TaskFamily, fs: FewShotConfig, key: jax.Array, dqn_cfg: DQNConfig | None = None
+    family: TaskFamily, fs: FewShotConfig, key: jax.Array, dqn_cfg: DQNConfig | None = None, *,
+    cache_dir: str | Path | None = None,
 ) -> FewShotResult:
     """The oracle: a DQN trained from scratch on each held-out task for a long budget.
 
@@ -43,16 +48,72 @@ def oracle_returns(
     reference line). One run per task and seed up to ``oracle_seeds`` (``fs.oracle_seeds``:
     the intervals resample tasks, and on CartPole each run is a 100k-step DQN); tasks × seeds
     are one vmapped program.
+
+    ``cache_dir``: a folder (e.g. :func:`default_oracle_cache`) that keeps each run's final
+    return under a hash of everything it depends on — the family's definition, the runs' tasks
+    and keys, the DQN's settings, the package's and JAX's versions and the backend — so that a
+    later call with the same inputs reads them (``None``: always train). An unreadable entry is
+    trained again and rewritten.
     """
     dqn_cfg = dqn_cfg or default_oracle_config(family)
-    env, base = family.env()
-    train = dqn.make_train(dqn_cfg, base)
-    hp = dqn_cfg.hparams(gamma=family.gamma)
+    path = oracle_cache_path(family, fs, key, cache_dir, dqn_cfg)
     fs = dataclasses.replace(fs, seeds=min(fs.seeds, fs.oracle_seeds))
-    task_params, keys = few_shot_tasks(family, fs, key)
-    _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, hp, task_params)
-    final = np.asarray(metrics.eval_return)[:, -1]  # the trained DQN's last evaluation, not the best one
+    final = _read_cached(path)
+    if final is None:
+        env, base = family.env()
+        train = dqn.make_train(dqn_cfg, base)
+        task_params, keys = few_shot_tasks(family, fs, key)
+        _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, dqn_cfg.hparams(gamma=family.gamma),
+                                                                     task_params)
+        final = np.asarray(metrics.eval_return)[:, -1]  # the trained DQN's last evaluation, not the best one
+        _write_cached(path, final, family)
     return summarize(fs.budgets, by_task(np.repeat(final[:, None], len(fs.budgets), axis=1), fs.seeds), axes="tsb")
+
+
+def default_oracle_cache() -> Path:
+    """``$METADQN_CACHE_DIR/oracle``, else ``$XDG_CACHE_HOME/metadqn_jax/oracle``, else
+    ``~/.cache/metadqn_jax/oracle``: where the commands keep the oracle's returns."""
+    root = os.environ.get("METADQN_CACHE_DIR")
+    if root:
+        return Path(root) / "oracle"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metadqn_jax" / "oracle"
+
+
+def oracle_cache_path(family: TaskFamily, fs: FewShotConfig, key: jax.Array, cache_dir: str | Path | None,
+                      dqn_cfg: DQNConfig | None = None) -> Path | None:
+    """The file in ``cache_dir`` that holds (or will hold) :func:`oracle_returns`' runs for these
+    inputs (``None`` without a ``cache_dir``): named by a hash of everything they depend on."""
+    if cache_dir is None:
+        return None
+    dqn_cfg = dqn_cfg or default_oracle_config(family)
+    fs = dataclasses.replace(fs, seeds=min(fs.seeds, fs.oracle_seeds))
+    inputs = {"family": family.to_spec(), "split": fs.split, "num_tasks": fs.num_tasks, "seeds": fs.seeds,
+              "key": np.asarray(jax.random.key_data(key)).tolist(), "impl": str(jax.random.key_impl(key)),
+              "dqn": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(dqn_cfg).items()},
+              "metadqn_jax": __version__, "jax": jax.__version__, "backend": jax.default_backend()}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return Path(cache_dir) / f"{family.name}-{digest}.json"
+
+
+def _read_cached(path: Path | None) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return np.asarray(json.loads(path.read_text())["final"], np.float64)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: trained again and rewritten
+
+
+def _write_cached(path: Path | None, final: np.ndarray, family: TaskFamily) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"family": family.name, "final": final.tolist()}))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: the result is still returned
 
 
 def default_oracle_config(family: TaskFamily) -> DQNConfig:
