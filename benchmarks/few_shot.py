@@ -39,6 +39,7 @@ from metadqn_jax.core.validate import ConfigError
 from metadqn_jax.app.common import apply_family_options
 from metadqn_jax.app.options import add_family_arguments
 from metadqn_jax.runs.yamlio import coerce, plain
+from metadqn_jax.core.compile import compile_options, fast_options
 from metadqn_jax.compare import compare
 from metadqn_jax.fewshot import (
     FewShotConfig,
@@ -193,10 +194,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.meta_seeds < 1:
         p.error(f"--meta-seeds must be >= 1, got {args.meta_seeds}")
-    cmp = compare(base, algorithms, fs, seed=args.seed, validation=validation, oracle=not args.no_oracle,
-                  progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
-                  meta_seeds=args.meta_seeds, workers=args.workers,
-                  oracle_cache=None if args.no_oracle_cache else default_oracle_cache())
+    with compile_options(fast_options() if args.quick else None):  # --quick: tiny programs, compile-bound
+        cmp = compare(base, algorithms, fs, seed=args.seed, validation=validation, oracle=not args.no_oracle,
+                      progress=not args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
+                      meta_seeds=args.meta_seeds, workers=args.workers,
+                      oracle_cache=None if args.no_oracle_cache else default_oracle_cache())
     wall = time.perf_counter() - t0
     results = cmp.results
     out = report.to_dict(results, meta_seeds=list(range(args.seed, args.seed + args.meta_seeds)))

@@ -64,6 +64,12 @@ class Cancelled(Exception):
     failed or was interrupted (:func:`compare`'s callback)."""
 
 
+class StopComparison(Exception):
+    """Raised by a train hook to end the comparison at a point of its own (e.g. ``metadqn train
+    --stop-after``): the parts not yet started are dropped, the running ones go on until they end
+    or stop at their own point, and then :func:`compare` raises the first of these."""
+
+
 class TrainHook(Protocol):
     def __call__(self, cfg: MetaConfig, key: jax.Array, *, callback: Callable, position: int | None) -> TrainResult:
         """Meta-trains ``cfg`` from ``key`` (like :func:`~metadqn_jax.driver.train_meta`), calling
@@ -222,23 +228,32 @@ def compare(
 
 
 def _run_parts(parts: Mapping[str, Callable[[], Any]], workers: int, cancel: threading.Event) -> dict[str, Any]:
-    """``{name: part()}`` in the order of ``parts``, ``workers`` at a time; the first failure (or
+    """``{name: part()}`` in the order of ``parts``, ``workers`` at a time. The first failure (or
     an interruption of the waiting thread) sets ``cancel``, waits for the running parts to stop,
-    and is raised."""
+    and is raised; a :class:`StopComparison` drops the parts not yet started and is raised once
+    the running ones have ended."""
     if workers == 1:
         return {name: part() for name, part in parts.items()}
+    stops: list[StopComparison] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compare") as pool:
         futures = {name: pool.submit(part) for name, part in parts.items()}
         try:
             for future in as_completed(futures.values()):
-                if future.exception() is not None:
-                    raise future.exception()
+                error = None if future.cancelled() else future.exception()
+                if isinstance(error, StopComparison):
+                    stops.append(error)
+                    for other in futures.values():
+                        other.cancel()  # only those not started
+                elif error is not None:
+                    raise error
         except BaseException:
             cancel.set()
             for future in futures.values():
                 future.cancel()
             wait(futures.values())
             raise
+    if stops:
+        raise stops[0]
     return {name: future.result() for name, future in futures.items()}
 
 

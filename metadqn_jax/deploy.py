@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax.core.compile import jit
 from metadqn_jax import envs
 from metadqn_jax.checkpoint import FORMAT_POLICY, Checkpointer, CheckpointError
 from metadqn_jax.compare import config_for
@@ -128,7 +129,7 @@ def _adapt_program(cfg: MetaConfig, fs: FewShotConfig, learner: Learner):
     """The jitted few-shot program returning parameters (cached: adapting many tasks one by one
     with the same budget compiles once)."""
     run, _ = make_few_shot(cfg, fs, learner, return_params=True)
-    return jax.jit(run)
+    return jit(run)
 
 
 def _describe(value: Any) -> str:

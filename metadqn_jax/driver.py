@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import sharding
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core.divergence import DivergenceError, first_divergence
 from metadqn_jax.core.tree import tree_where
 from metadqn_jax.core.validate import nonneg_int, positive_int, require
@@ -173,12 +174,11 @@ def make_validator(cfg: MetaConfig, val: ValidationConfig):
     """``validate(params, target, key, hp) -> mean greedy return`` on validation tasks after
     the learner's adaptation rule on ``support_size`` fresh transitions (no fine-tuning), or
     averaged over ``val.budgets`` (transitions seen) when those are given
-    (:func:`validation_protocol`)."""
+    (:func:`validation_protocol`). Pure and traceable: jit it (vmapped over seeds, if any)."""
     fs = validation_protocol(cfg, val)
     run, _ = make_few_shot(cfg, fs)
     n = min(val.num_tasks, cfg.task_family.num_tasks("val"))
 
-    @jax.jit
     def validate(params, target, key, hp):
         task_params, keys = few_shot_tasks(cfg.task_family, dataclasses.replace(fs, num_tasks=n), key)
         return run(params, target, task_params, keys, hp).mean()
@@ -259,8 +259,8 @@ def train_meta(
     early_stop = early_stop or init_early_stop(state)
     val_interval = validation.interval(cfg.num_meta_steps)
     validate = make_validator(cfg, validation) if val_interval else None
-    if validate is not None and seeds is not None:
-        validate = jax.jit(jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
+    if validate is not None:
+        validate = jit(validate if seeds is None else jax.vmap(validate, in_axes=(0, 0, None, hp_axis)))
     val_every_chunks = max(1, -(-val_interval // cfg.chunk_size)) if val_interval else 0
     val_key = jax.random.key(12345)
     history: list[dict] = []
@@ -335,7 +335,7 @@ def compiled_chunks(state: MetaState, seeds: bool, hp_rows: bool, mesh: Any) -> 
     if hp_rows:
         chunk = meta_train_hparam_rows
     if mesh is None:
-        return state, jax.jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
+        return state, jit(chunk, static_argnums=(0, 3), donate_argnums=(1,))
     spec = sharding.task_axis_spec(state, PER_TASK_FIELDS, axis=batch_axes)
     state = sharding.shard_meta_state(state, mesh, spec)
     return state, sharding.jit_meta_train(chunk, mesh, spec, batch_axes=batch_axes)

@@ -61,6 +61,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core.optim import is_prng_key
 
 # Importing this module starts no jax backend (it imports neither gymnax nor metadqn_jax.meta,
@@ -284,7 +285,7 @@ def jit_meta_train(train, mesh: Mesh, spec, *, donate: bool = True, batch_axes: 
     state keeps the same shardings and the metrics are replicated.
     """
     state_sh, rep = state_shardings(mesh, spec), replicated(mesh)
-    jitted = jax.jit(
+    jitted = jit(
         _sharded_meta_train,
         static_argnums=(0, 1, 4, 5, 6, 7),
         in_shardings=(state_sh, rep),

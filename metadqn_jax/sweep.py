@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import driver
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core import stats
 from metadqn_jax.core.hparams import check_hparams
 from metadqn_jax.core.validate import ConfigError, in_range, positive_int
@@ -328,7 +329,7 @@ def final_validation(cfg, fs, params, target, hp) -> np.ndarray:
     n = min(fs.num_tasks, cfg.task_family.num_tasks("val"))
     task_params, val_keys = few_shot_tasks(cfg.task_family, dataclasses.replace(fs, num_tasks=n),
                                            jax.random.key(FINAL_VALIDATION_SEED))
-    evaluate = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, 0)))
+    evaluate = jit(jax.vmap(run, in_axes=(0, 0, None, None, 0)))
     return np.asarray(evaluate(params, target, task_params, val_keys, hp), np.float64)
 
 

@@ -924,9 +924,9 @@ def test_validation_budgets_select_what_the_validator_scores():
     params, other = learner.init(jax.random.key(0)), learner.init(jax.random.key(1))
     mixed = {**params, "enc": other["enc"]}  # same Q-network, another encoder
     hp, key = cfg.hparams(), jax.random.key(3)
-    at0 = make_validator(cfg, ValidationConfig(num_tasks=4, budgets=(0,)))
+    at0 = jax.jit(make_validator(cfg, ValidationConfig(num_tasks=4, budgets=(0,))))
     assert float(at0(params, params, key, hp)) == float(at0(mixed, params, key, hp))
-    full = make_validator(cfg, ValidationConfig(num_tasks=4))  # at support_size: the encoder matters
+    full = jax.jit(make_validator(cfg, ValidationConfig(num_tasks=4)))  # at support_size: the encoder matters
     assert float(full(params, params, key, hp)) != float(full(mixed, params, key, hp))
 
 

@@ -92,6 +92,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "checkpoint_every": 500,
             "keep": 3,
             "num_devices": None,
+            "fast_compile": False,
         },
     },
     "dqn": {
@@ -131,6 +132,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "family": None,
             "task": 0,
             "split": "test",
+            "fast_compile": False,
         },
     },
     "regress": {
@@ -158,6 +160,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
         },
         "run": {
             "algorithms": ["maml", "pretrained"],
+            "fast_compile": False,
         },
     },
     "sweep": {
@@ -221,6 +224,7 @@ COMMAND_DEFAULTS: dict[str, dict] = {
             "seeds": 3,
             "seed": 0,
             "num_devices": None,
+            "fast_compile": False,
         },
     },
 }

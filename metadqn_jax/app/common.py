@@ -11,13 +11,15 @@ from typing import Any
 
 import jax
 
+from metadqn_jax.core.compile import compile_options, fast_options
 from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.progress import info
 from metadqn_jax.runs.families import import_family_module, load_family_file
 from metadqn_jax.runs.record import config_layer
 from metadqn_jax.runs.yamlio import load_yaml, parse_overrides
 
-__all__ = ["info", "configure_jax", "apply_family_options", "resolve_config", "with_oracle", "check_unchanged"]
+__all__ = ["info", "configure_jax", "apply_family_options", "compiling", "resolve_config", "with_oracle",
+           "check_unchanged"]
 
 
 def configure_jax(args: argparse.Namespace) -> None:
@@ -76,6 +78,13 @@ def apply_family_options(args: argparse.Namespace, flags: dict[str, Any] | None 
     if chosen:
         flags.setdefault(section, {})[field] = chosen
     return chosen or None
+
+
+def compiling(fast: bool):
+    """The block in which a command builds its programs: with ``fast`` (its ``fast_compile``
+    setting) compiled for compilation speed (:func:`metadqn_jax.core.compile.fast_options`), else
+    with XLA's defaults."""
+    return compile_options(fast_options() if fast else None)
 
 
 def resolve_config(cls, args: argparse.Namespace, flags: Mapping[str, Any], default_layer: Mapping[str, Any],

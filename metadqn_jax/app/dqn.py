@@ -21,11 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import dqn, envs, tasks
-from metadqn_jax.report import plot_curves
 from metadqn_jax.app import presets
-from metadqn_jax.app.common import apply_family_options, configure_jax, info, resolve_config
+from metadqn_jax.app.common import (
+    apply_family_options,
+    compiling,
+    configure_jax,
+    info,
+    resolve_config,
+)
 from metadqn_jax.app.logs import CSVLog, TBLog
 from metadqn_jax.core import stats
+from metadqn_jax.core.compile import jit
+from metadqn_jax.report import plot_curves
 from metadqn_jax.runs import folder, layout
 from metadqn_jax.runs.configs import DQNRunConfig
 from metadqn_jax.runs.record import write_config
@@ -47,7 +54,8 @@ def cmd_dqn(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         return 0
     run_dir = folder.new_run_dir(args.out, args.name, "dqn", cfg.run.family or cfg.dqn.env_id)
     with folder.create_run_dir(run_dir, "dqn", getattr(args, "argv", None)):  # the run folder's lock
-        return _dqn(args, cfg, run_dir)
+        with compiling(cfg.run.fast_compile):
+            return _dqn(args, cfg, run_dir)
 
 
 def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
@@ -68,7 +76,7 @@ def _dqn(args: argparse.Namespace, cfg, run_dir) -> int:
     info(f"training DQN on {where}: {cfg.dqn.total_steps} env steps x {cfg.run.seeds} seed(s) as one "
          "compiled program (no progress bar: results appear when it finishes)")
     t0 = time.perf_counter()
-    _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
+    _, metrics = jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
     metrics = jax.tree.map(np.asarray, metrics)
     wall = time.perf_counter() - t0
     diverged = _divergence(metrics, cfg.run.seed)

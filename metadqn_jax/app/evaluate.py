@@ -19,7 +19,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from metadqn_jax.app.common import apply_family_options, check_unchanged, configure_jax, info, with_oracle
+from metadqn_jax.app.common import (
+    apply_family_options,
+    check_unchanged,
+    compiling,
+    configure_jax,
+    info,
+    with_oracle,
+)
 from metadqn_jax.app.results import write_few_shot
 from metadqn_jax.app.train import restore_meta_checkpoint
 from metadqn_jax.checkpoint import Checkpointer, CheckpointError
@@ -60,7 +67,8 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     if "/" in args.tag or args.tag in ("", ".", ".."):
         raise ConfigError(f"--tag must be a plain file name stem, got {args.tag!r}")
     with folder.open_run_dir(run_dir, getattr(args, "argv", None)):
-        return _evaluate(args, cfg, run_dir)
+        with compiling(cfg.run.fast_compile):
+            return _evaluate(args, cfg, run_dir)
 
 
 def _evaluate(args: argparse.Namespace, cfg, run_dir: Path) -> int:

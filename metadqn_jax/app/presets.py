@@ -59,7 +59,7 @@ QUICK_TRAIN: Layer = {
         "eval_episodes": 1,
     },
     "validation": {"every": 10, "num_tasks": 2},
-    "run": {"meta_seeds": 1, "checkpoint_every": 10, "keep": 2},
+    "run": {"meta_seeds": 1, "checkpoint_every": 10, "keep": 2, "fast_compile": True},  # tiny: compile time dominates
 }
 
 # -------------------------------------------------------------------------- metadqn dqn
@@ -81,6 +81,7 @@ QUICK_DQN: Layer = {
         "eval_every": 200,
         "eval_episodes": 2,
     },
+    "run": {"fast_compile": True},
 }
 
 # ---------------------------------------------------------------------- metadqn regress
@@ -93,6 +94,7 @@ DEFAULT_REGRESS: Layer = {
 QUICK_REGRESS: Layer = {
     "regression": {"num_iterations": 20, "chunk_size": 10, "hidden": [16, 16], "meta_batch": 4},
     "eval": {"num_tasks": 8, "shots": [5], "steps": [0, 1]},
+    "run": {"fast_compile": True},
 }
 
 # ------------------------------------------------------------------------ metadqn sweep
@@ -107,5 +109,5 @@ DEFAULT_SWEEP: Layer = {
 QUICK_SWEEP: Layer = {
     "meta": dict(QUICK_TRAIN["meta"]),
     "validation": dict(QUICK_TRAIN["validation"]),
-    "sweep": {"seeds": 2},
+    "sweep": {"seeds": 2, "fast_compile": True},
 }

@@ -20,11 +20,11 @@ import numpy as np
 import tqdm.auto
 
 from metadqn_jax import regression
-from metadqn_jax.report import plot_regress
 from metadqn_jax.app import presets
-from metadqn_jax.app.common import configure_jax, info, resolve_config
+from metadqn_jax.app.common import compiling, configure_jax, info, resolve_config
 from metadqn_jax.app.logs import CSVLog, TBLog
 from metadqn_jax.core.divergence import DivergenceError, first_divergence
+from metadqn_jax.report import plot_regress
 from metadqn_jax.runs import folder, layout
 from metadqn_jax.runs.configs import RegressRunConfig
 from metadqn_jax.runs.record import write_config
@@ -44,7 +44,8 @@ def cmd_regress(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
         return 0
     run_dir = folder.new_run_dir(args.out, args.name, "regress", "sinusoid")
     with folder.create_run_dir(run_dir, "regress", getattr(args, "argv", None)):  # the run folder's lock
-        return _regress(args, cfg, run_dir)
+        with compiling(cfg.run.fast_compile):
+            return _regress(args, cfg, run_dir)
 
 
 def _regress(args: argparse.Namespace, cfg, run_dir) -> int:

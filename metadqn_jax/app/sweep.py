@@ -27,7 +27,13 @@ from typing import Any
 
 from metadqn_jax import report
 from metadqn_jax.app import presets
-from metadqn_jax.app.common import apply_family_options, configure_jax, info, resolve_config
+from metadqn_jax.app.common import (
+    apply_family_options,
+    compiling,
+    configure_jax,
+    info,
+    resolve_config,
+)
 from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.progress import ChunkBar
 from metadqn_jax.runs import folder, layout
@@ -76,7 +82,8 @@ def cmd_sweep(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     task_mesh(cfg.meta.num_tasks, cfg.sweep.num_devices, cfg.meta.task_micro_batch)  # fail before compute
     lock = folder.create_run_dir(run_dir, "sweep", getattr(args, "argv", None))
     try:
-        return _sweep(args, cfg, run_dir)
+        with compiling(cfg.sweep.fast_compile):
+            return _sweep(args, cfg, run_dir)
     finally:
         lock.release()
 

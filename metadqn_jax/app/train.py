@@ -36,6 +36,7 @@ from metadqn_jax.app import presets
 from metadqn_jax.app.common import (
     apply_family_options,
     check_unchanged,
+    compiling,
     configure_jax,
     info,
     resolve_config,
@@ -44,7 +45,14 @@ from metadqn_jax.app.common import (
 from metadqn_jax.app.logs import META_CSV_FIELDS, CSVLog, TBLog, meta_row_scalars
 from metadqn_jax.app.results import write_few_shot
 from metadqn_jax.checkpoint import Checkpointer, CheckpointError
-from metadqn_jax.compare import Cancelled, compare, config_for, protocol_text
+from metadqn_jax.compare import (
+    Cancelled,
+    StopComparison,
+    compare,
+    config_for,
+    protocol_text,
+)
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core.errors import ConfigError
 from metadqn_jax.deploy import export_policy
 from metadqn_jax.fewshot import default_oracle_cache
@@ -64,8 +72,9 @@ RESUME_MAY_CHANGE = ("meta.num_meta_steps", "few_shot.*", "run.baselines", "run.
 EXIT_DIVERGED = 3  # the exit status of a run stopped by the divergence guard
 
 
-class StopRequested(Exception):
-    """``--stop-after`` reached: training stops after saving a checkpoint (a simulated interruption)."""
+class StopRequested(StopComparison):
+    """``--stop-after`` reached: training stops after saving a checkpoint (a simulated interruption;
+    the other algorithms training at the same time stop at the same meta-step)."""
 
     def __init__(self, algorithm: str, step: int):
         super().__init__(f"{algorithm} stopped at meta-step {step}")
@@ -172,7 +181,7 @@ class MetaTrainer:
         try:
             restored = self._restore_to_continue(cfg_a, program, ck)
             if restored is None:  # jitted: bit-identical to train_meta's eager init, compiled (and cached) at once
-                state = jax.jit(driver.seeded_init(program, self.cfg.run.meta_seeds > 1))(key, hp)
+                state = jit(driver.seeded_init(program, self.cfg.run.meta_seeds > 1))(key, hp)
                 early_stop, start = None, 0
             else:
                 state, early_stop, start = restored.tree["state"], restored.tree["early_stop"], restored.step
@@ -410,7 +419,8 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     argv = getattr(args, "argv", None)
     lock = folder.open_run_dir(run_dir, argv) if args.resume else folder.create_run_dir(run_dir, "train", argv)
     try:
-        return _train(args, cfg, run_dir)
+        with compiling(cfg.run.fast_compile):
+            return _train(args, cfg, run_dir)
     finally:
         lock.release()
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metadqn_jax.core.compile import jit
 from metadqn_jax import __version__, dqn, envs
 from metadqn_jax.dqn import DQNConfig
 from metadqn_jax.fewshot.evaluate import few_shot_tasks
@@ -63,7 +64,7 @@ def oracle_returns(
         env, base = family.env()
         train = dqn.make_train(dqn_cfg, base)
         task_params, keys = few_shot_tasks(family, fs, key)
-        _, metrics = jax.jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, dqn_cfg.hparams(gamma=family.gamma),
+        _, metrics = jit(jax.vmap(train, in_axes=(0, None, 0)))(keys, dqn_cfg.hparams(gamma=family.gamma),
                                                                      task_params)
         final = np.asarray(metrics.eval_return)[:, -1]  # the trained DQN's last evaluation, not the best one
         _write_cached(path, final, family)

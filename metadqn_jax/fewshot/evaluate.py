@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metadqn_jax import envs
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core import replay, rollout
 from metadqn_jax.core.types import example_transition
 from metadqn_jax.core.validate import in_range
@@ -59,9 +60,9 @@ def evaluate_few_shot(
     run, _ = make_few_shot(meta_cfg, fs, learner, meta_learned=meta_learned)
     task_params, keys = few_shot_tasks(meta_cfg.task_family, fs, key)
     if meta_seeds is None:
-        returns = jax.jit(run)(meta_params, meta_target, task_params, keys, hp)
+        returns = jit(run)(meta_params, meta_target, task_params, keys, hp)
         return summarize(fs.budgets, by_task(returns, fs.seeds), axes="tsb")
-    returns = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, None)))(meta_params, meta_target, task_params, keys, hp)
+    returns = jit(jax.vmap(run, in_axes=(0, 0, None, None, None)))(meta_params, meta_target, task_params, keys, hp)
     returns = np.asarray(returns)
     return summarize(fs.budgets, returns.reshape(returns.shape[0], -1, fs.seeds, returns.shape[-1]), axes="mtsb")
 
@@ -124,9 +125,9 @@ def first_episode_curve(
     runs = jax.vmap(one_run, in_axes=(None, None, 0, 0))
     budgets = tuple(range(1, steps + 1))
     if meta_seeds is None:
-        curves = jax.jit(runs)(meta_params, meta_target, task_params, keys)
+        curves = jit(runs)(meta_params, meta_target, task_params, keys)
         return summarize(budgets, by_task(curves, fs.seeds), axes="tsb")
-    curves = np.asarray(jax.jit(jax.vmap(runs, in_axes=(0, 0, None, None)))(meta_params, meta_target, task_params, keys))
+    curves = np.asarray(jit(jax.vmap(runs, in_axes=(0, 0, None, None)))(meta_params, meta_target, task_params, keys))
     return summarize(budgets, curves.reshape(curves.shape[0], -1, fs.seeds, steps), axes="mtsb")
 
 

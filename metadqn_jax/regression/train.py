@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadqn_jax.core.compile import jit
 from metadqn_jax.core.divergence import DivergenceError, first_divergence
 from metadqn_jax.core.networks import MLP
 from metadqn_jax.core.optim import INNER_OPTIMIZERS, inner_optimizer
@@ -214,7 +215,7 @@ def make_meta_train(config: RegressionConfig) -> MetaTrainer:
     def _train_chunk(state: MetaTrainState, length: int) -> tuple[MetaTrainState, TrainMetrics]:
         return jax.lax.scan(one_iteration, state, None, length=length)
 
-    train_chunk = jax.jit(_train_chunk, static_argnums=1)
+    train_chunk = jit(_train_chunk, static_argnums=1)
 
     def run(
         key: jax.Array | None = None,

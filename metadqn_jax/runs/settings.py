@@ -33,6 +33,7 @@ class TrainSettings:
     checkpoint_every: int = 500  # meta-steps between checkpoints (0: only at the end)
     keep: int = 3  # checkpoints kept per algorithm (the most recent ones)
     num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
+    fast_compile: bool = False  # compile for compilation speed (small runs: XLA optimisation level 0; core.compile)
 
     def __post_init__(self):
         algos = _unique(self.algorithms)
@@ -49,6 +50,7 @@ class TrainSettings:
         positive_int("run.keep", self.keep)
         if self.num_devices is not None:
             positive_int("run.num_devices", self.num_devices)
+        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
 
     @property
     def trained(self) -> tuple[str, ...]:
@@ -66,12 +68,14 @@ class DQNSettings:
     family: str | None = None  # train on one task of this family (None: dqn.env_id's default task)
     task: int = 0  # index of the task in the family's split (< its size: DQNRunConfig checks)
     split: str = "test"  # the family split the task comes from
+    fast_compile: bool = False  # compile for compilation speed (small runs: XLA optimisation level 0; core.compile)
 
     def __post_init__(self):
         nonneg_int("run.seed", self.seed)
         positive_int("run.seeds", self.seeds)
         nonneg_int("run.task", self.task)
         require(self.split in ("train", "val", "test"), "run.split", "'train', 'val' or 'test'", self.split)
+        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +83,14 @@ class RegressSettings:
     """Run-level settings of ``metadqn regress`` (section ``run``)."""
 
     algorithms: tuple[str, ...] = ("maml", "pretrained")
+    fast_compile: bool = False  # compile for compilation speed (small runs: XLA optimisation level 0; core.compile)
 
     def __post_init__(self):
         algos = _unique(self.algorithms)
         require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
                 f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
         object.__setattr__(self, "algorithms", algos)
+        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +128,7 @@ class SweepSettings:
     seeds: int = 3  # meta-training seeds per combination
     seed: int = 0  # the first run seed (seed i trains from the key of 'metadqn train --seed seed+i')
     num_devices: int | None = None  # devices the task axis is sharded over (None: all; 1: no sharding)
+    fast_compile: bool = False  # compile for compilation speed (small runs: XLA optimisation level 0; core.compile)
 
     def __post_init__(self):
         require(self.algorithm in ALGORITHMS, "sweep.algorithm", f"one of {ALGORITHMS}", self.algorithm)
@@ -131,6 +138,7 @@ class SweepSettings:
         nonneg_int("sweep.seed", self.seed)
         if self.num_devices is not None:
             positive_int("sweep.num_devices", self.num_devices)
+        require(isinstance(self.fast_compile, bool), "sweep.fast_compile", "true or false", self.fast_compile)
 
     @property
     def parsed_grid(self) -> Grid:
