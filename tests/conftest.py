@@ -52,18 +52,10 @@ def shared_compile_cache():
     jax.clear_caches()
 
 
-@pytest.fixture
-def full_optimization():
-    """XLA's default optimisation for the test's programs (long-running ones, e.g. 100k-step DQNs,
-    run several times slower at the fast-compile settings)."""
-    with compile_options(None):
-        yield
-
-
 @pytest.fixture(scope="session", autouse=True)
 def fast_compile():
     """The tests' programs are small: the library compiles them for compilation speed (about
     2.5x faster to compile, the same semantics; core.compile.fast_options). A test that runs long
-    programs opts out with ``full_optimization``."""
+    programs can opt out with ``with compile_options(None):`` around building them."""
     with compile_options(fast_options()):
         yield

@@ -3,8 +3,8 @@ force (:func:`compile_options`), so that a run can trade running speed for compi
 
 XLA's default CPU pipeline optimises hard; for tiny programs (smoke tests, ``--quick`` runs,
 the test suite) compilation then dominates. :func:`fast_options` (optimisation level 0, no
-expensive LLVM passes, no fusion emitters) compiles such programs about 2.5 times faster and
-runs large ones 2 to 4 times slower (BENCHMARKS.md, "Time to a result"). Options change float
+expensive LLVM passes, no fusion emitters) compiles such programs faster and runs large ones
+slower (figures: BENCHMARKS.md, "The cost of a result"). Options change float
 rounding, so a run and its resume must compile alike (``run.fast_compile`` of the commands).
 
 >>> from metadqn_jax.core.compile import compile_options, fast_options, jit
