@@ -2,10 +2,13 @@
 (``--family-module benchmarks/zoo/gridgoal.py``): ``GridGoal-v0``, a small grid where the agent
 looks for a goal it does not observe.
 
-* ``gridgoal-goal`` — the goal's cell varies (unobserved) and the reward is sparse: +1 on the
-  goal (the episode ends there), 0 elsewhere.
-* ``gridgoal-turned`` — the goal is fixed in a corner but what the four actions mean turns by a
-  quarter per task step (``action_turn`` in 0..3): one policy cannot serve every task.
+* ``gridgoal-goal`` — the goal's cell varies (unobserved; any cell off the start's row and
+  column, 64 tasks) and the reward is sparse: +1 on the goal (the episode ends there), 0 elsewhere.
+* ``gridgoal-turned`` — the goal lies near a corner (16 cells) and what the four actions mean
+  turns by a quarter per task step (``action_turn`` in 0..3; 64 tasks): one policy cannot serve
+  every task.
+
+Both have 64 distinct tasks, so their pools are sized to fit: 36 train, 8 validation, 20 test.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ class GridGoalState(environment.EnvState):
 
 @struct.dataclass
 class GridGoalParams(environment.EnvParams):
-    goal_x: int = 6
-    goal_y: int = 6
+    goal_x: int = 8
+    goal_y: int = 8
     action_turn: int = 0  # quarter turns added to every action's direction
-    size: int = 7  # the grid is size x size; the agent starts in the middle
+    size: int = 9  # the grid is size x size; the agent starts in the middle
     max_steps_in_episode: int = 50
 
 
@@ -76,9 +79,14 @@ class GridGoal(environment.Environment[GridGoalState, GridGoalParams]):
 
 
 register_env("GridGoal-v0", GridGoal, overwrite=True)
-register_family(TaskFamily("gridgoal-goal", "GridGoal-v0", choices={"goal_x": (0, 1, 5, 6), "goal_y": (0, 1, 5, 6)},
-                           gamma=0.95, description="an unobserved goal cell, sparse reward (+1 on the goal)"),
+OFF_CENTRE = (0, 1, 2, 3, 5, 6, 7, 8)  # the agent starts at (4, 4)
+NEAR_CORNERS = (0, 1, 7, 8)
+POOLS = {"num_train": 36, "num_val": 8, "num_test": 20}  # 64 distinct tasks each
+register_family(TaskFamily("gridgoal-goal", "GridGoal-v0", choices={"goal_x": OFF_CENTRE, "goal_y": OFF_CENTRE},
+                           gamma=0.95, description="an unobserved goal cell, sparse reward (+1 on the goal)", **POOLS),
                 overwrite=True)
-register_family(TaskFamily("gridgoal-turned", "GridGoal-v0", choices={"action_turn": (0, 1, 2, 3)}, gamma=0.95,
-                           description="the goal in a corner; what the actions mean turns per task"),
+register_family(TaskFamily("gridgoal-turned", "GridGoal-v0",
+                           choices={"action_turn": (0, 1, 2, 3), "goal_x": NEAR_CORNERS, "goal_y": NEAR_CORNERS},
+                           gamma=0.95, description="a goal near a corner; what the actions mean turns per task",
+                           **POOLS),
                 overwrite=True)
