@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 import yaml
 
@@ -268,3 +270,27 @@ def test_readme_family_is_the_shipped_example_and_loads():
     cfg = MetaConfig(family=family.name, algorithm="context")
     assert (cfg.activation, cfg.updates_per_step, cfg.num_meta_steps, cfg.setting("meta_lr")) == ("swish", 8, 1500, 1e-3)
     assert family.few_shot_budgets == (0, 25, 100, 250, 500, 1000, 2000)  # Acrobot's 500-step episodes
+
+
+ZOO = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "zoo"
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_development_families_files_build(path, monkeypatch):
+    """Every YAML family of benchmarks/zoo/ builds (its pools fit its distinct tasks, its
+    recommendations are known settings) and samples its test split."""
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))  # registered for this test only
+    family = userfamily.load_family_file(str(path))
+    assert family.name == path.stem
+    tasks = family.sample(jax.random.PRNGKey(0), 4, "test")
+    assert jax.tree_util.tree_leaves(tasks)[0].shape[0] == 4
+
+
+def test_the_development_families_module_builds():
+    """benchmarks/zoo/gridgoal.py registers its environment and both families (in a fresh process:
+    the registries of this one stay as the other tests expect them)."""
+    code = ("from metadqn_jax.runs.families import import_family_module; "
+            f"print(import_family_module({str(ZOO / 'gridgoal.py')!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                         check=True).stdout
+    assert out.strip() == "['gridgoal-goal', 'gridgoal-turned']"
