@@ -17,7 +17,7 @@ import numpy as np
 
 from metadqn_jax.core.errors import ConfigError
 
-__all__ = ["ConfigError", "require", "positive_int", "nonneg_int", "in_range"]
+__all__ = ["ConfigError", "require", "positive_int", "nonneg_int", "boolean", "in_range"]
 
 
 def require(ok: bool, field: str, allowed: str, value: Any) -> None:
@@ -36,6 +36,11 @@ def nonneg_int(name: str, value: Any) -> None:
     """Raises :class:`ConfigError` unless ``value`` is an int (not a bool) ``>= 0``."""
     require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0,
             name, "an integer >= 0", value)
+
+
+def boolean(name: str, value: Any) -> None:
+    """``value`` must be ``True`` or ``False`` (YAML's true / false)."""
+    require(isinstance(value, bool), name, "true or false", value)
 
 
 def in_range(name: str, value: Any, low: float, high: float, *, low_open=False, high_open=False) -> None:

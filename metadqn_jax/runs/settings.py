@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from metadqn_jax.core.validate import in_range, nonneg_int, positive_int, require
+from metadqn_jax.core.validate import boolean, in_range, nonneg_int, positive_int, require
 from metadqn_jax.meta.defaults import ALGORITHMS
 from metadqn_jax.regression import REGRESSION_ALGORITHMS
 from metadqn_jax.sweep import Grid, parse_grid
@@ -50,7 +50,7 @@ class TrainSettings:
         positive_int("run.keep", self.keep)
         if self.num_devices is not None:
             positive_int("run.num_devices", self.num_devices)
-        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
+        boolean("run.fast_compile", self.fast_compile)
 
     @property
     def trained(self) -> tuple[str, ...]:
@@ -75,7 +75,7 @@ class DQNSettings:
         positive_int("run.seeds", self.seeds)
         nonneg_int("run.task", self.task)
         require(self.split in ("train", "val", "test"), "run.split", "'train', 'val' or 'test'", self.split)
-        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
+        boolean("run.fast_compile", self.fast_compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class RegressSettings:
         require(len(algos) > 0 and all(a in REGRESSION_ALGORITHMS for a in algos), "run.algorithms",
                 f"a non-empty list of {REGRESSION_ALGORITHMS}", list(self.algorithms))
         object.__setattr__(self, "algorithms", algos)
-        require(isinstance(self.fast_compile, bool), "run.fast_compile", "true or false", self.fast_compile)
+        boolean("run.fast_compile", self.fast_compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +138,7 @@ class SweepSettings:
         nonneg_int("sweep.seed", self.seed)
         if self.num_devices is not None:
             positive_int("sweep.num_devices", self.num_devices)
-        require(isinstance(self.fast_compile, bool), "sweep.fast_compile", "true or false", self.fast_compile)
+        boolean("sweep.fast_compile", self.fast_compile)
 
     @property
     def parsed_grid(self) -> Grid:
