@@ -270,6 +270,10 @@ def main(argv=None) -> int:
         for k, d in drops.items() if d is not None)
     if cmp.guards:
         table += "\n\n" + report.guard_line(cmp.guards)
+    out["untrained_baselines"] = report.untrained_baselines(results, algorithms)
+    if out["untrained_baselines"]:
+        table = (f"VOID comparison: {', '.join(out['untrained_baselines'])} did not train (never above scratch, "
+                 "paired 95% CI, at any budget): a win over it says nothing.\n\n" + table)
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

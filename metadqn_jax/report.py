@@ -56,6 +56,23 @@ def paired(a: FewShotResult, b: FewShotResult) -> stats.Paired:
     return stats.paired_compare(ra, rb)
 
 
+def untrained_baselines(results: Mapping[str, FewShotResult], algorithms: Sequence[str]) -> list[str]:
+    """The trained baselines (every init but ``algorithms``, ``scratch`` and ``oracle``) whose
+    return is not above ``scratch``'s at any budget (the lower end of the paired 95 % interval,
+    resampling whole tasks, never above 0): a comparison with one of them is void. ``[]``
+    without a ``scratch`` result or per-run returns."""
+    scratch = results.get("scratch")
+    if scratch is None or scratch.returns is None:
+        return []
+    out = []
+    for name, r in results.items():
+        if name in algorithms or name in ("scratch", "oracle") or r.returns is None:
+            continue
+        if not np.any(np.asarray(paired(r, scratch).diff_low) > 0):
+            out.append(name)
+    return out
+
+
 def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:
     """Markdown: every other init (the oracle and ``baseline`` excluded) minus ``baseline``,
     paired by task (:func:`paired`): the mean difference, its 95 % interval ``[low, high]`` (a

@@ -118,3 +118,28 @@ def test_few_shot_set_takes_literals_and_bare_words():
     for bad in (["adapt=two words"], ["tau=0.9.9"], ["not_a_field=1"], ["tau="]):
         with pytest.raises(SystemExit):
             parse_sets(p, bad)
+
+
+def _zoo_json(context, pretrained, scratch, oracle, diff_high, budgets=(0, 25, 500)):
+    rows = {"context": context, "pretrained": pretrained, "scratch": scratch, "oracle": oracle}
+    return {"budgets": list(budgets), "first_episode": {"steps": 500},
+            **{k: {"mean": list(v)} for k, v in rows.items()},
+            "paired_vs_pretrained": {"context": {"diff_high": list(diff_high)}}}
+
+
+def test_zoo_table_applies_issue_28s_rules(tmp_path, monkeypatch, capsys):
+    """benchmarks/zoo.py: pretrained trains when it is half the oracle's return above scratch;
+    context is below pretrained where the paired interval's upper end is below 0; an inference
+    family is near the oracle within 10 % of oracle - scratch after one episode."""
+    zoo = runpy.run_path(str(ROOT / "benchmarks" / "zoo.py"), run_name="bench")
+    good = zoo["checks"](_zoo_json((300, 500, 495), (500, 500, 500), (20, 20, 25), (500,) * 3, (-1, 2, 3)), True)
+    assert good["pretrained_trains"] and good["below_pretrained_at"] == [0] and good["near_oracle"]
+    assert good["gap_one_episode"] == pytest.approx(5 / 475)
+    void = zoo["checks"](_zoo_json((30, 40, 60), (30, 30, 40), (20, 20, 25), (500,) * 3, (1, 1, 1)), False)
+    assert not void["pretrained_trains"] and void["below_pretrained_at"] == [] and void["near_oracle"] is None
+    (tmp_path / "cartpole-cart.json").write_text(json.dumps(
+        _zoo_json((300, 500, 495), (500, 500, 500), (20, 20, 25), (500,) * 3, (-1, 2, 3))))
+    assert zoo["main"](["--table-only", "--out", str(tmp_path), "--families", "cartpole-cart,pointnav-line"]) == 0
+    out = capsys.readouterr().out
+    assert "| cartpole-cart | no | 25.0 | 500.0 / 500.0 | 300.0 / 495.0 | 500.0 | yes | 0 | 1 % |" in out
+    assert "| pointnav-line | | not run |" in out and (tmp_path / "zoo.md").exists()

@@ -424,6 +424,28 @@ def test_unadapted_weight_adds_the_supports_td_gradient_at_the_unadapted_paramet
         tiny(algorithm=algorithm, unadapted_weight=-1.0)
 
 
+def test_zero_context_adds_the_querys_td_gradient_at_z_zero():
+    """Context ``zero_context = w``: the meta-gradient plus ``w × ∇ TD_query(net, z = 0)`` (the
+    policy before any data, as the pretrained network learns it); the metrics unchanged."""
+    cfg = tiny(algorithm="context", zero_context=0.5)
+    learner = meta_dqn.make_learner(cfg, 4, (2,))
+    plain = meta_dqn.make_learner(dataclasses.replace(cfg, zero_context=0.0), 4, (2,))
+    hp = cfg.hparams()
+    params = fast_jit(learner.init)(jax.random.key(0))
+    target = fast_jit(learner.init)(jax.random.key(1))
+    support = pointnav_support(cfg.support_size, 7)
+    query = (random_transitions(jax.random.key(9), 16, obs_dim=2, num_actions=4), jnp.ones(16, bool))
+    grads, m = jax.jit(learner.meta_grad)(params, target, support, query, hp)
+    grads0, m0 = jax.jit(plain.meta_grad)(params, target, support, query, hp)
+    zero = jax.grad(lambda p: learner.td_loss(learner.unadapted(p), target["net"], query, hp)[0])(params)
+    chex.assert_trees_all_close(grads, jax.tree.map(lambda g, a: g + 0.5 * a, grads0, zero), rtol=1e-5, atol=1e-7)
+    assert max_abs_diff(grads["net"], grads0["net"]) > 1e-4  # not negligible here
+    assert max_abs_diff(grads["enc"], grads0["enc"]) == 0  # z = 0 does not read the encoder
+    chex.assert_trees_all_close(m, m0)
+    with pytest.raises(ConfigError, match="^zero_context must be"):
+        tiny(algorithm="context", zero_context=-1.0)
+
+
 def test_model_loss_adds_a_model_heads_error_to_the_inner_and_outer_task_loss():
     """``model_loss = λ``: the Q-network gains a head predicting, per action, the reward and state
     change; MAML's inner steps and query loss are ``TD + λ × its masked squared error for the
@@ -872,17 +894,18 @@ def test_family_recommended_meta_settings_fill_only_unset_fields(monkeypatch):
     monkeypatch.setattr(tasks.registry, "FAMILIES", dict(tasks.registry.FAMILIES))
     assert set(meta_dqn.FAMILY_RESOLVED) <= set(FAMILY_FIELDS)  # a family may set any non-structural field
     assert set(meta_dqn.FAMILY_RESOLVED) <= meta_dqn.LIBRARY_DEFAULTS.keys()
-    c = MetaConfig(family="pointnav-goal")  # recommends nothing: the library's values
+    c = MetaConfig(family="pointnav-goal")  # 25-step episodes: derived one-meta-step tasks
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
-    c = MetaConfig(family="cartpole-flipped")
+    c = MetaConfig(family="cartpole-flipped")  # 500-step episodes: derived whole-episode tasks
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (20, "buffer", 2000)
     # an explicit value wins, even when it equals the library's default
     c = MetaConfig(family="cartpole-flipped", task_lifetime=1, query_source="adapted", buffer_size=100)
     assert (c.task_lifetime, c.query_source, c.buffer_size) == (1, "adapted", 100)
+    # a family's recommendation wins over the rule, and the rules after it read it
     tasks.register_family(tasks.TaskFamily("nav-lifetime-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
-                                           meta_defaults={"task_lifetime": 3}))
+                                           meta_defaults={"task_lifetime": 3, "updates_per_step": 2}))
     c = MetaConfig(family="nav-lifetime-test")
-    assert (c.task_lifetime, c.query_source, c.buffer_size) == (3, "adapted", 100)
+    assert (c.task_lifetime, c.query_source, c.buffer_size, c.updates_per_step, c.tau) == (3, "buffer", 300, 2, 0.99)
     tasks.register_family(tasks.TaskFamily("bad-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
                                            meta_defaults={"algorithm": "maml"}))
     with pytest.raises(ValueError, match=r"meta_defaults field 'algorithm' cannot be set by a family"):

@@ -60,6 +60,20 @@ def test_cli_verdict_counts_paired_significance_and_falls_back_to_bands():
     assert "95% CIs separated, at 0/3)" in verdict_line(no_runs, ["maml"])
 
 
+def test_verdict_is_void_when_a_baseline_did_not_train():
+    from metadqn_jax.app.results import verdict_line
+
+    untrained_baselines = report.untrained_baselines
+
+    a, b = _pair(shift=0.1)
+    trained = summarize((0, 25, 100), b.returns + 5.0)  # pretrained well above scratch
+    assert untrained_baselines({"maml": a, "pretrained": trained, "scratch": b}, ["maml"]) == []
+    line = verdict_line({"maml": a, "pretrained": b, "scratch": summarize((0, 25, 100), b.returns + 0.01)}, ["maml"])
+    assert line.startswith("VOID comparison: pretrained did not train")  # not above scratch anywhere
+    assert "maml vs. pretrained, scratch" in line.splitlines()[1]
+    assert untrained_baselines({"maml": a, "pretrained": b}, ["maml"]) == []  # no scratch: nothing to say
+
+
 def test_profile_plot_is_written(tmp_path):
     a, b = _pair()
     path = report.plot_profile({"maml": a, "pretrained": b}, tmp_path / "profile.png")

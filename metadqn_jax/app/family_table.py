@@ -15,23 +15,11 @@ BUILTIN_FAMILY_ROWS: list[dict] = [
      'splits': {'train': 1024, 'val': 128, 'test': 128},
      'description': 'cartpole-physics: CartPole-v1; length~U[0.25, 1], masspole~U[0.05, 0.5], '
                     'gravity~U[7, 12], force_mag~U[5, 15]; gamma 0.99, 500 steps, splits '
-                    '1024/128/128; meta task_lifetime=20, query_source=buffer, buffer_size=2000, '
-                    'activation=swish, updates_per_step=8, tau=0.99, epsilon=0.2, meta_lr=0.001, '
-                    'inner_lr=0.01, num_meta_steps=1500; cavia cavia_first_order=True - CartPole '
-                    'with varied physics (one policy can serve all tasks)',
+                    '1024/128/128; meta num_meta_steps=1500 - CartPole with varied physics (one '
+                    'policy can serve all tasks)',
      'varies': 'length~U[0.25, 1], masspole~U[0.05, 0.5], gravity~U[7, 12], force_mag~U[5, 15]',
      'about': 'CartPole with varied physics (one policy can serve all tasks)',
-     'meta_defaults': {'task_lifetime': 20,
-                       'query_source': 'buffer',
-                       'buffer_size': 2000,
-                       'activation': 'swish',
-                       'updates_per_step': 8,
-                       'tau': 0.99,
-                       'epsilon': 0.2,
-                       'meta_lr': 0.001,
-                       'inner_lr': 0.01,
-                       'num_meta_steps': 1500,
-                       'cavia': {'cavia_first_order': True}},
+     'meta_defaults': {'num_meta_steps': 1500},
      'budgets': [0, 25, 100, 250, 500, 1000, 2000]},
     {'name': 'pointnav-rotated',
      'env_id': 'PointNav-v0',
@@ -71,27 +59,12 @@ BUILTIN_FAMILY_ROWS: list[dict] = [
      'episode_length': 500,
      'splits': {'train': 1024, 'val': 128, 'test': 128},
      'description': 'cartpole-flipped: CartPoleSigned-v0; length~U[0.4, 0.6], force_sign in {-1, '
-                    '1}; gamma 0.99, 500 steps, splits 1024/128/128; meta task_lifetime=20, '
-                    'query_source=buffer, buffer_size=2000, activation=swish, updates_per_step=8, '
-                    'tau=0.99, epsilon=0.2, meta_lr=0.001, inner_lr=0.01, num_meta_steps=1500; '
-                    'cavia cavia_first_order=True, model_loss=1.0, inner_lr=0.1, '
-                    'random_support=True - conflicting: the action meaning is flipped on half the '
-                    'tasks',
+                    '1}; gamma 0.99, 500 steps, splits 1024/128/128; meta num_meta_steps=1500; '
+                    'cavia model_loss=1.0, inner_lr=0.1, random_support=True - conflicting: the '
+                    'action meaning is flipped on half the tasks',
      'varies': 'length~U[0.4, 0.6], force_sign in {-1, 1}',
      'about': 'conflicting: the action meaning is flipped on half the tasks',
-     'meta_defaults': {'task_lifetime': 20,
-                       'query_source': 'buffer',
-                       'buffer_size': 2000,
-                       'activation': 'swish',
-                       'updates_per_step': 8,
-                       'tau': 0.99,
-                       'epsilon': 0.2,
-                       'meta_lr': 0.001,
-                       'inner_lr': 0.01,
-                       'num_meta_steps': 1500,
-                       'cavia': {'cavia_first_order': True,
-                                 'model_loss': 1.0,
-                                 'inner_lr': 0.1,
-                                 'random_support': True}},
+     'meta_defaults': {'num_meta_steps': 1500,
+                       'cavia': {'model_loss': 1.0, 'inner_lr': 0.1, 'random_support': True}},
      'budgets': [0, 25, 100, 250, 500, 1000, 2000]},
 ]

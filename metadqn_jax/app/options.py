@@ -104,10 +104,10 @@ TRAIN_OPTS: tuple[Opt, ...] = (
         "gradient steps", int, "K"),
     Opt(("--chunk-size",), "meta.chunk_size", "meta-steps per compiled call (logging, checkpoint and "
         "progress granularity)", "meta-steps", int, "N"),
-    Opt(("--inner-lr",), "hparams.inner_lr", "inner-loop learning rate (traced; null = the algorithm's: "
-        f"{_by_algorithm('inner_lr')})", "step size", float, "LR"),
-    Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser (Adam) learning rate (traced; null = the "
-        f"algorithm's: {_by_algorithm('meta_lr')})", "step size", float, "LR"),
+    Opt(("--inner-lr",), "hparams.inner_lr", "inner-loop learning rate (traced; null = derived from the "
+        f"family where Q-values are large, else the algorithm's: {_by_algorithm('inner_lr')})", "step size", float, "LR"),
+    Opt(("--meta-lr",), "hparams.meta_lr", "meta-optimiser (Adam) learning rate (traced; null = derived from "
+        f"the family where Q-values are large, else the algorithm's: {_by_algorithm('meta_lr')})", "step size", float, "LR"),
     Opt(("--gamma",), "hparams.gamma", "discount factor (traced; null = the family's)", "per env step",
         float, "G"),
     Opt(("--val-every",), "validation.every",

@@ -106,4 +106,8 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
         lines.append(f"{a} vs. {', '.join(baselines)}: higher mean return at {int((gains > 0).sum())}/{len(budgets)} "
                      f"budgets (significantly, {how}, at {int((lower > 0).sum())}/{len(budgets)}); largest margin "
                      f"{gains[best]:+.2f} at {budgets[best]} env steps.")
+    untrained = report.untrained_baselines(results, algorithms)
+    if lines and untrained:
+        lines.insert(0, f"VOID comparison: {', '.join(untrained)} did not train (never above scratch, paired 95% CI, "
+                        f"at any budget): a win over it says nothing; fix its training first.")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from metadqn_jax.core.validate import (
     positive_int,
     require,
 )
+from metadqn_jax.meta.derive import DERIVED_FIELDS, derived_settings
 from metadqn_jax.meta.defaults import (
     ALGORITHM_DEFAULTS,
     ALGORITHM_RESOLVED,
@@ -164,6 +165,8 @@ class MetaConfig:
     #                          against the decoder's residuals on the support (needs context_decoder > 0)
     context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
     decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
+    zero_context: float = 0.0  # context only: weight of the query's TD loss at z = 0 (the policy before any
+    #   data, trained on the same queries as the pretrained baseline), added to the loss at the inferred z
     cavia_first_order: bool = False  # CAVIA only: the first-order meta-gradient (no derivative through the
     #                                  context's inner steps)
     cavia_damping: float = 0.0  # CAVIA only: 0 = the context adapts by SGD steps at inner_lr (the
@@ -196,12 +199,14 @@ class MetaConfig:
         # the family's recommendations and the None-default fields, resolved now (the
         # algorithm-dependent fields and gamma: on use)
         recommended = family.meta_defaults_for(self.algorithm)
-        names = (set(recommended) | set(FAMILY_RESOLVED)
+        names = (set(recommended) | set(FAMILY_RESOLVED) | set(DERIVED_FIELDS)
                  | {n for n, d in _FIELD_DEFAULTS.items() if d is not None and getattr(self, n) is None})
         names -= {*ALGORITHM_RESOLVED, "gamma"}
         self._complete({name: resolve(self, name, family) for name in sorted(names)})
+        given = getattr(self, "_given", ())
+        derived = [name for name in derived_from_family(self, family) if name not in recommended]
         object.__setattr__(self, "_from_family", tuple(
-            name for name in recommended if name not in getattr(self, "_given", ())))
+            name for name in (*recommended, *derived) if name not in given))
         validate_sizes(self)
         self._complete(layer_widths(self))
         validate_buffer(self)
@@ -227,7 +232,8 @@ class MetaConfig:
     @property
     def family_defaults_used(self) -> dict[str, Any]:
         """``{field: value}`` for the fields that took the family's recommendation
-        (``TaskFamily.meta_defaults``) because the constructor was not given them; the
+        (``TaskFamily.meta_defaults``) or a value derived from the family
+        (:mod:`metadqn_jax.meta.derive`) because the constructor was not given them; the
         algorithm-dependent ones (``inner_lr``, ``meta_lr``, ``random_support``) with their
         resolved value. Empty for a config made by ``dataclasses.replace`` (every field given)."""
         return {name: resolve(self, name) if name in ALGORITHM_RESOLVED else getattr(self, name)
@@ -306,6 +312,10 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
     recommended = family.meta_defaults_for(cfg.algorithm)
     if name in recommended:
         return recommended[name]
+    if name in DERIVED_FIELDS:
+        derived = derived_from_family(cfg, family)
+        if name in derived:
+            return derived[name]
     if value is not None:  # the dataclass default (or a value completed when the config was built)
         return value
     if name in ALGORITHM_RESOLVED:
@@ -313,6 +323,24 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
     if name in LIBRARY_DEFAULTS:
         return LIBRARY_DEFAULTS[name]
     return _FIELD_DEFAULTS[name]
+
+
+def derived_from_family(cfg: MetaConfig, family: tasks.TaskFamily | None = None) -> dict[str, Any]:
+    """The settings :mod:`metadqn_jax.meta.derive` derives for ``cfg`` from its family's profile:
+    ``{field: value}``, where a value the constructor was given or the family recommends feeds
+    the rules below it (a field absent: no rule decides it for this family)."""
+    family = tasks.get_family(cfg.family) if family is None else family
+    recommended = family.meta_defaults_for(cfg.algorithm)
+    given = getattr(cfg, "_given", ())
+
+    def value(name: str) -> Any:
+        if name in given and getattr(cfg, name) is not None:
+            return getattr(cfg, name)
+        if name in recommended:
+            return recommended[name]
+        return getattr(cfg, name) if name not in DERIVED_FIELDS else None
+
+    return derived_settings(family.profile, value)
 
 
 # the dataclass default of every field (a field given None, whose default is a value, takes it)
@@ -441,6 +469,7 @@ def validate_ranges(cfg: MetaConfig) -> None:
 def validate_context(cfg: MetaConfig) -> None:
     """The context learner's decoder and refinement settings (checked for every algorithm)."""
     in_range("context_decoder", cfg.context_decoder, 0.0, math.inf)
+    in_range("zero_context", cfg.zero_context, 0.0, math.inf)
     nonneg_int("context_refine", cfg.context_refine)
     in_range("context_refine_damping", cfg.context_refine_damping, 0.0, math.inf, low_open=True)
     in_range("cavia_damping", cfg.cavia_damping, 0.0, math.inf)

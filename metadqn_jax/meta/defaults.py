@@ -56,7 +56,7 @@ CAVIA_DEFAULTS: dict[str, Any] = {"inner_lr": 1.0, "meta_lr": 3e-3}
 # no inner loop and tolerates a larger meta learning rate.
 CONTEXT_SETTINGS: tuple[str, ...] = ("context_dim", "encoder_hidden", "encoder_post", "online_context",
                                      "context_decoder", "context_refine", "context_refine_damping",
-                                     "decoder_hidden")
+                                     "decoder_hidden", "zero_context")
 CONTEXT_DEFAULTS: dict[str, Any] = {"random_support": True, "meta_lr": 3e-3}
 
 # algorithm -> the fields only it reads: the one list of the algorithms' names (the learners'

@@ -28,6 +28,7 @@ from metadqn_jax.dqn import DQNConfig, DQNHParams
 from metadqn_jax.driver import ValidationConfig
 from metadqn_jax.fewshot import FewShotConfig
 from metadqn_jax.meta import ALGORITHM_RESOLVED, MetaConfig, MetaHParams
+from metadqn_jax.meta.derive import acting_epsilon
 from metadqn_jax.regression import RegressionConfig
 from metadqn_jax.runs.sections import CommandConfig, Section, fields_of
 from metadqn_jax.runs.settings import (
@@ -104,7 +105,8 @@ class TrainConfig(CommandConfig):
         if "support_size" not in fs:
             fs["support_size"] = meta.get("support_size", recommended.get("support_size", MetaConfig.support_size))
         if "support_epsilon" not in fs:
-            fs["support_epsilon"] = hp.get("epsilon", recommended.get("epsilon", MetaConfig.epsilon))
+            fs["support_epsilon"] = hp.get("epsilon", recommended.get(
+                "epsilon", acting_epsilon(family.profile) if family is not None else MetaConfig.epsilon))
         if fs.get("budgets") is None:
             if family is not None:
                 fs["budgets"] = list(family.few_shot_budgets)

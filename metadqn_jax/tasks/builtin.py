@@ -22,21 +22,16 @@ from metadqn_jax.tasks.pools import SampleFn
 POINTNAV_GOAL_RADIUS = 0.7
 # PointNav (25-step episodes): budgets up to 20 episodes, beyond the 100-step support set
 POINTNAV_BUDGETS = (0, 25, 50, 100, 250, 500)
-# CartPole (episodes of up to 500 steps): task slots that live for whole episodes, queries from each
-# task's buffer, more updates per environment step with a slower target, a swish Q-network, learning
-# rates for returns in the hundreds; CAVIA's meta-gradient first order (its second-order one
-# explodes once inner_lr x the support loss's curvature in the context passes 2). Why each value,
-# and what it measured: docs/design.md, "Task families".
-CARTPOLE_META_DEFAULTS = {"task_lifetime": 20, "query_source": "buffer", "buffer_size": 2000,
-                          "activation": "swish", "updates_per_step": 8, "tau": 0.99, "epsilon": 0.2,
-                          "meta_lr": 1e-3, "inner_lr": 0.01, "num_meta_steps": 1500,
-                          "cavia": {"cavia_first_order": True}}
+# CartPole: every setting its long episodes and returns in the hundreds need is derived from the
+# family (metadqn_jax.meta.derive: task lifetime, buffer, queries, replay ratio, target, epsilon,
+# swish, learning rates); what stays is what no rule derives (docs/design.md, "Defaults derived
+# from the family"): 1,500 meta-steps, where both families' validation picks its checkpoint.
+CARTPOLE_META_DEFAULTS = {"num_meta_steps": 1500}
 # cartpole-flipped: the task (the sign of the force) shows only through the dynamics, so CAVIA also
-# adapts its context on a model head's error (model_loss), at ten times the inner rate, on random
-# support prefixes (docs/design.md, "Task families").
+# adapts its context on a model head's error (model_loss), at ten times the derived inner rate, on
+# random support prefixes (docs/design.md, "Task families").
 CARTPOLE_FLIPPED_META_DEFAULTS = {**CARTPOLE_META_DEFAULTS,
-                                  "cavia": {"cavia_first_order": True, "model_loss": 1.0, "inner_lr": 0.1,
-                                            "random_support": True}}
+                                  "cavia": {"model_loss": 1.0, "inner_lr": 0.1, "random_support": True}}
 # pointnav-goal (an unobserved goal: the context must locate a point, not pick one of a few
 # behaviours): the semi-amortised context learner — a wider encoder with a post-pooling layer, a
 # decoder loss that makes z predict rewards and transitions, 5 Gauss-Newton refinement steps of z

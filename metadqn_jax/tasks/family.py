@@ -77,6 +77,8 @@ from metadqn_jax.tasks.checks import (
 )
 from metadqn_jax.tasks.pools import SPLITS, EnvParams, SampleFn, canonical_split
 from metadqn_jax.tasks.spec import family_arguments, spec_of
+from metadqn_jax.tasks.profile import FamilyProfile
+from metadqn_jax.tasks.profile import profile as measure_profile
 
 # --------------------------------------------------------------------------- helpers
 def stack_params(params: Sequence[EnvParams]) -> EnvParams:
@@ -210,6 +212,13 @@ class TaskFamily:
     def varying_fields(self) -> tuple[str, ...]:
         """Fields that vary across tasks (ranges, choices, then sample_fn outputs)."""
         return (*self.ranges, *self.choices, *self._sample_fields)
+
+    @functools.cached_property
+    def profile(self) -> FamilyProfile:
+        """The family's scales from a random-action rollout in its training tasks
+        (:func:`metadqn_jax.tasks.profile.profile`; measured on first use, then cached): the
+        numbers :mod:`metadqn_jax.meta.derive` turns into default settings."""
+        return measure_profile(self)
 
     @property
     def total_tasks(self) -> int:

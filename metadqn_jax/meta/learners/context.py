@@ -135,9 +135,9 @@ def context_learner(cfg, num_actions: int, obs_shape: tuple[int, ...]) -> Learne
     """The context learner of ``cfg`` (a :class:`~metadqn_jax.meta.config.MetaConfig`).
 
     ``adapt`` encodes the support (and refines ``z`` with ``context_refine``); ``meta_grad`` is
-    the gradient of the query TD loss at ``{"net", "ctx": z}`` (plus ``context_decoder`` × the
-    decoder loss on the query) through the encoder; its metrics report the TD loss in all three
-    fields. The learner has an :class:`OnlineContext`.
+    the gradient of the query TD loss at ``{"net", "ctx": z}`` (plus ``zero_context`` × the same
+    loss at ``z = 0``, the policy before any data, and ``context_decoder`` × the decoder loss on
+    the query) through the encoder; its metrics report the TD loss at ``z`` in all three fields. The learner has an :class:`OnlineContext`.
     """
     ctx_dim = cfg.context_dim
     q = task_q(cfg, num_actions, obs_shape, ctx_dim)
@@ -169,9 +169,12 @@ def context_learner(cfg, num_actions: int, obs_shape: tuple[int, ...]) -> Learne
             tp = adapt(p, target_params, support, hp)
             q_batch = query(jax.lax.stop_gradient(tp)) if callable(query) else query
             td_loss = q.td_loss(tp, target_params["net"], q_batch, hp)[0]
-            if not use_decoder:
-                return td_loss, td_loss
-            return td_loss + cfg.context_decoder * decoder_loss(dec, num_actions, p["dec"], tp["ctx"], q_batch), td_loss
+            total = td_loss
+            if cfg.zero_context > 0:  # the policy at z = 0 (no data yet) learns as the pretrained network does
+                total = total + cfg.zero_context * q.td_loss(q.unadapted(p), target_params["net"], q_batch, hp)[0]
+            if use_decoder:
+                total = total + cfg.context_decoder * decoder_loss(dec, num_actions, p["dec"], tp["ctx"], q_batch)
+            return total, td_loss
 
         (_, loss), grads = jax.value_and_grad(outer, has_aux=True)(params)
         m = meta.MetaMetrics(loss, loss, loss)  # the TD loss (the decoder's term is not in it)
