@@ -13,11 +13,15 @@ Command line: ``metadqn --help`` (or ``python -m metadqn_jax --help``); referenc
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
 from metadqn_jax._lazy import lazy_exports
 
-__version__ = "0.1.0"
+try:  # one version: pyproject.toml's, as installed
+    __version__ = _metadata.version("metadqn_jax")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

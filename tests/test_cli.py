@@ -446,6 +446,18 @@ def test_bad_run_folders_and_checkpoints(runs, capsys, tmp_path):
     assert rc == 2 and err == "error: --quick cannot be combined with --resume (the run's config.yaml is used)\n"
 
 
+def test_resume_of_a_finished_run_changes_no_byte(runs, capsys, tmp_path):
+    """``--resume`` of a finished, evaluated run says so, prints its results and leaves every
+    file as it was (no re-evaluation, no new events)."""
+    run = _copy_run(runs, tmp_path, "finished")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc, out, err = run_main(capsys, ["train", "--resume", str(run), "--no-progress"])
+    assert rc == 0, err
+    assert "is finished (every algorithm trained its 20 meta-steps or stopped early) and evaluated; nothing to do" in err
+    assert out == (run / "few_shot.md").read_text()
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def _resume(capsys, run: Path):
     return run_main(capsys, ["train", "--resume", str(run), "--no-progress", "--meta-steps", "30"])
 

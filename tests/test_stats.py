@@ -40,13 +40,32 @@ def test_bootstrap_matches_brute_force_resampling(shape):
 def test_meta_seeds_are_resampled_hierarchically():
     m, t = 4, 6
     seeds, tasks = stats.bootstrap_indices(m, t, 500, 0)
-    assert seeds.shape == (500, m) and tasks.shape == (500, m, t)
+    assert seeds.shape == (500, m) and tasks.shape == (500, m, t)  # tasks[i, j] the same for every j
     assert len(np.unique(seeds)) == m and len(np.unique(tasks)) == t  # both levels are drawn
     # a spread between meta-training seeds widens the interval (seeds are a level of the claim)
     rng = np.random.default_rng(0)
     base = rng.normal(size=(1, t, 2, 1)).repeat(m, axis=0)
     spread = base + np.arange(m)[:, None, None, None] * 3.0
     assert stats.summarize_runs(spread).ci95[0] > 2 * stats.summarize_runs(base).ci95[0]
+
+
+def test_tasks_shared_by_every_seed_are_resampled_once():
+    """The crossed design: three meta-seeds evaluated on the same 20 tasks, the return a pure task
+    effect. Resampling tasks independently within each seed (the scheme before 2026-12-08)
+    averages that effect over three draws and narrows the interval by about sqrt(3); resampling
+    the same tasks for every seed gives the interval of the 20 tasks themselves."""
+    rng = np.random.default_rng(0)
+    m, t = 3, 20
+    task = rng.normal(0.0, 1.0, (1, t, 1, 1)).repeat(m, axis=0)  # [M, T, S, B]: no seed effect
+    seeds, tasks = stats.bootstrap_indices(m, t, 4000, 0)
+    assert np.all(tasks == tasks[:, :1])  # one task draw per resample, for every seed
+    crossed = stats.summarize_runs(task, n_boot=4000).ci95[0]
+    alone = stats.summarize_runs(task[:1], n_boot=4000).ci95[0]  # the tasks of one seed
+    assert crossed == pytest.approx(alone, rel=0.15)
+    per_task = task.mean(axis=2)[..., 0]  # [M, T]
+    old = np.array([per_task[seeds[i][:, None], rng.integers(0, t, (m, t))].mean() for i in range(4000)])
+    old_ci95 = (np.percentile(old, 97.5) - np.percentile(old, 2.5)) / 2
+    assert old_ci95 < 0.7 * crossed  # the independent scheme is too narrow here
 
 
 def test_adaptation_seeds_of_one_task_are_not_independent_samples():

@@ -296,6 +296,16 @@ class MetaTrainer:
                 info(f"{algo}: checkpoint step {step} is broken ({why}); moved aside to {moved.name}")
         self._broken.clear()
 
+    def all_finished(self) -> bool:
+        """After :meth:`preflight`: every trained algorithm has a checkpoint that finished its run
+        (all ``meta.num_meta_steps``, or stopped early by validation)."""
+        for algo in self.cfg.run.trained:
+            restored = self._restored.get(algo)
+            extra = (restored.info.get("extra") or {}) if restored is not None else {}
+            if restored is None or not (extra.get("finished") or restored.step >= self.cfg.meta.num_meta_steps):
+                return False
+        return True
+
     def _export(self, cfg_a, res) -> None:
         """Exports the best validated parameters; with several meta-training seeds, those of the
         seed with the best validation return (chosen on validation tasks only; the few-shot
@@ -432,6 +442,13 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path) -> int:
                           allow_divergence=bool(getattr(args, "keep_going_on_divergence", False)))
     if args.resume:
         trainer.preflight()  # nothing in the folder is rewritten before this passes
+        results = layout.output_path(run_dir, "few_shot", ".md")
+        if trainer.all_finished() and results.exists():  # a finished run: its results stand, bytes unchanged
+            info(f"{run_dir} is finished (every algorithm trained its {cfg.meta.num_meta_steps} meta-steps or "
+                 f"stopped early) and evaluated; nothing to do (extend it with --meta-steps N; re-evaluate "
+                 f"with metadqn evaluate {run_dir} --tag NAME). Its results ({results.name}):")
+            _print(results.read_text())
+            return 0
     write_config(run_dir, cfg)
     info(f"run folder: {run_dir}")
     t0 = time.perf_counter()

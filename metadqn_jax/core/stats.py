@@ -7,10 +7,13 @@ runs), so the unit of resampling is a whole task (and a whole meta-training seed
 adaptation run: the adaptation seeds of one task share that task (at budget 0 they even return
 the same value), and counting them as independent samples makes intervals too narrow. Returns
 are kept with the named axes :data:`AXES` ``[meta_seed, task, adapt_seed, budget]`` and
-summarised by a hierarchical percentile bootstrap (Efron & Tibshirani 1993; the protocol of
-Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice"):
-draw meta-training seeds with replacement, then, within each drawn seed, tasks with replacement;
-each task's adaptation seeds are averaged first. The interquartile mean (IQM) and the
+summarised by a percentile bootstrap (Efron & Tibshirani 1993; the protocol of Agarwal et al.
+2021, "Deep Reinforcement Learning at the Edge of the Statistical Precipice") for a crossed
+design, since every meta-training seed is evaluated on the same test tasks: draw meta-training
+seeds with replacement and, once per resample, tasks with replacement, the same tasks for every
+drawn seed (resampling tasks within each seed independently would average the task effect over
+the seeds and narrow the interval; ``tests/test_stats.py`` shows it); each task's adaptation
+seeds are averaged first. The interquartile mean (IQM) and the
 probability of improvement (same paper) use the same resampling. Everything is deterministic
 (the resampling indices come from a fixed seed).
 
@@ -31,8 +34,9 @@ import numpy as np
 
 AXES: tuple[str, ...] = ("meta_seed", "task", "adapt_seed", "budget")
 N_BOOT = 2000  # bootstrap resamples
-CI_METHOD = (f"percentile bootstrap, 95 %, {N_BOOT} resamples of whole tasks (hierarchical: meta-training "
-             "seeds, then tasks within each); adaptation seeds of a task are averaged first, never resampled")
+CI_METHOD = (f"percentile bootstrap, 95 %, {N_BOOT} resamples of meta-training seeds and whole tasks, crossed "
+             "(the same resampled tasks for every resampled seed, as every seed is evaluated on the same test "
+             "tasks); adaptation seeds of a task are averaged first, never resampled")
 
 
 class Summary(NamedTuple):
@@ -81,16 +85,18 @@ def task_means(runs) -> np.ndarray:
 
 
 def bootstrap_indices(m: int, t: int, n_boot: int = N_BOOT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Hierarchical resampling indices.
+    """Resampling indices for a crossed design (every meta-training seed evaluated on the same
+    test tasks): seeds and tasks are drawn independently, and the tasks drawn serve every drawn
+    seed, so the task effect shared by all seeds is resampled once, not averaged over seeds.
 
     Returns:
       ``(seeds [n_boot, m], tasks [n_boot, m, t])``: resample ``i`` takes meta-training seeds
-      ``seeds[i]`` (with replacement; all zeros when ``m == 1``) and, for its ``j``-th drawn
-      seed, tasks ``tasks[i, j]`` (with replacement).
+      ``seeds[i]`` (with replacement; all zeros when ``m == 1``) and, for each of them, tasks
+      ``tasks[i, j]`` (with replacement), the same for every ``j``.
     """
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, m, size=(n_boot, m)) if m > 1 else np.zeros((n_boot, 1), np.int64)
-    tasks = rng.integers(0, t, size=(n_boot, m, t))
+    tasks = np.broadcast_to(rng.integers(0, t, size=(n_boot, 1, t)), (n_boot, m, t))
     return seeds, tasks
 
 
