@@ -136,6 +136,9 @@ def _add_train(sub, d: dict[str, dict], fmt) -> None:
                    help="stop meta-training at the first chunk boundary >= STEP, after saving a checkpoint, "
                         "and exit (a deliberate interruption; continue with --resume) [default: none; unit: "
                         "meta-steps]")
+    p.add_argument("--force", action="store_true",
+                   help="start even when the configuration's estimated memory exceeds what is available "
+                        "(meta.step.memory_bytes; refused by default, before any compute) [default: off]")
     add_common(p, quick="tiny settings for smoke tests (metadqn_jax/app/presets.py QUICK_TRAIN)",
                 diverge="keep meta-training after a non-finite loss, gradient norm or parameter, and "
                         "export and evaluate what it gives")

@@ -103,6 +103,27 @@ def test_duplicate_budgets_are_refused(capsys):
     assert FewShotConfig(budgets=(10, 0, 5)).budgets == (0, 5, 10)  # order still does not matter
 
 
+# --------------------------------------------------------------------------- memory
+@pytest.mark.parametrize("setting,part", [("meta.hidden=[100000,100000]", "parameters and optimiser 149.04"),
+                                          ("meta.buffer_size=1000000000", "replay 96.86")])
+def test_a_configuration_that_cannot_fit_is_refused_before_any_compute(capsys, tmp_path, setting, part, monkeypatch):
+    """The estimate (meta.step.memory_bytes) against the memory available: one line where
+    training would start, nothing written; ``force`` lets it through."""
+    from metadqn_jax.app import common
+
+    monkeypatch.setattr(common, "available_memory_bytes", lambda: 8 * 2 ** 30)
+    err = one_error(capsys, ["train", "--quick", "--set", setting, "--out", str(tmp_path / "runs")])
+    assert err.startswith("error: this configuration needs about ") and part in err, err
+    assert "but 8.0 GiB are available; lower meta.num_tasks, meta.buffer_size, meta.hidden" in err
+    assert not (tmp_path / "runs").exists()
+    from metadqn_jax.meta import MetaConfig
+
+    common.check_memory(MetaConfig(family="pointnav-rotated"), 3, force=False)  # the default run fits
+    common.check_memory(MetaConfig(family="pointnav-rotated", hidden=(100000, 100000)), 1, force=True)
+    with pytest.raises(ConfigError, match="^this configuration needs about"):
+        common.check_memory(MetaConfig(family="pointnav-rotated", hidden=(100000, 100000)), 1, force=False)
+
+
 # -------------------------------------------------------------------------- families
 @pytest.mark.parametrize("name", ["", "   ", 123, None, " my-pole"])
 def test_family_name_must_be_a_non_empty_string(name):

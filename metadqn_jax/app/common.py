@@ -11,8 +11,10 @@ from typing import Any
 
 import jax
 
+from metadqn_jax import envs
 from metadqn_jax.core.compile import compile_options, fast_options
 from metadqn_jax.core.errors import ConfigError
+from metadqn_jax.meta.step import memory_bytes
 from metadqn_jax.progress import info
 from metadqn_jax.runs.families import import_family_module, load_family_file
 from metadqn_jax.runs.record import config_layer
@@ -159,3 +161,49 @@ def _dict_diff(a: Mapping[str, Any], b: Mapping[str, Any], allowed: Sequence[str
             if key not in allowed and name in other and other[name] != value:
                 out.append((key, value, other[name]))
     return out
+
+
+def available_memory_bytes() -> int | None:
+    """The memory a run may use now: the host's available memory (``MemAvailable`` of
+    ``/proc/meminfo``, else the free physical pages) and, on an accelerator, the first device's
+    limit (``memory_stats()["bytes_limit"]``), whichever is smaller; ``None`` if unknown."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            limits.append(int(stats["bytes_limit"]))
+    return min(limits) if limits else None
+
+
+def check_memory(meta_cfg, meta_seeds: int, force: bool) -> None:
+    """Refuses a meta-training configuration whose estimated memory
+    (:func:`metadqn_jax.meta.step.memory_bytes`, × ``meta_seeds``) exceeds
+    :func:`available_memory_bytes`, before any compute, unless ``force``.
+
+    Raises:
+      ConfigError: one line with the estimate, its parts and the memory available.
+    """
+    env, params = meta_cfg.task_family.env()
+    est = memory_bytes(meta_cfg, envs.obs_shape(env, params), envs.num_actions(env, params))
+    need = est["total_bytes"] * meta_seeds
+    avail = available_memory_bytes()
+    if force or avail is None or need <= avail:
+        return
+    gib = 2.0 ** 30
+    raise ConfigError(
+        f"this configuration needs about {need / gib:.1f} GiB ({meta_seeds} meta-seed(s) x: replay "
+        f"{est['replay_bytes'] / gib:.2f}, parameters and optimiser {4 * est['parameter_bytes'] / gib:.2f}, "
+        f"temporaries {est['activation_bytes'] / gib:.2f} GiB) but {avail / gib:.1f} GiB are available; lower "
+        f"meta.num_tasks, meta.buffer_size, meta.hidden or run.meta_seeds (--force: try anyway)")
+

@@ -35,6 +35,7 @@ from metadqn_jax import driver
 from metadqn_jax.app import presets
 from metadqn_jax.app.common import (
     apply_family_options,
+    check_memory,
     check_unchanged,
     compiling,
     configure_jax,
@@ -426,6 +427,7 @@ def cmd_train(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     configure_jax(args)
     # device count, divisibility, micro-batching: fail before any compute or folder
     task_mesh(cfg.meta.num_tasks, cfg.run.num_devices, cfg.meta.task_micro_batch)
+    check_memory(cfg.meta, cfg.run.meta_seeds, bool(getattr(args, "force", False)))
     argv = getattr(args, "argv", None)
     lock = folder.open_run_dir(run_dir, argv) if args.resume else folder.create_run_dir(run_dir, "train", argv)
     try:

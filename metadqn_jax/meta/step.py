@@ -288,13 +288,27 @@ def meta_train_seeds(meta_step: Callable, state: MetaState, hp: MetaHParams, num
     return jax.vmap(lambda s: meta_train(meta_step, s, hp, num_steps))(state)
 
 
-def memory_bytes(cfg: MetaConfig, obs_shape: tuple[int, ...]) -> dict[str, int]:
-    """Bytes of the per-task state: ``num_tasks × buffer_size × transition bytes`` + env obs.
+def memory_bytes(cfg: MetaConfig, obs_shape: tuple[int, ...], num_actions: int | None = None) -> dict[str, int]:
+    """Bytes of one meta-training run's state, estimated from the config alone (no compute).
 
-    A transition is ``2 × obs (float32) + action (int32) + reward (float32) + 2 bools``.
+    A transition is ``2 × obs (float32) + action (int32) + reward (float32) + 2 bools``; the
+    replay is ``num_tasks × buffer_size`` of them. With ``num_actions``, also the Q-network's
+    parameters (float32; ``parameter_bytes``), the meta-state's copies of them (parameters,
+    target, Adam's two moments: ``4 ×``) and the largest temporary, the activations of one
+    query batch of every task kept for the backward pass through ``inner_steps + 1``
+    forward passes (``activation_bytes``); ``total_bytes`` adds them up (per meta-seed).
     """
     obs_bytes = 4 * math.prod(obs_shape)
     transition = 2 * obs_bytes + 4 + 4 + 2
     buffers = cfg.num_tasks * cfg.buffer_size * transition
-    return {"transition_bytes": transition, "replay_bytes": buffers,
-            "per_task_replay_bytes": cfg.buffer_size * transition}
+    out = {"transition_bytes": transition, "replay_bytes": buffers, "per_task_replay_bytes": cfg.buffer_size * transition}
+    if num_actions is not None:
+        widths = (math.prod(obs_shape) + cfg.context_dim, *cfg.hidden, num_actions)
+        params = 4 * sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+        rows = cfg.num_tasks * max(cfg.query_batch, cfg.support_size)
+        activations = 4 * rows * sum(widths[1:]) * 2 * (cfg.inner_steps + 1)
+        # a MAML-style inner loop holds one adapted copy of the parameters per task and inner step
+        adapted = params * cfg.num_tasks * (cfg.inner_steps + 1)
+        out.update(parameter_bytes=params, activation_bytes=activations + adapted,
+                   total_bytes=buffers + 4 * params + activations + adapted)
+    return out
