@@ -156,8 +156,9 @@ def _add_evaluate(sub, d: dict[str, dict], fmt) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a 'metadqn train' run folder")
     add_opts(p, EVALUATE_OPTS, None)
     add_family_arguments(p, run=True)
-    p.add_argument("--tag", metavar="NAME", default="few_shot",
-                   help="output file stem inside RUN_DIR [default: few_shot]")
+    p.add_argument("--tag", metavar="NAME", default=None,
+                   help="output file stem inside RUN_DIR [default: few_shot, or evaluate where train's "
+                        "few_shot.md exists: what train wrote is replaced only when asked, --tag few_shot]")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a few_shot.* field, e.g. --set few_shot.finetune=false [default: none]")
     add_common(p, config=False, out=False, progress=False)

@@ -286,6 +286,13 @@ def test_evaluate_falls_back_to_checkpoints(runs, capsys, tmp_path):
     b = json.loads((run / "ck.json").read_text())["results"]
     assert {k for k, v in b.items() if isinstance(v, dict)} == {"context", "pretrained"}  # the inits
     assert b["context"] == a["context"] and b["pretrained"] == a["pretrained"]
+    # without --tag, what train wrote stays: the evaluation goes to evaluate.*
+    before = (run / "few_shot.md").read_bytes(), (run / "few_shot.json").read_bytes()
+    rc, out, err = run_main(capsys, ["evaluate", str(run), "--baselines", "pretrained"])
+    assert rc == 0, err
+    assert ((run / "few_shot.md").read_bytes(), (run / "few_shot.json").read_bytes()) == before
+    assert f"wrote {run / 'evaluate.md'}" in out and json.loads((run / "evaluate.json").read_text())["results"] == \
+        json.loads((run / "ck.json").read_text())["results"]
     rc, _, err = run_main(capsys, ["evaluate", str(run), "--budgets", "0,5", "--set", "meta.hidden=[8]"])
     assert rc == 2 and err.startswith("error: evaluate: meta.hidden is [16, 16] in the run's config.yaml and "
                                       "cannot change")

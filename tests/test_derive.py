@@ -92,3 +92,9 @@ def test_rules_follow_the_profile():
     assert (short["task_lifetime"], short["query_source"], short["updates_per_step"], short["tau"]) == (
         1, "adapted", 1, 0.95)
     assert short["epsilon"] == 0.2  # random actions end it early
+
+
+def test_the_zero_context_term_is_on_by_default_but_where_a_result_was_measured_without_it():
+    assert MetaConfig(family="pointnav-rotated", algorithm="context").zero_context == 1.0
+    assert MetaConfig(family="cartpole-flipped", algorithm="context").zero_context == 1.0
+    assert MetaConfig(family="pointnav-goal", algorithm="context").zero_context == 0.0  # its table, until re-measured

@@ -64,6 +64,8 @@ def cmd_evaluate(args: argparse.Namespace, flags: Mapping[str, Any]) -> int:
     missing = [a for a in cfg.run.trained if a not in stored.run.trained]
     if missing:
         raise ConfigError(f"run.baselines: {missing[0]} was not trained in {str(run_dir)!r}")
+    if args.tag is None:  # never rewrite what train wrote unless asked (--tag few_shot)
+        args.tag = "evaluate" if layout.output_path(run_dir, "few_shot", ".md").exists() else "few_shot"
     if "/" in args.tag or args.tag in ("", ".", ".."):
         raise ConfigError(f"--tag must be a plain file name stem, got {args.tag!r}")
     with folder.open_run_dir(run_dir, getattr(args, "argv", None)):

@@ -43,14 +43,16 @@ BUILTIN_FAMILY_ROWS: list[dict] = [
      'description': 'pointnav-goal: PointNav-v0; goal = 0.7*(cos a, sin a), a~U[0, 2pi); gamma '
                     '0.5, 25 steps, splits 1024/128/128; meta encoder_hidden=(128, 128), '
                     'encoder_post=(64,), context_decoder=10.0, context_refine=5, '
-                    'num_meta_steps=10000 - unobserved goal on a circle of radius 0.7',
+                    'num_meta_steps=10000, zero_context=0.0 - unobserved goal on a circle of '
+                    'radius 0.7',
      'varies': 'goal = 0.7*(cos a, sin a), a~U[0, 2pi)',
      'about': 'unobserved goal on a circle of radius 0.7',
      'meta_defaults': {'encoder_hidden': [128, 128],
                        'encoder_post': [64],
                        'context_decoder': 10.0,
                        'context_refine': 5,
-                       'num_meta_steps': 10000},
+                       'num_meta_steps': 10000,
+                       'zero_context': 0.0},
      'budgets': [0, 25, 50, 100, 250, 500]},
     {'name': 'cartpole-flipped',
      'env_id': 'CartPoleSigned-v0',

@@ -165,7 +165,7 @@ class MetaConfig:
     #                          against the decoder's residuals on the support (needs context_decoder > 0)
     context_refine_damping: float = 0.01  # initial damping λ of those steps (meta-learned, in log space)
     decoder_hidden: tuple[int, ...] = ()  # the decoder's hidden layers (() = the Q-network's ``hidden``)
-    zero_context: float = 0.0  # context only: weight of the query's TD loss at z = 0 (the policy before any
+    zero_context: float = 1.0  # context only: weight of the query's TD loss at z = 0 (the policy before any
     #   data, trained on the same queries as the pretrained baseline), added to the loss at the inferred z
     cavia_first_order: bool = False  # CAVIA only: the first-order meta-gradient (no derivative through the
     #                                  context's inner steps)
