@@ -209,8 +209,8 @@ def _add_sweep(sub, d: dict[str, dict], fmt) -> None:
             "run folder OUT/NAME/:\n"
             + _layout(SWEEP_LAYOUT) + "\n"
             "examples:\n"
-            "  metadqn sweep --quick --grid hparams.tau=0.9,0.99 --grid hparams.meta_lr=0.001,0.003 --seeds 2\n"
-            "  metadqn sweep --family pointnav-goal --algorithm context --grid meta_lr=3e-4,1e-3,3e-3 --seeds 3"),
+            "  metadqn sweep --quick --grid hparams.tau=0.9,0.99 --grid hparams.meta_lr=0.001,0.003 --meta-seeds 2\n"
+            "  metadqn sweep --family pointnav-goal --algorithm context --grid meta_lr=3e-4,1e-3,3e-3 --meta-seeds 3"),
     )
     add_opts(p, SWEEP_OPTS, d["sweep"])
     add_family_arguments(p)

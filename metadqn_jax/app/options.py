@@ -178,8 +178,9 @@ SWEEP_OPTS: tuple[Opt, ...] = (
     Opt(("--grid",), "sweep.grid", "FIELD=V1,V2,...: the values of one traced hyper-parameter (hparams.inner_lr, "
         "meta_lr, weight_decay, gamma, epsilon or tau; the 'hparams.' is optional); repeat for more fields: every "
         "combination is trained", None, lambda text: [text.strip()], "FIELD=V1,V2", "append", "none (required)"),
-    Opt(("--seeds",), "sweep.seeds", "meta-training seeds per combination (every combination x seed is one run "
-        "of the one vmapped program; seed i trains from the key of 'metadqn train --seed SEED+i')", "runs", int,
+    Opt(("--meta-seeds", "--seeds"), "sweep.seeds", "meta-training seeds per combination (every combination x "
+        "seed is one run of the one vmapped program; seed i trains from the key of 'metadqn train --seed SEED+i'; "
+        "the name 'metadqn train' uses: --seeds, its old name here, still works)", "runs", int,
         "N", None, "3 (--quick: 2)"),
     Opt(("--seed",), "sweep.seed", "first meta-training seed", None, int, "S", None, "0"),
     Opt(("--family",), "meta.family", "task family (see 'metadqn families')", None, str, "NAME"),
