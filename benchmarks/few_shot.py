@@ -66,7 +66,7 @@ def steps_to_fraction(result, oracle_mean: float, budgets, fraction: float = 0.9
 
 def quick_settings(base: MetaConfig, inner_steps: int | None = 1):
     """The tiny ``--quick`` (smoke-test) versions of ``base``, the few-shot and validation configs."""
-    base = base.rebuilt(num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20, buffer_size=20,
+    base = base.rebuilt(num_tasks=4, envs_per_task=2, rollout_steps=10, support_size=20, buffer_size=20, task_lifetime=1,
                         query_batch=16, hidden=(16, 16), encoder_hidden=(16,), encoder_post=(), num_meta_steps=20,
                         chunk_size=10, **({} if inner_steps is None else {"inner_steps": inner_steps}))
     fs = FewShotConfig(budgets=(0, 10, 30), num_tasks=2, seeds=2, support_size=20, eval_episodes=1)

@@ -42,7 +42,8 @@ def test_few_shot_quick(tmp_path, monkeypatch):
     assert np.asarray(data["scratch"]["returns"]).shape == (3, 2, 2, 3)
     assert data["axes"] == ["meta_seed", "task", "adapt_seed", "budget"] and data["meta_seeds"] == [0, 1, 2]
     assert "bootstrap" in data["ci_method"]
-    assert data["family_defaults_used"] == {"context": {}, "pretrained": {}}  # pointnav-rotated recommends nothing
+    derived = {"query_source": "adapted", "updates_per_step": 1, "tau": 0.95, "epsilon": 0.5}  # --quick sets the rest
+    assert data["family_defaults_used"] == {"context": derived, "pretrained": derived}  # derived, none recommended
     assert (tmp_path / "fs_profile.png").stat().st_size > 10_000
     assert "| init − pretrained |" in out.with_suffix(".md").read_text()
     # the monotonicity check: every init's largest drop between budgets, with its interval
@@ -122,7 +123,7 @@ def test_few_shot_set_takes_literals_and_bare_words():
 
 def _zoo_json(context, pretrained, scratch, oracle, diff_high, budgets=(0, 25, 500)):
     rows = {"context": context, "pretrained": pretrained, "scratch": scratch, "oracle": oracle}
-    return {"budgets": list(budgets), "first_episode": {"steps": 500},
+    return {"budgets": list(budgets), "first_episode": {"steps": list(range(1, 501))},
             **{k: {"mean": list(v)} for k, v in rows.items()},
             "paired_vs_pretrained": {"context": {"diff_high": list(diff_high)}}}
 

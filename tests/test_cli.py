@@ -166,7 +166,10 @@ def test_train_end_to_end(runs):
     assert cfg["defaults_used"] == {"meta.random_support": {"context": True, "pretrained": False},
                                     "hparams.inner_lr": 0.1,
                                     "hparams.meta_lr": {"context": 0.003, "pretrained": 0.001},
-                                    "hparams.gamma": gamma}
+                                    "hparams.gamma": gamma,
+                                    # derived from the family (meta/derive.py); the quick preset gives the lifetime
+                                    "meta.query_source": "adapted", "meta.updates_per_step": 1,
+                                    "hparams.tau": 0.95, "hparams.epsilon": 0.5}
     assert cfg["hparams"]["meta_lr"] is None and cfg["meta"]["random_support"] is None
     data = json.loads((run / "few_shot.json").read_text())
     assert data["results"]["budgets"] == [0, 10] and set(data["returns"]) == {"context", "pretrained", "scratch"}
@@ -266,10 +269,13 @@ def _as_old_format(run: Path) -> None:
     """Rewrites ``run``'s config.yaml as written before ``defaults_used`` existed (nulls)."""
     from metadqn_jax.runs.configs import TrainConfig
 
+    from metadqn_jax.runs.configs import field_defaults
+
     data = yaml.safe_load((run / "config.yaml").read_text())
     for key in data.pop("defaults_used"):
         section, field = key.split(".")
-        data[section][field] = None
+        if key not in field_defaults():  # a None default; the others were written as values
+            data[section][field] = None
     (run / "config.yaml").write_text(TrainConfig.resolve(data).to_yaml())
     assert "defaults_used" not in (run / "config.yaml").read_text()
 

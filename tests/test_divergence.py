@@ -26,7 +26,7 @@ from conftest import TEST_COMPILE_CACHE as CACHE  # noqa: E402
 
 # the tiny context learner of `metadqn train --quick`, one meta-step per chunk
 CFG = MetaConfig(family="pointnav-rotated", algorithm="context", num_tasks=4, envs_per_task=2, rollout_steps=5,
-                 support_size=10, buffer_size=10, query_batch=16, hidden=(16, 16), encoder_hidden=(16,),
+                 support_size=10, buffer_size=10, task_lifetime=1, query_batch=16, hidden=(16, 16), encoder_hidden=(16,),
                  num_meta_steps=3, chunk_size=1)
 NO_VAL = ValidationConfig(every=0)
 

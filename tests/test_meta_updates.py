@@ -19,7 +19,7 @@ from metadqn_jax.meta.defaults import STRUCTURAL_FIELDS
 from _compile import fast_jit  # tests/_compile.py
 
 TINY = dict(family="pointnav-goal", algorithm="pretrained", num_tasks=4, envs_per_task=2, rollout_steps=5,
-            support_size=10, buffer_size=20, query_batch=16, hidden=(16, 16), inner_steps=1,
+            support_size=10, buffer_size=20, task_lifetime=1, query_batch=16, hidden=(16, 16), inner_steps=1,
             encoder_hidden=(64,), encoder_post=(), context_decoder=0.0, context_refine=0,  # the library's
             num_meta_steps=10, chunk_size=10)
 
@@ -54,7 +54,7 @@ def registry(monkeypatch):
 # ------------------------------------------------------------------ updates per meta-step
 @pytest.mark.parametrize("query_source", ["adapted", "buffer"])
 def test_updates_per_step_does_that_many_updates(query_source):
-    s1, m1 = train(MetaConfig(**TINY, query_source=query_source), 3)
+    s1, m1 = train(MetaConfig(**TINY, query_source=query_source, updates_per_step=1), 3)
     s2, m2 = train(MetaConfig(**TINY, query_source=query_source, updates_per_step=2), 3)
     assert adam_count(s1.opt_state) == 3 and adam_count(s2.opt_state) == 6
     assert int(s1.step) == int(s2.step) == 3  # meta-steps (acting) counted once
@@ -85,8 +85,8 @@ def test_updates_per_step_counts_validation_and_comparison():
 def test_more_updates_per_step_learn_more():
     """Fails if updates_per_step were ignored: on the same data stream (the buffer query of
     long-lived PointNav tasks), 8 updates per meta-step fit the query TD loss far better."""
-    cfg = MetaConfig(**{**TINY, "num_tasks": 8, "buffer_size": 100, "support_size": 20, "query_batch": 32},
-                     query_source="buffer", task_lifetime=100, tau=0.5, meta_lr=3e-3)
+    cfg = MetaConfig(**{**TINY, "num_tasks": 8, "buffer_size": 100, "support_size": 20, "query_batch": 32,
+                        "task_lifetime": 100}, query_source="buffer", updates_per_step=1, tau=0.5, meta_lr=3e-3)
     steps = 25
     _, m1 = train(cfg, steps)
     _, m8 = train(dataclasses.replace(cfg, updates_per_step=8), steps)
@@ -105,7 +105,7 @@ def test_family_meta_fields_are_every_non_structural_field():
 def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
     defaults = {"updates_per_step": 3, "epsilon": 0.2, "tau": 0.99, "meta_lr": 5e-4, "hidden": [32],
                 "num_meta_steps": 70, "task_lifetime": 4}
-    registry.register_family(registry.TaskFamily("nav-defaults-test", "PointNav-v0",
+    registry.register_family(registry.TaskFamily("nav-defaults-test", "PointNav-v0", gamma=0.5,
                                                  ranges={"goal_y": (-0.5, 0.5)}, meta_defaults=defaults))
     c = MetaConfig(family="nav-defaults-test", algorithm="context")
     assert (c.updates_per_step, c.epsilon, c.tau, c.hidden, c.num_meta_steps, c.task_lifetime) == (
@@ -113,18 +113,22 @@ def test_family_defaults_fill_unset_fields_and_explicit_values_win(registry):
     assert c.setting("meta_lr") == 5e-4  # the family's beats the algorithm's (context: 3e-3)
     hp = c.hparams()
     assert float(hp.epsilon) == pytest.approx(0.2) and float(hp.meta_lr) == pytest.approx(5e-4)
+    # the family's values, and what the rules derive from them (4-meta-step tasks: a buffer and its queries)
     assert c.family_defaults_used == {"updates_per_step": 3, "epsilon": 0.2, "tau": 0.99, "meta_lr": 5e-4,
-                                      "hidden": (32,), "num_meta_steps": 70, "task_lifetime": 4}
+                                      "hidden": (32,), "num_meta_steps": 70, "task_lifetime": 4,
+                                      "buffer_size": 4 * 4 * 25, "query_source": "buffer"}
     # explicit values win, even when they equal the library's defaults
     e = MetaConfig(family="nav-defaults-test", algorithm="context", updates_per_step=1, epsilon=0.5, tau=0.95,
                    meta_lr=1e-3, hidden=(64, 64))
     assert (e.updates_per_step, e.epsilon, e.tau, e.hidden, e.setting("meta_lr")) == (1, 0.5, 0.95, (64, 64), 1e-3)
-    assert set(e.family_defaults_used) == {"num_meta_steps", "task_lifetime"}
+    assert set(e.family_defaults_used) == {"num_meta_steps", "task_lifetime", "buffer_size", "query_source"}
     # None means "not given": the family's value
     assert MetaConfig(family="nav-defaults-test", epsilon=None, updates_per_step=None).updates_per_step == 3
-    # a family that recommends nothing: the library's defaults; the settings survive re-targeting
+    # a family that recommends nothing: the derived values; the settings survive re-targeting
     assert MetaConfig(family="pointnav-rotated").updates_per_step == 1
-    assert MetaConfig(family="pointnav-rotated").family_defaults_used == {}
+    assert MetaConfig(family="pointnav-rotated").family_defaults_used == {
+        "task_lifetime": 1, "buffer_size": 100, "query_source": "adapted", "updates_per_step": 1, "tau": 0.95,
+        "epsilon": 0.5}
     r = config_for(c, "pretrained")
     assert (r.updates_per_step, r.epsilon, r.setting("meta_lr")) == (3, 0.2, 5e-4)
     assert MetaConfig(**c.__dict__) == c  # a copy of a config (every field given) is equal
@@ -139,7 +143,7 @@ def test_config_yaml_lists_family_defaults_and_reads_them_back(registry):
     from metadqn_jax.runs import configs as runconfig
     from metadqn_jax.runs import record as runs
 
-    registry.register_family(registry.TaskFamily("nav-yaml-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+    registry.register_family(registry.TaskFamily("nav-yaml-test", "PointNav-v0", gamma=0.5, ranges={"goal_y": (-0.5, 0.5)},
                                                  meta_defaults={"tau": 0.99, "task_lifetime": 4,
                                                                 "num_meta_steps": 70}))
     cfg = runconfig.TrainConfig.resolve(presets.DEFAULT_TRAIN, {"meta": {"family": "nav-yaml-test"},
@@ -164,7 +168,7 @@ def test_a_family_recommends_values_for_one_algorithm(registry):
     value the user gave wins over both; re-targeting (``config_for``) resolves the new
     algorithm's, whichever algorithm the base config was built for."""
     registry.register_family(registry.TaskFamily(
-        "nav-per-algo-test", "PointNav-v0", ranges={"goal_y": (-0.5, 0.5)},
+        "nav-per-algo-test", "PointNav-v0", gamma=0.5, ranges={"goal_y": (-0.5, 0.5)},
         meta_defaults={"tau": 0.99, "task_lifetime": 4, "cavia": {"tau": 0.995, "model_loss": 1.0,
                                                                    "random_support": True}}))
     family = tasks.get_family("nav-per-algo-test")
@@ -175,8 +179,9 @@ def test_a_family_recommends_values_for_one_algorithm(registry):
     assert (base.tau, base.model_loss, base.setting("random_support")) == (0.99, 0.0, False)
     cavia = config_for(base, "cavia")
     assert (cavia.tau, cavia.model_loss, cavia.setting("random_support"), cavia.task_lifetime) == (0.995, 1.0, True, 4)
-    assert cavia.family_defaults_used == {"tau": 0.995, "task_lifetime": 4, "model_loss": 1.0,
-                                          "random_support": True}
+    assert cavia.family_defaults_used == {"tau": 0.995, "task_lifetime": 4, "model_loss": 1.0, "random_support": True,
+                                          "buffer_size": 400, "query_source": "buffer", "updates_per_step": 8,
+                                          "epsilon": 0.5}
     back = config_for(cavia, "maml")
     assert (back.tau, back.model_loss) == (0.99, 0.0) and back == base
     # a value the user gave wins for every algorithm, also after re-targeting
@@ -270,7 +275,7 @@ def test_family_defaults_bad_keys_and_values(registry):
 
 
 def test_stagger_tasks_renews_slots_out_of_phase():
-    cfg = MetaConfig(**{**TINY, "buffer_size": 40}, task_lifetime=4, query_source="buffer")
+    cfg = MetaConfig(**{**TINY, "buffer_size": 40, "task_lifetime": 4}, query_source="buffer", updates_per_step=1)
     per_step = 2 * 5  # envs_per_task x rollout_steps
     s, _ = train(cfg, 2)
     assert np.asarray(s.buffers.size).tolist() == [2 * per_step] * 4  # all slots renewed together

@@ -45,6 +45,7 @@ QUICK_TRAIN: Layer = {
         "rollout_steps": 5,
         "support_size": 10,
         "buffer_size": 10,
+        "task_lifetime": 1,  # a smoke test: one-meta-step tasks whatever the family's episodes (derive.py)
         "query_batch": 16,
         "hidden": [16, 16],
         "encoder_hidden": [16],

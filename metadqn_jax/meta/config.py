@@ -107,7 +107,9 @@ class MetaConfig:
     **Defaults** (one function, :func:`resolve`): a field the constructor is not given (or is
     given ``None``) takes, in this order, the task family's recommendation
     (:attr:`TaskFamily.meta_defaults <metadqn_jax.tasks.family.TaskFamily>`, any field but
-    :data:`~metadqn_jax.meta.defaults.STRUCTURAL_FIELDS`), the algorithm's
+    :data:`~metadqn_jax.meta.defaults.STRUCTURAL_FIELDS`), a value derived from the family
+    (:mod:`metadqn_jax.meta.derive`: task lifetime, buffer, queries, updates, target, ε, network,
+    learning rates from its episode length and scales), the algorithm's
     (:data:`~metadqn_jax.meta.defaults.ALGORITHM_DEFAULTS`, for ``random_support``, ``inner_lr``,
     ``meta_lr``), :data:`~metadqn_jax.meta.defaults.LIBRARY_DEFAULTS` (the ``None``-default
     fields), else the dataclass default below; ``gamma``: the family's discount. A value given
@@ -291,10 +293,12 @@ def resolve(cfg: MetaConfig, name: str, family: tasks.TaskFamily | None = None) 
     3. the family's recommendation for the config's algorithm (``TaskFamily.meta_defaults_for``:
        that algorithm's own entry of ``meta_defaults``, else the family-wide one; any field but
        :data:`STRUCTURAL_FIELDS`);
-    4. ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the
+    4. :data:`~metadqn_jax.meta.derive.DERIVED_FIELDS`: the rule of :mod:`metadqn_jax.meta.derive`
+       where one decides for this family (:func:`derived_from_family`);
+    5. ``random_support``, ``inner_lr``, ``meta_lr`` (:data:`ALGORITHM_RESOLVED`): the
        algorithm's (:data:`ALGORITHM_DEFAULTS`);
-    5. :data:`LIBRARY_DEFAULTS` (the fields whose dataclass default is ``None``);
-    6. the dataclass default (the value ``cfg`` holds).
+    6. :data:`LIBRARY_DEFAULTS` (the fields whose dataclass default is ``None``);
+    7. the dataclass default (the value ``cfg`` holds).
 
     Args:
       cfg: the config (its ``algorithm`` and ``family`` choose the defaults).

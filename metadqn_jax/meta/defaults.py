@@ -4,7 +4,9 @@ This module imports nothing (no JAX), so the command line can build its help tex
 :func:`metadqn_jax.meta.config.resolve` is the one function that applies these tables:
 
 * any field but :data:`STRUCTURAL_FIELDS` that the constructor is not given: the task family's
-  recommendation (``TaskFamily.meta_defaults``) first;
+  recommendation (``TaskFamily.meta_defaults``) first, then the rules of
+  :mod:`metadqn_jax.meta.derive` (which decide every family-dependent field and, where Q-values
+  are large, the learning rates: the tables below are what is left when no rule decides);
 * family-dependent fields (:data:`FAMILY_RESOLVED`, ``None`` by default), resolved when a config
   is built: the family's recommendation, else :data:`LIBRARY_DEFAULTS`;
 * algorithm-dependent fields (:data:`ALGORITHM_RESOLVED`), resolved on use, so a config keeps
