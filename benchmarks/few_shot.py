@@ -272,8 +272,7 @@ def main(argv=None) -> int:
         table += "\n\n" + report.guard_line(cmp.guards)
     out["untrained_baselines"] = report.untrained_baselines(results, algorithms)
     if out["untrained_baselines"]:
-        table = (f"VOID comparison: {', '.join(out['untrained_baselines'])} did not train (never above scratch, "
-                 "paired 95% CI, at any budget): a win over it says nothing.\n\n" + table)
+        table = report.void_line(out["untrained_baselines"]) + "\n\n" + table
     print(table)
     print(f"\nwall time {wall:.0f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

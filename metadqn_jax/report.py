@@ -73,6 +73,12 @@ def untrained_baselines(results: Mapping[str, FewShotResult], algorithms: Sequen
     return out
 
 
+def void_line(untrained: Sequence[str]) -> str:
+    """The one line that voids a comparison with the baselines :func:`untrained_baselines` names."""
+    return (f"VOID comparison: {', '.join(untrained)} did not train (never above scratch, paired 95% CI, at any "
+            "budget): a win over it says nothing; fix its training first.")
+
+
 def paired_table(results: Mapping[str, FewShotResult], baseline: str = "pretrained", *, title: str = "") -> str:
     """Markdown: every other init (the oracle and ``baseline`` excluded) minus ``baseline``,
     paired by task (:func:`paired`): the mean difference, its 95 % interval ``[low, high]`` (a

@@ -108,6 +108,5 @@ def verdict_line(results, algorithms: Sequence[str]) -> str:
                      f"{gains[best]:+.2f} at {budgets[best]} env steps.")
     untrained = report.untrained_baselines(results, algorithms)
     if lines and untrained:
-        lines.insert(0, f"VOID comparison: {', '.join(untrained)} did not train (never above scratch, paired 95% CI, "
-                        f"at any budget): a win over it says nothing; fix its training first.")
+        lines.insert(0, report.void_line(untrained))
     return "\n".join(lines)
